@@ -1,0 +1,427 @@
+#!/usr/bin/env node
+// End-to-end scenarios for herald's pages (web/index.html, web/chat.html) in real
+// headless chromium, driven by playwright-core. Run by tests/api/browser.rs, which
+// owns the server (start, stop, restart) and answers this script's steps.
+//
+// usage: node e2e.mjs <base-url> <scenario> [params-json]
+//   scenarios: index-live, index-gap, index-resume, index-restart, chat
+//   env CHROMIUM: browser binary (default /usr/bin/chromium)
+//   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
+//
+// Talking to the driver, one line each way:
+//   stdout "@@step {json}"   the driver does it (publish from outside, restart the
+//                            server) and writes one JSON line to stdin in answer
+//   stdout "@@result {json}" the outcome; the exit code is 0 only when it passed
+// Any other stdout line is a log line.
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const LAUNCH_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT_MS = Number(process.env.E2E_WAIT_MS || 20000); // one condition
+const WATCHDOG_MS = Number(process.env.E2E_WATCHDOG_MS || 150000); // the whole scenario
+
+const [base, scenario, paramsJson] = process.argv.slice(2);
+const params = paramsJson ? JSON.parse(paramsJson) : {};
+const shotDir = process.env.SCREENSHOT_DIR || '';
+
+function log(...args) {
+  console.log(`[e2e ${scenario}]`, ...args);
+}
+
+class Failure extends Error {}
+function check(cond, what) {
+  if (!cond) throw new Failure(what);
+}
+function same(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Failure(`${what}: expected ${e}, got ${a}`);
+}
+
+// ---------- steps answered by the driver ----------
+
+const stdinLines = [];
+const stdinWaiters = [];
+let stdinClosed = false;
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (l) => (stdinWaiters.length ? stdinWaiters.shift()(l) : stdinLines.push(l)));
+rl.on('close', () => {
+  stdinClosed = true;
+  while (stdinWaiters.length) stdinWaiters.shift()(null);
+});
+function nextLine() {
+  if (stdinLines.length) return Promise.resolve(stdinLines.shift());
+  if (stdinClosed) return Promise.resolve(null);
+  return new Promise((resolve) => stdinWaiters.push(resolve));
+}
+
+async function step(name, args = {}) {
+  console.log(`@@step ${JSON.stringify({ name, ...args })}`);
+  const line = await nextLine();
+  if (line === null) throw new Error(`the driver closed stdin before answering step ${name}`);
+  const answer = JSON.parse(line);
+  if (answer && answer.error) throw new Error(`step ${name} failed in the driver: ${answer.error}`);
+  return answer;
+}
+
+// ---------- plain HTTP from outside the page ----------
+
+async function publish(channel, data, event) {
+  const url = `${base}/publish/${encodeURIComponent(channel)}` + (event ? `?event=${encodeURIComponent(event)}` : '');
+  const res = await fetch(url, { method: 'POST', body: data });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`POST ${url} -> ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+// ---------- page helpers ----------
+
+const waitFor = (page, fn, arg, what) =>
+  page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch((e) => {
+    throw new Failure(`timed out after ${WAIT_MS} ms waiting for ${what} (${e.message.split('\n')[0]})`);
+  });
+
+/** The log's events (herald.gap included) in arrival order. */
+const logEvents = (page) =>
+  page.$$eval('#log li.event', (lis) =>
+    lis
+      .map((li) => ({
+        seq: Number(li.dataset.seq),
+        id: li.dataset.id || null,
+        type: li.dataset.type,
+        channel: li.dataset.channel || null,
+        data: li.querySelector('.ev-data').textContent,
+      }))
+      .sort((a, b) => a.seq - b.seq)
+      .map(({ seq, ...rest }) => rest));
+
+function waitEventId(page, id, what) {
+  return waitFor(page, (i) => !!document.querySelector(`#log li.event[data-id="${i}"]`), id, what || `event ${id} in the log`);
+}
+
+async function eventById(page, id) {
+  const all = await logEvents(page);
+  return all.find((e) => e.id === id);
+}
+
+const waitState = (page, state) =>
+  waitFor(page, (s) => document.querySelector('#state')?.dataset.state === s, state, `connection state "${state}"`);
+
+/** Submits the page's publish form with `act` and returns the JSON answer it shows. */
+async function publishResult(page, act, status) {
+  await page.$eval('#pub-result', (o) => { o.textContent = ''; delete o.dataset.status; });
+  await act();
+  await waitFor(page, () => !!document.querySelector('#pub-result').dataset.status, null, 'the publish result');
+  const got = await page.getAttribute('#pub-result', 'data-status');
+  const text = await page.textContent('#pub-result');
+  if (got !== status) throw new Failure(`publish from the page: expected ${status}, got ${text}`);
+  return JSON.parse(text.split('\n').slice(1).join('\n'));
+}
+
+async function screenshot(page, name) {
+  if (!shotDir) return null;
+  fs.mkdirSync(shotDir, { recursive: true });
+  const file = path.join(shotDir, name);
+  await page.screenshot({ path: file, fullPage: true });
+  log('screenshot', file);
+  return file;
+}
+
+const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+
+// ---------- scenarios ----------
+
+const scenarios = {
+  /** Events published with HTTP appear on /: plain, multi-line, typed, from the page's own form, batch. */
+  async 'index-live'(ctx) {
+    const ch = params.channel || unique('live');
+    const ch2 = `${ch}-b`;
+    const page = await ctx.newPage();
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${base}/?channel=${ch}&channel=${ch2}&event=alert`);
+    await waitState(page, 'open');
+
+    // published by the driver, plain HTTP from outside the browser
+    const first = await step('publish', { channel: ch, data: 'hello from outside' });
+    await waitEventId(page, first.id);
+    same((await eventById(page, first.id)).data, 'hello from outside', 'data of the first event');
+    same((await eventById(page, first.id)).type, 'message', 'type of an untyped event');
+
+    // multi-line data, on the second channel of the same stream
+    const multi = await publish(ch2, 'line one\nline two\r\nline three');
+    await waitEventId(page, multi.id);
+    same((await eventById(page, multi.id)).data, 'line one\nline two\nline three', 'multi-line data');
+    const shown = await page.$eval(`#log li[data-id="${multi.id}"] .ev-data`, (pre) => pre.innerText);
+    same(shown, 'line one\nline two\nline three', 'multi-line data as rendered (innerText)');
+
+    // an event type
+    const typed = await publish(ch, 'disk almost full', 'alert');
+    await waitEventId(page, typed.id);
+    same((await eventById(page, typed.id)).type, 'alert', 'event type');
+    same(await page.$eval(`#log li[data-id="${typed.id}"] .ev-type`, (n) => n.textContent), 'alert', 'event type shown');
+
+    // the page's own publish form, keyboard only: Ctrl+Enter in the data field
+    await page.fill('#pub-channel', ch);
+    await page.fill('#pub-event', 'note');
+    await page.fill('#pub-data', 'from the form\nsecond line');
+    await page.focus('#pub-data');
+    const formId = (await publishResult(page, () => page.keyboard.press('Control+Enter'), 'ok')).id;
+    await waitEventId(page, formId, 'the event published by the form');
+    same(await eventById(page, formId), { id: formId, type: 'note', channel: null, data: 'from the form\nsecond line' }, 'form event');
+
+    // batch mode
+    await page.check('#pub-batch');
+    await page.fill('#pub-data', JSON.stringify([
+      { channel: ch, data: 'batch one' },
+      { channel: ch2, event: 'alert', data: { n: 2 } },
+    ]));
+    const batch = await publishResult(page, () => page.click('#pub-submit'), 'ok');
+    same(batch.length, 2, 'batch answer length');
+    for (const b of batch) await waitEventId(page, b.id, `batch event ${b.id}`);
+    same((await eventById(page, batch[0].id)).data, 'batch one', 'batch item 0');
+    same(await eventById(page, batch[1].id), { id: batch[1].id, type: 'alert', channel: null, data: '{"n":2}' }, 'batch item 1');
+
+    // an error answer is shown, not thrown
+    await page.uncheck('#pub-batch');
+    await page.fill('#pub-channel', 'not a channel');
+    await page.fill('#pub-data', 'x');
+    const bad = await publishResult(page, () => page.click('#pub-submit'), 'error');
+    check((await page.textContent('#pub-result')).startsWith('400'), 'a bad channel name answers 400 on the page');
+    check(typeof bad.error === 'string' && typeof bad.message === 'string', `the error JSON is shown: ${JSON.stringify(bad)}`);
+
+    // status: last id, no duplicates, the channels panel
+    const events = await logEvents(page);
+    const ids = events.map((e) => e.id);
+    same(new Set(ids).size, ids.length, 'distinct ids in the log');
+    same(await page.textContent('#last-id'), batch[1].id, 'last event id shown');
+    await waitFor(page, (c) => !!document.querySelector(`#channels-body tr[data-channel="${c}"]`), ch, 'the channel in the /channels panel');
+    const gapShown = await page.isVisible('#gap-notice');
+    same(gapShown, false, 'gap notice visible on a clean stream');
+
+    await page.fill('#pub-channel', ch);
+    await page.fill('#pub-data', '');
+    const shot = await screenshot(page, 'index.png');
+
+    // narrow screen: nothing wider than the viewport
+    await page.setViewportSize({ width: 380, height: 800 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `page wider than a 380px screen by ${overflow}px`);
+    await screenshot(page, 'index-narrow.png');
+    return { events: events.length, screenshot: shot };
+  },
+
+  /** A page opened with an id the server no longer has history for shows the herald.gap notice. */
+  async 'index-gap'(ctx) {
+    const { channel, lastEventId, retained } = params;
+    check(channel && lastEventId && Array.isArray(retained), 'index-gap needs channel, lastEventId, retained');
+    const page = await ctx.newPage();
+    await page.goto(`${base}/?channel=${channel}&lastEventId=${lastEventId}`);
+    await waitFor(page, () => !document.querySelector('#gap-notice').hidden, null, 'the gap notice');
+    const text = await page.textContent('#gap-notice');
+    check(text.includes(channel), `gap notice names the channel: ${text}`);
+    for (const id of retained) await waitEventId(page, id);
+    const events = await logEvents(page);
+    same(events[0].type, 'herald.gap', 'first thing in the log');
+    same(events[0].channel, channel, 'channel of the gap event');
+    same(events.slice(1).map((e) => e.id), retained, 'events after the gap notice');
+    same(await page.getAttribute('#gap-notice', 'data-channels'), channel, 'channels named by the notice');
+    const live = await publish(channel, 'after the gap');
+    await waitEventId(page, live.id);
+    await screenshot(page, 'index-gap.png');
+    return { events: events.length + 1 };
+  },
+
+  /** Opened with ?lastEventId: exactly the missed events, then live ones. */
+  async 'index-resume'(ctx) {
+    const { channel, lastEventId, missed } = params;
+    check(channel && lastEventId && Array.isArray(missed), 'index-resume needs channel, lastEventId, missed');
+    const page = await ctx.newPage();
+    await page.goto(`${base}/?channel=${channel}&lastEventId=${lastEventId}`);
+    await waitState(page, 'open');
+    for (const m of missed) await waitEventId(page, m.id);
+    const live = await publish(channel, 'live after resume');
+    await waitEventId(page, live.id);
+    const events = await logEvents(page);
+    same(events, [...missed.map((m) => ({ id: m.id, type: 'message', channel: null, data: m.data })),
+      { id: live.id, type: 'message', channel: null, data: 'live after resume' }], 'the log after resuming');
+    same(await page.isVisible('#gap-notice'), false, 'gap notice visible');
+    return { events: events.length };
+  },
+
+  /** The server stops and starts again on the same port: reconnect, gap notice, new events. */
+  async 'index-restart'(ctx) {
+    const ch = params.channel || unique('restart');
+    const page = await ctx.newPage();
+    await page.goto(`${base}/?channel=${ch}`);
+    await waitState(page, 'open');
+    const before = await publish(ch, 'before the restart');
+    await waitEventId(page, before.id);
+    // Record every state the badge goes through from now on.
+    await page.evaluate(() => {
+      window.__states = [];
+      const badge = document.querySelector('#state');
+      new MutationObserver(() => window.__states.push(badge.dataset.state))
+        .observe(badge, { attributes: true, attributeFilter: ['data-state'] });
+    });
+
+    await step('restart');
+    await waitFor(page, () => !document.querySelector('#gap-notice').hidden, null, 'the gap notice after the restart');
+    await waitState(page, 'open');
+    const states = await page.evaluate(() => window.__states);
+    check(states.includes('reconnecting'), `the page showed "reconnecting": ${JSON.stringify(states)}`);
+    same(await page.getAttribute('#gap-notice', 'data-channels'), ch, 'channels named by the notice');
+
+    const after = await publish(ch, 'after the restart');
+    await waitEventId(page, after.id);
+    check(BigInt(after.id) > BigInt(before.id), `ids grow across a restart: ${before.id} then ${after.id}`);
+    const events = await logEvents(page);
+    const types = events.map((e) => e.type);
+    check(types.indexOf('herald.gap') > events.findIndex((e) => e.id === before.id), `gap after the old event: ${JSON.stringify(events)}`);
+    check(types.indexOf('herald.gap') < events.findIndex((e) => e.id === after.id), `gap before the new event: ${JSON.stringify(events)}`);
+    same(events.filter((e) => e.id === before.id).length, 1, 'the old event shown once');
+    await screenshot(page, 'index-restart.png');
+    return { states, events: events.length };
+  },
+
+  /** Two chat pages talk both ways; join and leave notices; <script> stays text; reopen catches up. */
+  async chat(ctx) {
+    const room = params.room || unique('room');
+    const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}`;
+    const lines = (page) =>
+      page.$$eval('#messages li', (lis) => lis.map((li) => ({
+        kind: li.dataset.kind,
+        id: li.dataset.id || null,
+        nick: li.dataset.nick || null,
+        text: li.querySelector('.text').textContent,
+      })));
+    const waitLine = (page, kind, text, what) =>
+      waitFor(page, ([k, t]) => [...document.querySelectorAll(`#messages li[data-kind="${k}"] .text`)]
+        .some((n) => n.textContent === t), [kind, text], what || `${kind} "${text}"`);
+    const say = async (page, text) => {
+      await page.fill('#message', text);
+      await page.press('#message', 'Enter');
+      await waitFor(page, () => document.querySelector('#message').value === '', null, 'the message field to clear after sending');
+    };
+
+    const alice = await ctx.newPage();
+    await alice.setViewportSize({ width: 900, height: 760 });
+    await alice.goto(url('alice'));
+    await waitState(alice, 'open');
+    await waitLine(alice, 'join', 'alice joined', 'alice sees her own join');
+
+    const bob = await ctx.newPage();
+    await bob.setViewportSize({ width: 900, height: 760 });
+    await bob.goto(url('bob'));
+    await waitState(bob, 'open');
+    await waitLine(alice, 'join', 'bob joined', 'alice sees bob join');
+    await waitLine(bob, 'join', 'bob joined', 'bob sees his own join');
+
+    await say(alice, 'hi bob');
+    await waitLine(bob, 'message', 'hi bob', 'bob receives alice');
+    await say(bob, 'hi alice, how are you?');
+    await waitLine(alice, 'message', 'hi alice, how are you?', 'alice receives bob');
+
+    const evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b>bold?</b>';
+    await say(bob, evil);
+    await waitLine(alice, 'message', evil, 'the <script> message shown as text');
+    same(await alice.$$eval('#messages script, #messages img, #messages b', (n) => n.length), 0, 'elements injected by a message');
+    same(await alice.evaluate(() => window.__pwned ?? null), null, 'script from a message ran');
+
+    // from outside the pages: plain HTTP, not JSON
+    const plain = await step('publish', { channel: room, data: 'hello from curl' });
+    await waitLine(alice, 'raw', 'hello from curl');
+    await waitLine(bob, 'raw', 'hello from curl');
+
+    const aliceSaw = await lines(alice);
+    const aliceIds = aliceSaw.map((l) => l.id).filter(Boolean);
+    same(new Set(aliceIds).size, aliceIds.length, 'distinct ids on alice\'s page');
+    check(aliceIds.includes(plain.id), 'the raw message has its id');
+    same(await alice.$$eval('#messages li.mine', (n) => n.map((li) => li.querySelector('.text').textContent)), ['hi bob'], 'alice\'s own messages marked');
+    const shot = await screenshot(bob, 'chat.png');
+
+    // alice closes her tab: the page says goodbye with a beacon
+    await alice.close({ runBeforeUnload: true });
+    await waitLine(bob, 'leave', 'alice left', 'bob sees alice leave');
+    await say(bob, 'while you were away');
+
+    // alice comes back: the remembered last id brings exactly what she missed
+    const again = await ctx.newPage();
+    await again.setViewportSize({ width: 900, height: 760 });
+    await again.goto(url('alice'));
+    await waitState(again, 'open');
+    await waitLine(again, 'message', 'while you were away', 'alice catches up on what she missed');
+    await waitLine(again, 'join', 'alice joined', 'alice announces herself again');
+    await waitLine(bob, 'join', 'alice joined', 'bob sees alice join again');
+    const caught = await lines(again);
+    same(caught.filter((l) => l.kind === 'message').map((l) => l.text), ['while you were away'], 'messages after reopening');
+    check(caught.some((l) => l.kind === 'leave' && l.text === 'alice left'), 'her own leave notice is in what she missed');
+    const againIds = caught.map((l) => l.id).filter(Boolean);
+    same(new Set(againIds).size, againIds.length, 'distinct ids after reopening');
+    check(againIds.every((id) => !aliceIds.includes(id)), 'nothing alice had seen is shown again');
+    await screenshot(again, 'chat-reopened.png');
+    return { screenshot: shot, bobLines: (await lines(bob)).length };
+  },
+};
+
+// ---------- main ----------
+
+async function main() {
+  if (!base || !scenarios[scenario]) {
+    console.error(`usage: node e2e.mjs <base-url> <${Object.keys(scenarios).join('|')}> [params-json]`);
+    process.exit(2);
+  }
+  const watchdog = setTimeout(() => {
+    console.log(`@@result ${JSON.stringify({ ok: false, scenario, error: `watchdog: not done after ${WATCHDOG_MS} ms` })}`);
+    process.exit(1);
+  }, WATCHDOG_MS);
+
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-e2e-'));
+  let ctx;
+  let outcome;
+  const pageErrors = [];
+  try {
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: LAUNCH_ARGS,
+      timeout: 60000,
+    });
+    ctx.setDefaultTimeout(WAIT_MS);
+    ctx.on('page', (p) => {
+      p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`));
+      p.on('console', (m) => { if (m.type() === 'error') log('console:', m.text()); });
+    });
+    for (const p of ctx.pages()) await p.close();
+    const result = await scenarios[scenario](ctx);
+    if (pageErrors.length) throw new Failure(`JavaScript errors on the page: ${pageErrors.join(' | ')}`);
+    outcome = { ok: true, scenario, ...result };
+  } catch (e) {
+    outcome = { ok: false, scenario, error: e instanceof Failure ? e.message : String(e.stack || e), pageErrors };
+    if (ctx) {
+      const page = ctx.pages().at(-1);
+      if (page) await screenshot(page, `fail-${scenario}.png`).catch(() => {});
+    }
+  } finally {
+    if (ctx) await ctx.close().catch(() => {});
+    fs.rmSync(profile, { recursive: true, force: true });
+    clearTimeout(watchdog);
+    rl.close();
+  }
+  console.log(`@@result ${JSON.stringify(outcome)}`);
+  process.exit(outcome.ok ? 0 : 1);
+}
+
+main();
