@@ -1,0 +1,206 @@
+//! Configuration: one typed struct, parsed from flags and `HERALD_*`
+//! environment variables, passed whole to [`crate::run`].
+//!
+//! The defaults live only in the `#[arg]` attributes below, so `--help`, the
+//! README and [`Config::default`] cannot disagree.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::history::HistoryLimits;
+use crate::hub::HubConfig;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "herald",
+    version,
+    about = "A self-hosted Server-Sent Events push server.",
+    long_about = "A self-hosted Server-Sent Events push server.\n\n\
+        Subscribe: curl -N http://127.0.0.1:8080/events/news\n\
+        Publish:   curl -d hello http://127.0.0.1:8080/publish/news\n\n\
+        Every flag can also be set by the environment variable shown; a flag \
+        on the command line wins over its variable."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Reconnection delay sent to clients in the `retry:` field.
+    #[arg(long, env = "HERALD_RETRY", default_value = "3s", value_parser = duration)]
+    pub retry: Duration,
+
+    /// Write a comment on a stream when nothing else was written for this long.
+    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
+    pub heartbeat: Duration,
+
+    /// Events each channel retains for replay.
+    #[arg(long, env = "HERALD_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history: u32,
+
+    /// Event data each channel retains for replay (bytes, or with KiB/MiB/GiB);
+    /// the newest event is always retained.
+    #[arg(long, env = "HERALD_HISTORY_BYTES", default_value = "1MiB", value_parser = byte_size)]
+    pub history_bytes: usize,
+
+    /// Drop a channel and its history after this long with no subscriber and no publish.
+    #[arg(long, env = "HERALD_CHANNEL_TTL", default_value = "1h", value_parser = positive_duration)]
+    pub channel_ttl: Duration,
+
+    /// Most channels held at once; past it, new channels are refused.
+    #[arg(long, env = "HERALD_MAX_CHANNELS", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_channels: u32,
+
+    /// Most open TCP connections; past it, subscribes get a retry-later stream and other requests 503.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Largest event data accepted by a publish (bytes, or with KiB/MiB).
+    #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value = "65536", value_parser = byte_size)]
+    pub max_event_bytes: usize,
+
+    /// Largest body accepted by a batch publish (bytes, or with KiB/MiB).
+    #[arg(long, env = "HERALD_MAX_BATCH_BYTES", default_value = "1MiB", value_parser = byte_size)]
+    pub max_batch_bytes: usize,
+
+    /// Live events a subscriber may fall behind before it is caught up from history.
+    #[arg(long, env = "HERALD_STREAM_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_buffer: u32,
+
+    /// Disconnect a client that has not sent all its request headers by then.
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+
+    /// Answer 408 to a client that has not sent its whole request body by then.
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub body_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, wait at most this long for open requests before exiting.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Origins allowed by CORS, comma-separated; `*` allows any.
+    #[arg(long, env = "HERALD_CORS_ORIGIN", default_value = "*", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
+    /// Log format.
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's env-filter syntax (e.g. `info`, `herald=debug`).
+    #[arg(long, env = "HERALD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    /// The documented defaults (environment variables still apply, as they
+    /// would for the binary).
+    fn default() -> Self {
+        Config::parse_from(["herald"])
+    }
+}
+
+impl Config {
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            history: HistoryLimits {
+                events: self.history as usize,
+                bytes: self.history_bytes,
+            },
+            max_channels: self.max_channels as usize,
+            stream_buffer: self.stream_buffer as usize,
+            channel_ttl: self.channel_ttl,
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: write a number with its unit, like 15s or 500ms"))
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be more than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// A byte count: `65536`, `64KiB`, `1MiB`, `1 GiB`.
+fn byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: write a byte count, or a number with KiB, MiB or GiB"
+            ))
+        }
+    };
+    let number: usize = number
+        .parse()
+        .map_err(|_| "write a byte count, or a number with KiB, MiB or GiB".to_owned())?;
+    match number.checked_mul(multiplier) {
+        Some(0) => Err("must be more than zero".to_owned()),
+        Some(n) => Ok(n),
+        None => Err("too large".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_take_plain_counts_and_binary_units() {
+        assert_eq!(byte_size("65536"), Ok(65536));
+        assert_eq!(byte_size("64KiB"), Ok(65536));
+        assert_eq!(byte_size("1MiB"), Ok(1 << 20));
+        assert_eq!(byte_size("2 GiB"), Ok(2 << 30));
+        assert!(byte_size("1MB").is_err());
+        assert!(byte_size("0").is_err());
+        assert!(byte_size("KiB").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::parse_from(["herald"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.retry, Duration::from_secs(3));
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.history, 1000);
+        assert_eq!(c.history_bytes, 1 << 20);
+        assert_eq!(c.channel_ttl, Duration::from_secs(3600));
+        assert_eq!(c.max_event_bytes, 65536);
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.cors_origin, ["*"]);
+    }
+
+    #[test]
+    fn flags_parse_durations_with_units() {
+        let c = Config::parse_from(["herald", "--heartbeat", "500ms", "--channel-ttl", "2m"]);
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.channel_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

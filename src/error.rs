@@ -1,0 +1,125 @@
+//! The one error type at the HTTP boundary. Each case knows its status and
+//! its JSON body `{"error": "<code>", "message": "<what to do>"}`, and
+//! [`ApiError::into_response`] is the only place that turns one into a
+//! response, so the service itself never fails.
+
+use std::time::Duration;
+
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+
+use crate::body::{Body, Response};
+use crate::domain::InvalidInput;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadChannel(InvalidInput),
+    #[error("{0}")]
+    BadEventType(InvalidInput),
+    #[error("subscribe to between 1 and 32 channels: /events?channel=a&channel=b")]
+    BadChannelList,
+    #[error("the event data is empty: send the data as the request body, e.g. curl -d 'hello'")]
+    EmptyData,
+    #[error("the event data is not valid UTF-8: SSE carries text only")]
+    NotUtf8,
+    #[error("the request body is not valid JSON for a batch: {0}")]
+    BadJson(String),
+    /// A bad item of a batch: the whole batch is refused.
+    #[error("item {index}: {source}")]
+    BadBatchItem {
+        index: usize,
+        source: Box<ApiError>,
+    },
+    #[error("the event data is larger than {limit} bytes (--max-event-bytes)")]
+    EventTooLarge { limit: usize },
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive within {0:?} (--body-timeout)")]
+    BodyTimeout(Duration),
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("no such endpoint: see GET /events/<channel>, POST /publish/<channel>")]
+    NotFound,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("the server holds its maximum number of channels (--max-channels); retry later")]
+    ChannelLimit { retry_after: Duration },
+    #[error("the server has its maximum number of connections open (--max-connections); retry later")]
+    ConnectionLimit { retry_after: Duration },
+    #[error("the server is shutting down; retry later")]
+    ShuttingDown { retry_after: Duration },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadChannel(_)
+            | ApiError::BadEventType(_)
+            | ApiError::BadChannelList
+            | ApiError::EmptyData
+            | ApiError::NotUtf8
+            | ApiError::BadJson(_)
+            | ApiError::BadBatchItem { .. }
+            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ChannelLimit { .. }
+            | ApiError::ConnectionLimit { .. }
+            | ApiError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadChannel(_) => "bad_channel",
+            ApiError::BadEventType(_) => "bad_event_type",
+            ApiError::BadChannelList => "bad_channel_list",
+            ApiError::EmptyData => "empty_data",
+            ApiError::NotUtf8 => "invalid_utf8",
+            ApiError::BadJson(_) => "bad_json",
+            ApiError::BadBatchItem { source, .. } => source.code(),
+            ApiError::EventTooLarge { .. } => "event_too_large",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::BodyRead(_) => "body_read",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::ChannelLimit { .. } => "channel_limit",
+            ApiError::ConnectionLimit { .. } => "connection_limit",
+            ApiError::ShuttingDown { .. } => "shutting_down",
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+        });
+        if let ApiError::BadBatchItem { index, .. } = &self {
+            body["index"] = (*index).into();
+        }
+        let mut response = http::Response::new(Body::from(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::ChannelLimit { retry_after }
+            | ApiError::ConnectionLimit { retry_after }
+            | ApiError::ShuttingDown { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}

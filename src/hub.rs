@@ -1,0 +1,556 @@
+//! The hub: channels, ids, publish and subscribe.
+//!
+//! Each channel has a tokio broadcast channel for live events and a
+//! [`History`] ring buffer for replay. Everything that orders events sits
+//! behind one `std::sync::Mutex`:
+//!
+//! - publish: take the next id, append to history, send to live receivers;
+//! - subscribe: read the backlog, create the receiver;
+//!
+//! so a subscriber's replay ends exactly where its live receiver begins: no
+//! gap, no duplicate. The lock is one for the whole hub rather than one per
+//! channel because a stream may subscribe to several channels and must see
+//! their events in id order: with a single lock, an event with a smaller id
+//! is always in its receiver's queue before any event with a larger id is
+//! sent anywhere, which is what lets [`crate::stream`] merge receivers in id
+//! order. It is a std mutex, never held across an `.await`: every critical
+//! section is a few pointer moves and a broadcast send (which never waits on
+//! receivers), and the expensive work, encoding the frame, happens before
+//! the lock is taken.
+//!
+//! A later shared backend (Redis) replaces what is under this lock; the
+//! public methods are the seam.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::domain::{ChannelName, EventId, Resume};
+use crate::history::{Event, History, HistoryLimits};
+use crate::metrics::Metrics;
+use crate::sse::{self, GapReason, PendingEvent};
+
+/// What the hub needs to know from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct HubConfig {
+    pub history: HistoryLimits,
+    pub max_channels: usize,
+    /// Capacity of each channel's broadcast queue: how far a subscriber may
+    /// fall behind live events before it is caught up from history.
+    pub stream_buffer: usize,
+    pub channel_ttl: Duration,
+}
+
+/// The past-`--max-channels` refusal: the request would create a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server holds its maximum number of channels")]
+pub struct ChannelLimit;
+
+/// One event to publish, encoded but not yet numbered.
+#[derive(Debug)]
+pub struct PublishItem {
+    pub channel: ChannelName,
+    pub event: PendingEvent,
+    pub data_len: usize,
+}
+
+/// The answer to one published event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Published {
+    #[serde(serialize_with = "as_string")]
+    pub id: EventId,
+    pub channel: ChannelName,
+    /// Live subscribers the event was handed to.
+    pub subscribers: usize,
+}
+
+/// A new stream's starting state, taken atomically with respect to publishes.
+pub struct Subscription {
+    /// Gap notices, then replayed events in id order: written before any
+    /// live event.
+    pub backlog: Vec<Backlog>,
+    /// One live receiver per channel.
+    pub sources: Vec<Source>,
+}
+
+/// A frame of a stream's backlog, and what it counts as in the metrics.
+pub enum Backlog {
+    Gap(Bytes),
+    Replayed(Bytes),
+}
+
+/// One channel of a stream: its live receiver, and the id up to which the
+/// stream has everything of this channel it is owed (used to catch up after
+/// falling behind).
+pub struct Source {
+    pub channel: ChannelName,
+    pub receiver: broadcast::Receiver<Event>,
+    pub last_id: EventId,
+}
+
+/// What a subscriber that fell behind gets: a fresh receiver, a gap notice if
+/// events it missed are no longer retained, and the retained events it has
+/// not seen.
+pub struct CatchUp {
+    pub receiver: broadcast::Receiver<Event>,
+    pub gap: Option<Bytes>,
+    pub events: Vec<Event>,
+}
+
+/// A row of `GET /channels`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelInfo {
+    pub channel: ChannelName,
+    pub subscribers: usize,
+    pub retained: usize,
+    #[serde(serialize_with = "opt_as_string")]
+    pub last_event_id: Option<EventId>,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+}
+
+struct Inner {
+    channels: HashMap<ChannelName, Channel>,
+    clock: IdClock,
+}
+
+struct Channel {
+    history: History,
+    /// Created with the first subscriber, dropped by the reaper once none is
+    /// left: a channel that is only published to needs no live queue.
+    sender: Option<broadcast::Sender<Event>>,
+    /// Last publish, or last time the reaper saw a subscriber; the TTL runs
+    /// from here.
+    active_at: Instant,
+}
+
+impl Channel {
+    fn subscribers(&self) -> usize {
+        self.sender.as_ref().map_or(0, |s| s.receiver_count())
+    }
+
+    fn subscribe(&mut self, capacity: usize) -> broadcast::Receiver<Event> {
+        match &self.sender {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(capacity);
+                self.sender = Some(sender);
+                receiver
+            }
+        }
+    }
+}
+
+/// Issues ids: unique, strictly increasing, and after a restart greater than
+/// any id issued before it, with no state kept on disk.
+///
+/// An id is the current Unix time in microseconds, or the previous id plus
+/// one if that is larger. A restarted server starts from its clock, which is
+/// past every id of the previous run unless that run sustained more than a
+/// million publishes per second (ids would then run ahead of the clock) or
+/// the wall clock was set back across the restart.
+struct IdClock {
+    last: u64,
+}
+
+impl IdClock {
+    fn starting_now() -> IdClock {
+        IdClock { last: unix_micros() }
+    }
+
+    fn next(&mut self) -> EventId {
+        self.last = (self.last + 1).max(unix_micros());
+        EventId::new(self.last)
+    }
+
+    fn last(&self) -> EventId {
+        EventId::new(self.last)
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Hub {
+    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            inner: Mutex::new(Inner {
+                channels: HashMap::new(),
+                clock: IdClock::starting_now(),
+            }),
+            config,
+            metrics,
+        }
+    }
+
+    /// Locks the hub. A panic while holding the lock cannot leave the maps
+    /// half-updated in a way later calls would trip on, so poisoning is
+    /// ignored rather than spread to every later request.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes every item or none: the channel limit is checked for the
+    /// whole batch before the first id is issued.
+    pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, ChannelLimit> {
+        let mut inner = self.lock();
+        let mut new: Vec<&ChannelName> = items
+            .iter()
+            .map(|item| &item.channel)
+            .filter(|name| !inner.channels.contains_key(*name))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if inner.channels.len() + new.len() > self.config.max_channels {
+            return Err(ChannelLimit);
+        }
+
+        let now = Instant::now();
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let Inner { channels, clock } = &mut *inner;
+            let id = clock.next();
+            let channel = channel_entry(channels, &item.channel, &self.config, id, now);
+            let event = Event {
+                id,
+                frame: item.event.finish(id),
+                data_len: item.data_len,
+            };
+            channel.history.push(event.clone());
+            channel.active_at = now;
+            let subscribers = match &channel.sender {
+                Some(sender) => sender.send(event).unwrap_or(0),
+                None => 0,
+            };
+            answers.push(Published {
+                id,
+                channel: item.channel,
+                subscribers,
+            });
+        }
+        drop(inner);
+        self.metrics.events_published.inc_by(answers.len() as u64);
+        Ok(answers)
+    }
+
+    /// Opens a stream on `channels` (distinct names) resuming from `resume`:
+    /// its backlog per SPEC §2 (gap notices, then replay in id order) and its
+    /// live receivers, taken together under the lock.
+    pub fn subscribe(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+    ) -> Result<Subscription, ChannelLimit> {
+        let mut inner = self.lock();
+        let missing = channels
+            .iter()
+            .filter(|name| !inner.channels.contains_key(*name))
+            .count();
+        if inner.channels.len() + missing > self.config.max_channels {
+            return Err(ChannelLimit);
+        }
+
+        let last_issued = inner.clock.last();
+        // An id past the newest ever issued comes from another server or an
+        // earlier run; nothing can be proven about it.
+        let resume = match resume {
+            Resume::After(id) if id > last_issued => Resume::Unknown,
+            other => other,
+        };
+        let now = Instant::now();
+        let mut gaps = Vec::new();
+        let mut replay: Vec<&Event> = Vec::new();
+        let mut sources = Vec::with_capacity(channels.len());
+        for name in channels {
+            let Inner {
+                channels: map,
+                clock,
+            } = &mut *inner;
+            let channel = channel_entry(map, name, &self.config, clock.last(), now);
+            let receiver = channel.subscribe(self.config.stream_buffer);
+            sources.push(Source {
+                channel: name.clone(),
+                receiver,
+                // Everything of this channel up to the newest id issued is
+                // either in this backlog or was not asked for.
+                last_id: last_issued,
+            });
+        }
+        for name in channels {
+            let history = &inner.channels[name].history;
+            match resume {
+                Resume::Live => {}
+                Resume::After(after) => {
+                    let (complete, events) = history.since(after);
+                    if complete {
+                        replay.extend(events);
+                    } else {
+                        gaps.push(sse::gap(name, GapReason::History, Some(after)));
+                        replay.extend(history.all());
+                    }
+                }
+                Resume::Unknown => {
+                    gaps.push(sse::gap(name, GapReason::UnknownId, None));
+                    replay.extend(history.all());
+                }
+            }
+        }
+        replay.sort_unstable_by_key(|e| e.id);
+        let backlog = gaps
+            .into_iter()
+            .map(Backlog::Gap)
+            .chain(replay.into_iter().map(|e| Backlog::Replayed(e.frame.clone())))
+            .collect();
+        Ok(Subscription { backlog, sources })
+    }
+
+    /// For a subscriber whose receiver on `channel` overflowed: a new
+    /// receiver and the retained events after `after`, taken together under
+    /// the lock so the hand-over is exact. `None` if the channel is gone.
+    pub fn catch_up(&self, channel: &ChannelName, after: EventId) -> Option<CatchUp> {
+        let mut inner = self.lock();
+        let ch = inner.channels.get_mut(channel)?;
+        let receiver = ch.subscribe(self.config.stream_buffer);
+        let (complete, events) = ch.history.since(after);
+        let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
+        Some(CatchUp {
+            receiver,
+            gap,
+            events: events.cloned().collect(),
+        })
+    }
+
+    /// Whether a stream may be opened on `channels` now without passing
+    /// `--max-channels` (used to answer HEAD like GET would, without side
+    /// effects).
+    pub fn would_accept(&self, channels: &[ChannelName]) -> bool {
+        let inner = self.lock();
+        let missing = channels
+            .iter()
+            .filter(|name| !inner.channels.contains_key(*name))
+            .count();
+        inner.channels.len() + missing <= self.config.max_channels
+    }
+
+    /// Every channel, sorted by name.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        let inner = self.lock();
+        let mut rows: Vec<ChannelInfo> = inner
+            .channels
+            .iter()
+            .map(|(name, ch)| ChannelInfo {
+                channel: name.clone(),
+                subscribers: ch.subscribers(),
+                retained: ch.history.len(),
+                last_event_id: ch.history.last_id(),
+            })
+            .collect();
+        drop(inner);
+        rows.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
+        rows
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.lock().channels.len()
+    }
+
+    /// Drops channels with no subscriber and no publish for `--channel-ttl`,
+    /// with their history, and live queues nobody listens to. Returns how
+    /// many channels are left.
+    pub fn reap(&self, now: Instant) -> usize {
+        let ttl = self.config.channel_ttl;
+        let mut inner = self.lock();
+        inner.channels.retain(|_, ch| {
+            if ch.subscribers() > 0 {
+                ch.active_at = now;
+                return true;
+            }
+            ch.sender = None;
+            now.saturating_duration_since(ch.active_at) < ttl
+        });
+        let len = inner.channels.len();
+        if inner.channels.capacity() > 4 * len + 64 {
+            inner.channels.shrink_to_fit();
+        }
+        len
+    }
+
+    /// How often [`Hub::reap`] should run: often enough that a channel
+    /// outlives its TTL by little.
+    pub fn reap_interval(&self) -> Duration {
+        (self.config.channel_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(30))
+    }
+}
+
+/// The channel named `name`, created (with `mark` as the newest id issued
+/// before it) if it does not exist.
+fn channel_entry<'a>(
+    channels: &'a mut HashMap<ChannelName, Channel>,
+    name: &ChannelName,
+    config: &HubConfig,
+    mark: EventId,
+    now: Instant,
+) -> &'a mut Channel {
+    channels.entry(name.clone()).or_insert_with(|| Channel {
+        history: History::new(config.history, mark),
+        sender: None,
+        active_at: now,
+    })
+}
+
+fn as_string<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+fn opt_as_string<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+impl serde::Serialize for ChannelName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(history: usize, max_channels: usize) -> Hub {
+        Hub::new(
+            HubConfig {
+                history: HistoryLimits {
+                    events: history,
+                    bytes: 1 << 20,
+                },
+                max_channels,
+                stream_buffer: 16,
+                channel_ttl: Duration::from_secs(60),
+            },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn name(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn publish(hub: &Hub, channel: &str, data: &str) -> EventId {
+        hub.publish(vec![PublishItem {
+            channel: name(channel),
+            event: PendingEvent::encode(None, data),
+            data_len: data.len(),
+        }])
+        .unwrap()[0]
+            .id
+    }
+
+    fn replayed(sub: &Subscription) -> Vec<String> {
+        sub.backlog
+            .iter()
+            .map(|b| match b {
+                Backlog::Gap(_) => "gap".to_owned(),
+                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_strictly_increase_across_channels() {
+        let hub = hub(10, 10);
+        let ids: Vec<EventId> = (0..100)
+            .map(|i| publish(&hub, ["a", "b", "c"][i % 3], "x"))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn resume_replays_only_later_events_of_the_subscribed_channels_in_id_order() {
+        let hub = hub(10, 10);
+        let first = publish(&hub, "a", "1");
+        publish(&hub, "b", "2");
+        publish(&hub, "c", "skip");
+        publish(&hub, "a", "3");
+        let sub = hub
+            .subscribe(&[name("b"), name("a")], Resume::After(first))
+            .unwrap();
+        let frames = replayed(&sub);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].ends_with("data: 2\n\n") && frames[1].ends_with("data: 3\n\n"));
+    }
+
+    #[test]
+    fn live_receiver_starts_right_after_the_backlog() {
+        let hub = hub(10, 10);
+        let first = publish(&hub, "a", "1");
+        let mut sub = hub.subscribe(&[name("a")], Resume::After(first)).unwrap();
+        let next = publish(&hub, "a", "2");
+        let live = sub.sources[0].receiver.try_recv().unwrap();
+        assert_eq!(live.id, next);
+        assert!(sub.backlog.is_empty());
+    }
+
+    #[test]
+    fn resuming_below_the_dropped_events_gets_a_gap_then_everything_retained() {
+        let hub = hub(2, 10);
+        let first = publish(&hub, "a", "1");
+        publish(&hub, "a", "2");
+        publish(&hub, "a", "3");
+        publish(&hub, "a", "4");
+        let sub = hub.subscribe(&[name("a")], Resume::After(first)).unwrap();
+        let frames = replayed(&sub);
+        assert_eq!(frames[0], "gap");
+        assert_eq!(frames.len(), 3);
+    }
+
+    #[test]
+    fn an_id_from_the_future_is_a_gap() {
+        let hub = hub(10, 10);
+        publish(&hub, "a", "1");
+        let sub = hub
+            .subscribe(&[name("a")], Resume::After(EventId::new(u64::MAX)))
+            .unwrap();
+        assert_eq!(replayed(&sub)[0], "gap");
+    }
+
+    #[test]
+    fn publish_past_max_channels_is_refused_whole() {
+        let hub = hub(10, 2);
+        publish(&hub, "a", "1");
+        let items = ["a", "b", "c"]
+            .iter()
+            .map(|c| PublishItem {
+                channel: name(c),
+                event: PendingEvent::encode(None, "x"),
+                data_len: 1,
+            })
+            .collect();
+        assert_eq!(hub.publish(items).unwrap_err(), ChannelLimit);
+        assert_eq!(hub.channel_count(), 1);
+        assert_eq!(hub.channels()[0].retained, 1, "nothing of the batch landed");
+    }
+
+    #[test]
+    fn reaper_drops_idle_channels_but_keeps_subscribed_ones() {
+        let hub = hub(10, 10);
+        publish(&hub, "idle", "1");
+        let _sub = hub.subscribe(&[name("busy")], Resume::Live).unwrap();
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(hub.reap(later), 1);
+        assert_eq!(hub.channels()[0].channel.as_str(), "busy");
+    }
+}

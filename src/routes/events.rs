@@ -1,0 +1,116 @@
+//! `GET /events/{channel}` and `GET /events?channel=a&channel=b`: open an
+//! event stream, resuming from `Last-Event-ID` or `lastEventId`.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+
+use crate::app::State;
+use crate::body::{Body, Response};
+use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
+use crate::error::ApiError;
+use crate::metrics::RejectReason;
+use crate::sse;
+use crate::stream::{self, EventStream, StreamContext};
+
+static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Opens a stream, or answers HEAD with the same headers and no body (and no
+/// side effect: no channel is created).
+pub fn subscribe(
+    state: &State,
+    req: &Parts,
+    path_channel: Option<&str>,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let (channels, query_resume) = parse_query(req, path_channel)?;
+    // The header wins over the query; an empty value means no id, so an
+    // empty header leaves the query's id in force.
+    let resume = match req.headers.get(&LAST_EVENT_ID).map(|v| v.to_str()) {
+        Some(Ok("")) | None => query_resume,
+        Some(Ok(raw)) => Resume::parse(raw),
+        Some(Err(_)) => Resume::Unknown,
+    };
+
+    if head {
+        if !state.hub.would_accept(&channels) {
+            return Ok(retry_later(state, RejectReason::ChannelLimit));
+        }
+        return Ok(event_stream_response(Body::Empty));
+    }
+
+    let subscription = match state.hub.subscribe(&channels, resume) {
+        Ok(subscription) => subscription,
+        Err(_) => {
+            state.metrics.rejected(RejectReason::ChannelLimit);
+            return Ok(retry_later(state, RejectReason::ChannelLimit));
+        }
+    };
+    let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+    let preamble = sse::preamble(state.config.retry, &format!("herald: {}", names.join(" ")));
+    let ctx = StreamContext {
+        hub: state.hub.clone(),
+        metrics: state.metrics.clone(),
+        heartbeat: state.config.heartbeat,
+        shutdown: state.shutdown.clone(),
+    };
+    let stream = EventStream::new(preamble, subscription, ctx);
+    Ok(event_stream_response(Body::Events(Box::new(stream))))
+}
+
+/// The channels to subscribe to and the `lastEventId` query parameter.
+fn parse_query(
+    req: &Parts,
+    path_channel: Option<&str>,
+) -> Result<(Vec<ChannelName>, Resume), ApiError> {
+    let query = req.uri.query().unwrap_or("");
+    let mut channels = Vec::new();
+    if let Some(raw) = path_channel {
+        channels.push(ChannelName::parse(raw).map_err(ApiError::BadChannel)?);
+    }
+    let mut resume = Resume::Live;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "lastEventId" => resume = Resume::parse(&value),
+            "channel" if path_channel.is_none() => {
+                let name = ChannelName::parse(&value).map_err(ApiError::BadChannel)?;
+                // A channel named twice counts once.
+                if !channels.contains(&name) {
+                    channels.push(name);
+                }
+                if channels.len() > MAX_CHANNELS_PER_STREAM {
+                    return Err(ApiError::BadChannelList);
+                }
+            }
+            _ => {}
+        }
+    }
+    if channels.is_empty() {
+        return Err(ApiError::BadChannelList);
+    }
+    Ok((channels, resume))
+}
+
+/// The answer to a subscribe that cannot be served now: 200 (EventSource
+/// gives up for good on any other status), a `retry:` back-off and a comment
+/// saying why, and the stream ends.
+pub fn retry_later(state: &State, reason: RejectReason) -> Response {
+    let why = match reason {
+        RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
+        RejectReason::ChannelLimit => "server busy: too many channels, retry later",
+        RejectReason::ShuttingDown => "server shutting down, retry later",
+        RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
+    };
+    event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))
+}
+
+fn event_stream_response(body: Body) -> Response {
+    let mut response = http::Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+    response
+}
+

@@ -1,0 +1,156 @@
+//! `POST /publish/{channel}` (the body is the data) and `POST /publish` (a
+//! JSON batch, published all or nothing).
+//!
+//! Everything is validated and encoded before the hub is asked to publish,
+//! so a refused request changes nothing.
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::request::Parts;
+use http::HeaderValue;
+use serde_json::Value;
+
+use crate::app::State;
+use crate::body::{Body, Response};
+use crate::domain::{ChannelName, EventType};
+use crate::error::ApiError;
+use crate::hub::{PublishItem, Published};
+use crate::routes::{query_param, read_body, BoxError};
+use crate::sse::PendingEvent;
+
+pub async fn one<B>(
+    state: &State,
+    parts: &Parts,
+    body: B,
+    channel: &str,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let channel = ChannelName::parse(channel).map_err(ApiError::BadChannel)?;
+    let event = query_param(&parts.uri, "event")
+        .map(|t| EventType::parse(&t))
+        .transpose()
+        .map_err(ApiError::BadEventType)?;
+    let limit = state.config.max_event_bytes;
+    let body = read_body(
+        &parts.headers,
+        body,
+        limit,
+        state.config.body_timeout,
+        |limit| ApiError::EventTooLarge { limit },
+    )
+    .await?;
+    let data = std::str::from_utf8(&body).map_err(|_| ApiError::NotUtf8)?;
+    let item = item(state, channel, event.as_ref(), data)?;
+    let published = publish(state, vec![item])?;
+    Ok(json_response(&published[0]))
+}
+
+pub async fn batch<B>(state: &State, parts: &Parts, body: B) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = read_body(
+        &parts.headers,
+        body,
+        state.config.max_batch_bytes,
+        state.config.body_timeout,
+        |limit| ApiError::BodyTooLarge { limit },
+    )
+    .await?;
+    let items: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(items)) => items,
+        Ok(_) => return Err(ApiError::BadJson("expected a JSON array of events".into())),
+        Err(e) => return Err(ApiError::BadJson(e.to_string())),
+    };
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            batch_item(state, value).map_err(|source| ApiError::BadBatchItem {
+                index,
+                source: Box::new(source),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let published = publish(state, items)?;
+    Ok(json_response(&published))
+}
+
+/// One element of a batch: `{"channel": "...", "data": <any JSON>,
+/// "event": "<type>"?}`. Unknown fields are refused, so a typo does not
+/// silently publish the wrong thing.
+fn batch_item(state: &State, value: &Value) -> Result<PublishItem, ApiError> {
+    let Value::Object(fields) = value else {
+        return Err(ApiError::BadJson("each event is a JSON object".into()));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "channel" | "data" | "event"))
+    {
+        return Err(ApiError::BadJson(format!(
+            "unknown field `{unknown}`: expected channel, data and optional event"
+        )));
+    }
+    let channel = match fields.get("channel") {
+        Some(Value::String(name)) => ChannelName::parse(name).map_err(ApiError::BadChannel)?,
+        _ => return Err(ApiError::BadJson("`channel` is required and is a string".into())),
+    };
+    let event = match fields.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(EventType::parse(t).map_err(ApiError::BadEventType)?),
+        Some(_) => return Err(ApiError::BadJson("`event` is a string".into())),
+    };
+    let compact;
+    let data = match fields.get("data") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            compact = other.to_string();
+            compact.as_str()
+        }
+        None => return Err(ApiError::BadJson("`data` is required".into())),
+    };
+    item(state, channel, event.as_ref(), data)
+}
+
+/// Checks the data and encodes it.
+fn item(
+    state: &State,
+    channel: ChannelName,
+    event: Option<&EventType>,
+    data: &str,
+) -> Result<PublishItem, ApiError> {
+    if data.is_empty() {
+        return Err(ApiError::EmptyData);
+    }
+    let limit = state.config.max_event_bytes;
+    if data.len() > limit {
+        return Err(ApiError::EventTooLarge { limit });
+    }
+    Ok(PublishItem {
+        channel,
+        event: PendingEvent::encode(event, data),
+        data_len: data.len(),
+    })
+}
+
+fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+    state
+        .hub
+        .publish(items)
+        .map_err(|_| ApiError::ChannelLimit {
+            retry_after: state.config.retry,
+        })
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    let json = serde_json::to_vec(value).expect("publish answers always serialize");
+    let mut response = http::Response::new(Body::Full(json.into()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

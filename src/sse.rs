@@ -1,0 +1,258 @@
+//! The Server-Sent Events wire format, and nothing else.
+//!
+//! Every byte herald writes on an event stream is built here: the opening
+//! `retry:` preamble, event frames, `herald.gap` notices, heartbeat comments
+//! and the "come back later" answer. Nothing outside this module writes
+//! `id:`, `event:`, `data:` or `retry:`.
+//!
+//! An event is framed once, when it is published, into one shared [`Bytes`];
+//! the ring buffer and every subscriber hold cheap clones of it.
+//!
+//! Publisher input is untrusted. Data may hold CR, LF or CRLF: each line
+//! becomes its own `data:` line, so no byte sequence can end the event early
+//! or inject a field. Event types and ids are validated types from
+//! [`crate::domain`] and cannot hold a line break.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::domain::{ChannelName, EventId, EventType};
+
+/// A heartbeat: a comment line that keeps proxies from closing an idle stream.
+/// Constant, so sending it costs no allocation.
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+
+/// Room reserved in front of an encoded event for its `id: <n>\n` line:
+/// `id: ` (4) + at most 20 digits + `\n` (1).
+const ID_LINE_MAX: usize = 25;
+
+/// The opening bytes of every stream: the reconnection delay browsers should
+/// use and a comment, so curl and EventSource see the stream open at once.
+pub fn preamble(retry: Duration, comment: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(32 + comment.len());
+    put_retry(&mut buf, retry);
+    put_comment(&mut buf, comment);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// The whole body of a "cannot serve you now" answer: a `retry:` field with
+/// the back-off to use and a comment saying why. The stream ends after it.
+pub fn retry_later(retry: Duration, reason: &str) -> Bytes {
+    preamble(retry, reason)
+}
+
+fn put_retry(buf: &mut BytesMut, retry: Duration) {
+    buf.put_slice(b"retry: ");
+    let mut digits = itoa::Buffer::new();
+    buf.put_slice(digits.format(retry.as_millis()).as_bytes());
+    buf.put_u8(b'\n');
+}
+
+/// A comment line. Line breaks in `text` would end the comment and start a
+/// field, so they are replaced by spaces.
+fn put_comment(buf: &mut BytesMut, text: &str) {
+    buf.put_slice(b": ");
+    for &b in text.as_bytes() {
+        buf.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    }
+    buf.put_u8(b'\n');
+}
+
+/// An event encoded except for its id, which is only known once the hub has
+/// ordered it. Encoding (the part that scales with the data) happens before
+/// the hub's lock is taken; [`PendingEvent::finish`] then only writes the id
+/// line into the space reserved in front and freezes the buffer, no copy.
+#[derive(Debug)]
+pub struct PendingEvent {
+    /// `ID_LINE_MAX` bytes of reserved room, then the `event:`/`data:` lines
+    /// and the closing blank line.
+    buf: BytesMut,
+}
+
+impl PendingEvent {
+    /// Encodes `data` as `data:` lines (split on CRLF, CR and LF) after an
+    /// optional `event:` line (omitted for the default type `message`).
+    pub fn encode(event: Option<&EventType>, data: &str) -> PendingEvent {
+        let lines = 1 + data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+        let mut buf = BytesMut::with_capacity(ID_LINE_MAX + 80 + data.len() + 7 * lines);
+        buf.put_bytes(0, ID_LINE_MAX);
+        if let Some(event) = event.filter(|e| e.as_str() != "message") {
+            buf.put_slice(b"event: ");
+            buf.put_slice(event.as_str().as_bytes());
+            buf.put_u8(b'\n');
+        }
+        for line in split_lines(data) {
+            buf.put_slice(b"data: ");
+            buf.put_slice(line.as_bytes());
+            buf.put_u8(b'\n');
+        }
+        buf.put_u8(b'\n');
+        PendingEvent { buf }
+    }
+
+    /// Writes `id: <id>` in front of the encoded fields and returns the frame.
+    pub fn finish(mut self, id: EventId) -> Bytes {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(id.get()).as_bytes();
+        let start = ID_LINE_MAX - (4 + digits.len() + 1);
+        let head = &mut self.buf[start..ID_LINE_MAX];
+        head[..4].copy_from_slice(b"id: ");
+        head[4..4 + digits.len()].copy_from_slice(digits);
+        head[4 + digits.len()] = b'\n';
+        let _reserved_but_unused = self.buf.split_to(start);
+        self.buf.freeze()
+    }
+}
+
+/// Splits on CRLF, CR and LF, the three line endings of the SSE grammar.
+/// `"a\n"` gives `["a", ""]`, so a trailing line break survives the trip.
+fn split_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(s)
+            }
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+        }
+    })
+}
+
+/// Why a `herald.gap` notice is sent; its text appears in the notice's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The presented id is older than what the channel still retains.
+    History,
+    /// The presented `Last-Event-ID` is not an id this server could have issued.
+    UnknownId,
+    /// The subscriber fell behind the live buffer and events it missed were
+    /// no longer retained.
+    SlowSubscriber,
+}
+
+impl GapReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            GapReason::History => "history",
+            GapReason::UnknownId => "unknown_id",
+            GapReason::SlowSubscriber => "slow_subscriber",
+        }
+    }
+}
+
+/// A `herald.gap` event: no `id:` field (so it does not move the browser's
+/// last event id), JSON data naming the channel, the reason, and the last id
+/// the subscriber is known to have (if any).
+pub fn gap(channel: &ChannelName, reason: GapReason, after: Option<EventId>) -> Bytes {
+    let data = serde_json::json!({
+        "channel": channel.as_str(),
+        "reason": reason.as_str(),
+        "last_event_id": after.map(|id| id.to_string()),
+    });
+    let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
+    buf.put_slice(b"event: herald.gap\ndata: ");
+    // Compact JSON never contains a raw line break: strings escape them.
+    buf.put_slice(data.to_string().as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(event: Option<&str>, data: &str, id: u64) -> String {
+        let ty = event.map(|e| EventType::parse(e).unwrap());
+        let bytes = PendingEvent::encode(ty.as_ref(), data).finish(EventId::new(id));
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn single_line_event_is_framed_with_id_and_data() {
+        assert_eq!(frame(None, "hello", 7), "id: 7\ndata: hello\n\n");
+    }
+
+    #[test]
+    fn event_type_line_follows_the_id() {
+        assert_eq!(
+            frame(Some("price.update"), "1", 42),
+            "id: 42\nevent: price.update\ndata: 1\n\n"
+        );
+    }
+
+    #[test]
+    fn message_type_is_omitted() {
+        assert_eq!(frame(Some("message"), "x", 1), "id: 1\ndata: x\n\n");
+    }
+
+    #[test]
+    fn every_line_ending_starts_a_new_data_line() {
+        assert_eq!(
+            frame(None, "a\nb\r\nc\rd", 1),
+            "id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+    }
+
+    #[test]
+    fn empty_lines_and_trailing_break_survive() {
+        assert_eq!(
+            frame(None, "\n\nx\n", 1),
+            "id: 1\ndata: \ndata: \ndata: x\ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn data_that_looks_like_fields_stays_data() {
+        assert_eq!(
+            frame(None, "id: 9\nevent: evil\n\ndata: x", 3),
+            "id: 3\ndata: id: 9\ndata: event: evil\ndata: \ndata: data: x\n\n"
+        );
+    }
+
+    #[test]
+    fn leading_space_is_kept_by_the_separator_space() {
+        assert_eq!(frame(None, " x", 1), "id: 1\ndata:  x\n\n");
+    }
+
+    #[test]
+    fn largest_id_fits_the_reserved_room() {
+        assert_eq!(
+            frame(None, "x", u64::MAX),
+            format!("id: {}\ndata: x\n\n", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn preamble_has_retry_in_milliseconds_and_a_comment() {
+        assert_eq!(
+            &preamble(Duration::from_secs(3), "news")[..],
+            b"retry: 3000\n: news\n\n"
+        );
+    }
+
+    #[test]
+    fn comments_cannot_inject_fields() {
+        assert_eq!(
+            &retry_later(Duration::from_millis(1500), "a\ndata: b")[..],
+            b"retry: 1500\n: a data: b\n\n"
+        );
+    }
+
+    #[test]
+    fn gap_notice_has_no_id_and_json_data() {
+        let ch = ChannelName::parse("news").unwrap();
+        let text = gap(&ch, GapReason::History, Some(EventId::new(5)));
+        assert_eq!(
+            &text[..],
+            &b"event: herald.gap\ndata: {\"channel\":\"news\",\"last_event_id\":\"5\",\"reason\":\"history\"}\n\n"[..]
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! One subscriber's response body: preamble, backlog, live events merged
+//! across channels in id order, heartbeats, catching up after lag, and
+//! ending on shutdown.
+//!
+//! [`EventStream`] is an [`http_body::Body`] polled directly by hyper: no
+//! task per subscriber, no channel between a task and the connection. Every
+//! frame it yields is a clone of bytes encoded once at publish.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::domain::{ChannelName, EventId};
+use crate::history::Event;
+use crate::hub::{Backlog, Hub, Source, Subscription};
+use crate::metrics::Metrics;
+use crate::sse;
+
+/// What a stream needs besides its subscription.
+pub struct StreamContext {
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Duration,
+    pub shutdown: CancellationToken,
+}
+
+pub struct EventStream {
+    /// The `retry:` field and opening comment, written first.
+    preamble: Option<Bytes>,
+    /// Gap notices and replayed events, written before any live event.
+    backlog: VecDeque<Backlog>,
+    channels: Vec<Channel>,
+    ctx: StreamContext,
+    /// Fires when nothing was written for `heartbeat`; re-armed lazily from
+    /// `last_write` so a busy stream does not touch the timer per event.
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
+    /// Resolves when the server shuts down; the stream then ends so graceful
+    /// shutdown is never held up by an open stream.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Live events written since the shared counter was last updated;
+    /// batching keeps the hot path off a contended atomic.
+    delivered: u64,
+    /// The stream ended (shutdown, or its channel vanished).
+    done: bool,
+}
+
+/// One subscribed channel of a stream.
+struct Channel {
+    name: ChannelName,
+    receiver: BroadcastStream<Event>,
+    /// Events taken from the receiver (or from history after a lag) and not
+    /// written yet, in id order. The merge looks at the head of each.
+    ready: VecDeque<Ready>,
+    /// The id up to which this stream has every event of the channel it is
+    /// owed: where a catch-up after lag starts.
+    last_id: EventId,
+}
+
+enum Ready {
+    Live(Event),
+    /// From history, after this subscriber fell behind.
+    Replayed(Event),
+    /// A `herald.gap` notice, written just before the events after the hole.
+    Gap(Bytes),
+}
+
+impl Ready {
+    /// Merge order: a gap notice goes before anything else of its channel,
+    /// and sorts first overall so it is never held back behind another
+    /// channel's events.
+    fn order(&self) -> Option<EventId> {
+        match self {
+            Ready::Live(e) | Ready::Replayed(e) => Some(e.id),
+            Ready::Gap(_) => None,
+        }
+    }
+}
+
+impl EventStream {
+    pub fn new(preamble: Bytes, sub: Subscription, ctx: StreamContext) -> EventStream {
+        let channels = sub
+            .sources
+            .into_iter()
+            .map(|Source { channel, receiver, last_id }| Channel {
+                name: channel,
+                receiver: BroadcastStream::new(receiver),
+                ready: VecDeque::new(),
+                last_id,
+            })
+            .collect();
+        ctx.metrics.streams_open.inc();
+        let now = Instant::now();
+        EventStream {
+            preamble: Some(preamble),
+            backlog: sub.backlog.into(),
+            channels,
+            heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
+            last_write: now,
+            shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
+            delivered: 0,
+            done: false,
+            ctx,
+        }
+    }
+
+    /// The next frame of live traffic, merged across channels in id order.
+    ///
+    /// Correctness of the merge rests on the hub's single lock: events are
+    /// sent in id order, so once every channel's receiver has been polled,
+    /// the smallest head is the next event in id order; anything smaller
+    /// would already be in its receiver's queue.
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        for i in 0..self.channels.len() {
+            if self.channels[i].ready.is_empty() && !self.fill(i, cx) {
+                return Poll::Ready(None);
+            }
+        }
+        let Some(next) = self
+            .channels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ch)| ch.ready.front().map(|r| (r.order(), i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            return Poll::Pending;
+        };
+        let channel = &mut self.channels[next];
+        let frame = match channel.ready.pop_front().expect("picked a non-empty queue") {
+            Ready::Live(event) => {
+                channel.last_id = event.id;
+                self.delivered += 1;
+                event.frame
+            }
+            Ready::Replayed(event) => {
+                channel.last_id = event.id;
+                self.ctx.metrics.events_replayed.inc();
+                event.frame
+            }
+            Ready::Gap(notice) => {
+                self.ctx.metrics.gaps.inc();
+                notice
+            }
+        };
+        Poll::Ready(Some(frame))
+    }
+
+    /// Takes what the receiver of channel `i` has ready, if anything. After a
+    /// lag, swaps in a new receiver and queues the catch-up from history.
+    /// Returns false when the stream must end.
+    fn fill(&mut self, i: usize, cx: &mut Context<'_>) -> bool {
+        let channel = &mut self.channels[i];
+        loop {
+            match Pin::new(&mut channel.receiver).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    channel.ready.push_back(Ready::Live(event));
+                    return true;
+                }
+                Poll::Pending => return true,
+                // The hub dropped the channel's sender: only when the hub
+                // itself is going away.
+                Poll::Ready(None) => return false,
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
+                    self.ctx.metrics.slow_subscribers_cut.inc();
+                    let Some(catch_up) = self.ctx.hub.catch_up(&channel.name, channel.last_id)
+                    else {
+                        return false;
+                    };
+                    channel.receiver = BroadcastStream::new(catch_up.receiver);
+                    channel.ready.clear();
+                    channel.ready.extend(catch_up.gap.map(Ready::Gap));
+                    channel
+                        .ready
+                        .extend(catch_up.events.into_iter().map(Ready::Replayed));
+                    if !channel.ready.is_empty() {
+                        return true;
+                    }
+                    // Nothing retained after our last id: poll the new
+                    // receiver so it registers our waker.
+                }
+            }
+        }
+    }
+
+    fn flush_delivered(&mut self) {
+        if self.delivered > 0 {
+            self.ctx.metrics.events_delivered.inc_by(self.delivered);
+            self.delivered = 0;
+        }
+    }
+
+    fn wrote(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.last_write = Instant::now();
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+}
+
+impl Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done || this.ctx.shutdown.is_cancelled() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        if let Some(preamble) = this.preamble.take() {
+            return this.wrote(preamble);
+        }
+        if let Some(item) = this.backlog.pop_front() {
+            let frame = match item {
+                Backlog::Gap(b) => {
+                    this.ctx.metrics.gaps.inc();
+                    b
+                }
+                Backlog::Replayed(b) => {
+                    this.ctx.metrics.events_replayed.inc();
+                    b
+                }
+            };
+            return this.wrote(frame);
+        }
+        match this.poll_live(cx) {
+            Poll::Ready(Some(frame)) => return this.wrote(frame),
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => this.flush_delivered(),
+        }
+        // Idle. The timer is only re-armed when it fires: if something was
+        // written since it was set, it is pushed to `heartbeat` after that
+        // write; otherwise the heartbeat is due now. So a busy stream costs
+        // the timer nothing per event.
+        while this.heartbeat.as_mut().poll(cx).is_ready() {
+            let due = this.last_write + this.ctx.heartbeat;
+            if due <= Instant::now() {
+                let next = Instant::now() + this.ctx.heartbeat;
+                this.heartbeat.as_mut().reset(next);
+                return this.wrote(sse::HEARTBEAT);
+            }
+            this.heartbeat.as_mut().reset(due);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.flush_delivered();
+        self.ctx.metrics.streams_open.dec();
+    }
+}
+
+/// A one-frame body for the "come back later" answer to a subscribe that
+/// cannot be served: a `retry:` with a random back-off between one and three
+/// times `--retry`, so a crowd of rejected browsers does not return at once.
+pub fn retry_later(retry: Duration, reason: &str) -> Bytes {
+    let factor = 1.0 + 2.0 * fastrand::f64();
+    sse::retry_later(retry.mul_f64(factor), reason)
+}
