@@ -1,0 +1,300 @@
+//! Shared test plumbing: start a real server on 127.0.0.1:0, publish, read
+//! event streams through an SSE parser we did not write
+//! (`eventsource-stream`), or raw bytes straight off a TCP socket.
+//!
+//! Set `TEST_LOG=1` to see the server's logs.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use herald::app::State;
+use herald::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The running server's state, to look inside (metrics, hub).
+    pub state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("herald=debug")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// The configuration tests start from: the documented defaults.
+pub fn test_config() -> Config {
+    Config::default()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at("127.0.0.1:0".parse().unwrap(), configure).await
+}
+
+/// Starts a server on `addr` (a fixed port, to restart on the same one).
+pub async fn spawn_app_at(addr: SocketAddr, configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
+    let mut config = test_config();
+    configure(&mut config);
+    let listener = bind_retrying(addr).await;
+    let addr = listener.local_addr().unwrap();
+    let state = State::new(config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(herald::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds"),
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A port just released by a stopped server may linger briefly.
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if tries < 50 && addr.port() != 0 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Publishes `data` to `channel` and returns the 200 JSON answer.
+    pub async fn publish(&self, channel: &str, data: &str) -> serde_json::Value {
+        self.publish_to(&format!("/publish/{channel}"), data).await
+    }
+
+    /// POSTs `data` to `path` and returns the 200 JSON answer.
+    pub async fn publish_to(&self, path: &str, data: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .body(data.to_owned())
+            .send()
+            .await
+            .expect("publish request");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "publish to {path} answered {status}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Publishes and returns the event's id.
+    pub async fn publish_id(&self, channel: &str, data: &str) -> String {
+        self.publish(channel, data).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Opens an event stream on `path` with optional `Last-Event-ID`.
+    pub async fn subscribe(&self, path: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = self.client.get(self.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("subscribe request");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"], "text/event-stream",
+            "subscribe must answer an event stream"
+        );
+        Sse {
+            events: response.bytes_stream().eventsource().boxed(),
+        }
+    }
+
+    /// Gauge or counter value from `/metrics`, parsed from the text format.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+    }
+
+    /// Stops the server gracefully and waits until it has returned.
+    pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    async fn stop_in_place(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("server stops within the wait")
+                .expect("server task did not panic")
+                .expect("server returned Ok");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An event stream read through `eventsource-stream`, an SSE parser we did
+/// not write. Comments (heartbeats) are not events and never show here.
+pub struct Sse {
+    events: BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
+}
+
+impl Sse {
+    /// The next event; panics if none comes within [`WAIT`] or the stream ends.
+    pub async fn next(&mut self) -> Event {
+        self.try_next(WAIT)
+            .await
+            .expect("an event within the wait, before the stream ended")
+    }
+
+    /// The next event within `wait`, or `None` on timeout or end of stream.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Event> {
+        match tokio::time::timeout(wait, self.events.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            Ok(Some(Err(e))) => panic!("stream error: {e}"),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// The next `n` events' data.
+    pub async fn data(&mut self, n: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await.data);
+        }
+        out
+    }
+
+    /// Whether the server ended the stream within `wait` (events before the
+    /// end are skipped).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, async {
+            while let Some(item) = self.events.next().await {
+                if item.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// A raw HTTP/1.1 exchange over TCP, for tests about exact bytes: sends
+/// `request` as is and reads what comes back.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub received: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn send(addr: SocketAddr, request: &str) -> Raw {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        Raw {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    /// Reads until `needle` has been received (panics after [`WAIT`]).
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 4096];
+            while !self.text().contains(needle) {
+                let n = self.stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return false;
+                }
+                self.received.extend_from_slice(&buf[..n]);
+            }
+            true
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "did not receive {needle:?}; got:\n{}",
+            self.text()
+        );
+        self.text()
+    }
+
+    /// Reads until the server closes the connection (panics after [`WAIT`]).
+    pub async fn read_to_end(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.stream.read_to_end(&mut self.received))
+            .await
+            .expect("server closes within the wait")
+            .unwrap();
+        self.text()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+}
+
+/// `GET path` with SSE-ish headers as a raw request string.
+pub fn get(path: &str, extra_headers: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{extra_headers}\r\n")
+}
