@@ -24,7 +24,7 @@ pub fn subscribe(
     path_channel: Option<&str>,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let (channels, query_resume) = parse_query(req, path_channel)?;
+    let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
     // The header wins over the query; an empty value means no id, so an
     // empty header leaves the query's id in force.
     let resume = match req.headers.get(&LAST_EVENT_ID).map(|v| v.to_str()) {
@@ -59,12 +59,12 @@ pub fn subscribe(
     Ok(event_stream_response(Body::Events(Box::new(stream))))
 }
 
-/// The channels to subscribe to and the `lastEventId` query parameter.
-fn parse_query(
-    req: &Parts,
+/// The channels to subscribe to (the path's, or the query's `channel`
+/// parameters) and the `lastEventId` query parameter.
+pub fn parse_query(
+    query: &str,
     path_channel: Option<&str>,
 ) -> Result<(Vec<ChannelName>, Resume), ApiError> {
-    let query = req.uri.query().unwrap_or("");
     let mut channels = Vec::new();
     if let Some(raw) = path_channel {
         channels.push(ChannelName::parse(raw).map_err(ApiError::BadChannel)?);

@@ -43,7 +43,7 @@ where
     )
     .await?;
     let data = std::str::from_utf8(&body).map_err(|_| ApiError::NotUtf8)?;
-    let item = item(state, channel, event.as_ref(), data)?;
+    let item = item(channel, event.as_ref(), data, limit)?;
     let published = publish(state, vec![item])?;
     Ok(json_response(&published[0]))
 }
@@ -61,29 +61,35 @@ where
         |limit| ApiError::BodyTooLarge { limit },
     )
     .await?;
-    let items: Vec<Value> = match serde_json::from_slice(&body) {
+    let items = parse_batch(&body, state.config.max_event_bytes)?;
+    let published = publish(state, items)?;
+    Ok(json_response(&published))
+}
+
+/// Parses and checks a whole batch; the first bad item refuses it all, with
+/// its index.
+pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<PublishItem>, ApiError> {
+    let items: Vec<Value> = match serde_json::from_slice(body) {
         Ok(Value::Array(items)) => items,
         Ok(_) => return Err(ApiError::BadJson("expected a JSON array of events".into())),
         Err(e) => return Err(ApiError::BadJson(e.to_string())),
     };
-    let items = items
+    items
         .iter()
         .enumerate()
         .map(|(index, value)| {
-            batch_item(state, value).map_err(|source| ApiError::BadBatchItem {
+            batch_item(value, max_event_bytes).map_err(|source| ApiError::BadBatchItem {
                 index,
                 source: Box::new(source),
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let published = publish(state, items)?;
-    Ok(json_response(&published))
+        .collect()
 }
 
 /// One element of a batch: `{"channel": "...", "data": <any JSON>,
 /// "event": "<type>"?}`. Unknown fields are refused, so a typo does not
 /// silently publish the wrong thing.
-fn batch_item(state: &State, value: &Value) -> Result<PublishItem, ApiError> {
+fn batch_item(value: &Value, max_event_bytes: usize) -> Result<PublishItem, ApiError> {
     let Value::Object(fields) = value else {
         return Err(ApiError::BadJson("each event is a JSON object".into()));
     };
@@ -113,20 +119,19 @@ fn batch_item(state: &State, value: &Value) -> Result<PublishItem, ApiError> {
         }
         None => return Err(ApiError::BadJson("`data` is required".into())),
     };
-    item(state, channel, event.as_ref(), data)
+    item(channel, event.as_ref(), data, max_event_bytes)
 }
 
 /// Checks the data and encodes it.
 fn item(
-    state: &State,
     channel: ChannelName,
     event: Option<&EventType>,
     data: &str,
+    limit: usize,
 ) -> Result<PublishItem, ApiError> {
     if data.is_empty() {
         return Err(ApiError::EmptyData);
     }
-    let limit = state.config.max_event_bytes;
     if data.len() > limit {
         return Err(ApiError::EventTooLarge { limit });
     }
