@@ -151,7 +151,9 @@ fn cors(config: &Config) -> CorsLayer {
 /// is recognised here.
 fn preflight_is_204(mut response: Response) -> Response {
     if response.status() == StatusCode::OK
-        && response.headers().contains_key(ACCESS_CONTROL_ALLOW_METHODS)
+        && response
+            .headers()
+            .contains_key(ACCESS_CONTROL_ALLOW_METHODS)
     {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }

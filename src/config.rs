@@ -82,7 +82,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
 
     /// Origins allowed by CORS, comma-separated; `*` allows any.
-    #[arg(long, env = "HERALD_CORS_ORIGIN", default_value = "*", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HERALD_CORS_ORIGIN",
+        default_value = "*",
+        value_delimiter = ','
+    )]
     pub cors_origin: Vec<String>,
 
     /// Log format.

@@ -30,7 +30,10 @@ impl ChannelName {
                 "a channel name has 1 to 128 characters from A-Z a-z 0-9 _ - . : ~ @",
             ));
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:~@".contains(&b)) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:~@".contains(&b))
+        {
             return Err(InvalidInput(
                 "a channel name may only use the characters A-Z a-z 0-9 _ - . : ~ @",
             ));
@@ -67,7 +70,10 @@ impl EventType {
                 "an event type has 1 to 64 characters from A-Z a-z 0-9 _ - . :",
             ));
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
             return Err(InvalidInput(
                 "an event type may only use the characters A-Z a-z 0-9 _ - . :",
             ));
@@ -177,7 +183,15 @@ mod tests {
 
     #[test]
     fn event_types_reject_bad_characters_length_and_reserved_prefix() {
-        for bad in ["", &"t".repeat(65), "a b", "a\nb", "a~b", "herald.gap", "herald.x"] {
+        for bad in [
+            "",
+            &"t".repeat(65),
+            "a b",
+            "a\nb",
+            "a~b",
+            "herald.gap",
+            "herald.x",
+        ] {
             assert!(EventType::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -191,7 +205,17 @@ mod tests {
             Resume::parse("18446744073709551615"),
             Resume::After(EventId(u64::MAX))
         );
-        for bad in ["017", "+1", "-1", " 1", "1 ", "abc", "1.5", "18446744073709551616", "123456789012345678901"] {
+        for bad in [
+            "017",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "abc",
+            "1.5",
+            "18446744073709551616",
+            "123456789012345678901",
+        ] {
             assert_eq!(Resume::parse(bad), Resume::Unknown, "{bad:?}");
         }
     }

@@ -27,10 +27,7 @@ pub enum ApiError {
     BadJson(String),
     /// A bad item of a batch: the whole batch is refused.
     #[error("item {index}: {source}")]
-    BadBatchItem {
-        index: usize,
-        source: Box<ApiError>,
-    },
+    BadBatchItem { index: usize, source: Box<ApiError> },
     #[error("the event data is larger than {limit} bytes (--max-event-bytes)")]
     EventTooLarge { limit: usize },
     #[error("the request body is larger than {limit} bytes")]
@@ -45,7 +42,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("the server holds its maximum number of channels (--max-channels); retry later")]
     ChannelLimit { retry_after: Duration },
-    #[error("the server has its maximum number of connections open (--max-connections); retry later")]
+    #[error(
+        "the server has its maximum number of connections open (--max-connections); retry later"
+    )]
     ConnectionLimit { retry_after: Duration },
     #[error("the server is shutting down; retry later")]
     ShuttingDown { retry_after: Duration },

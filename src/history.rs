@@ -139,7 +139,11 @@ mod tests {
         h.push(event(3, 4));
         assert_eq!(ids(h.all()), [2, 3]);
         h.push(event(4, 50));
-        assert_eq!(ids(h.all()), [4], "the newest event stays even when too big");
+        assert_eq!(
+            ids(h.all()),
+            [4],
+            "the newest event stays even when too big"
+        );
     }
 
     #[test]
@@ -171,7 +175,10 @@ mod tests {
     #[test]
     fn a_new_channel_marks_the_ids_issued_before_it() {
         let h = history(10, 1 << 20, 100);
-        assert!(!h.since(EventId::new(99)).0, "may have missed an earlier life");
+        assert!(
+            !h.since(EventId::new(99)).0,
+            "may have missed an earlier life"
+        );
         assert!(h.since(EventId::new(100)).0);
     }
 }

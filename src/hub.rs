@@ -163,7 +163,9 @@ struct IdClock {
 
 impl IdClock {
     fn starting_now() -> IdClock {
-        IdClock { last: unix_micros() }
+        IdClock {
+            last: unix_micros(),
+        }
     }
 
     fn next(&mut self) -> EventId {
@@ -220,8 +222,9 @@ impl Hub {
         let mut answers = Vec::with_capacity(items.len());
         for item in items {
             let Inner { channels, clock } = &mut *inner;
+            let issued_before = clock.last();
             let id = clock.next();
-            let channel = channel_entry(channels, &item.channel, &self.config, id, now);
+            let channel = channel_entry(channels, &item.channel, &self.config, issued_before, now);
             let event = Event {
                 id,
                 frame: item.event.finish(id),
@@ -310,7 +313,11 @@ impl Hub {
         let backlog = gaps
             .into_iter()
             .map(Backlog::Gap)
-            .chain(replay.into_iter().map(|e| Backlog::Replayed(e.frame.clone())))
+            .chain(
+                replay
+                    .into_iter()
+                    .map(|e| Backlog::Replayed(e.frame.clone())),
+            )
             .collect();
         Ok(Subscription { backlog, sources })
     }

@@ -94,12 +94,18 @@ impl EventStream {
         let channels = sub
             .sources
             .into_iter()
-            .map(|Source { channel, receiver, last_id }| Channel {
-                name: channel,
-                receiver: BroadcastStream::new(receiver),
-                ready: VecDeque::new(),
-                last_id,
-            })
+            .map(
+                |Source {
+                     channel,
+                     receiver,
+                     last_id,
+                 }| Channel {
+                    name: channel,
+                    receiver: BroadcastStream::new(receiver),
+                    ready: VecDeque::new(),
+                    last_id,
+                },
+            )
             .collect();
         ctx.metrics.streams_open.inc();
         let now = Instant::now();

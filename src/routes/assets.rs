@@ -17,7 +17,10 @@ pub fn find(path: &str) -> Option<&'static File<'static>> {
         "/" => "index.html",
         _ => path.strip_prefix('/')?,
     };
-    if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if name
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return None;
     }
     WEB.get_file(name)
@@ -61,7 +64,13 @@ mod tests {
 
     #[test]
     fn paths_cannot_leave_web() {
-        for path in ["/../Cargo.toml", "/..", "//index.html", "/./index.html", "/%2e%2e/Cargo.toml"] {
+        for path in [
+            "/../Cargo.toml",
+            "/..",
+            "//index.html",
+            "/./index.html",
+            "/%2e%2e/Cargo.toml",
+        ] {
             assert!(find(path).is_none(), "{path}");
         }
     }

@@ -113,4 +113,3 @@ fn event_stream_response(body: Body) -> Response {
     headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
     response
 }
-

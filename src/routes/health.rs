@@ -16,10 +16,7 @@ pub fn healthz() -> Response {
 }
 
 pub fn metrics(state: &State) -> Response {
-    state
-        .metrics
-        .channels
-        .set(state.hub.channel_count() as i64);
+    state.metrics.channels.set(state.hub.channel_count() as i64);
     let (content_type, text) = state.metrics.render();
     let mut response = http::Response::new(Body::Full(text.into()));
     if let Ok(value) = HeaderValue::from_str(&content_type) {

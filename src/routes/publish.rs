@@ -103,7 +103,11 @@ fn batch_item(value: &Value, max_event_bytes: usize) -> Result<PublishItem, ApiE
     }
     let channel = match fields.get("channel") {
         Some(Value::String(name)) => ChannelName::parse(name).map_err(ApiError::BadChannel)?,
-        _ => return Err(ApiError::BadJson("`channel` is required and is a string".into())),
+        _ => {
+            return Err(ApiError::BadJson(
+                "`channel` is required and is a string".into(),
+            ))
+        }
     };
     let event = match fields.get("event") {
         None | Some(Value::Null) => None,

@@ -140,12 +140,11 @@ impl TestApp {
         let response = request.send().await.expect("subscribe request");
         assert_eq!(response.status(), 200);
         assert_eq!(
-            response.headers()["content-type"], "text/event-stream",
+            response.headers()["content-type"],
+            "text/event-stream",
             "subscribe must answer an event stream"
         );
-        Sse {
-            events: response.bytes_stream().eventsource().boxed(),
-        }
+        Sse::from_response(response)
     }
 
     /// Gauge or counter value from `/metrics`, parsed from the text format.
@@ -201,6 +200,12 @@ pub struct Sse {
 }
 
 impl Sse {
+    pub fn from_response(response: reqwest::Response) -> Sse {
+        Sse {
+            events: response.bytes_stream().eventsource().boxed(),
+        }
+    }
+
     /// The next event; panics if none comes within [`WAIT`] or the stream ends.
     pub async fn next(&mut self) -> Event {
         self.try_next(WAIT)

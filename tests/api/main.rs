@@ -1,4 +1,10 @@
 //! One integration-test binary for the HTTP API (one link step for all).
 
 mod browser;
+mod endpoints;
 mod helpers;
+mod publish;
+mod replay;
+mod shutdown;
+mod subscribe;
+mod wire;
