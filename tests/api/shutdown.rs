@@ -216,3 +216,29 @@ async fn subscribe_while_shutting_down_gets_the_retry_answer() {
     assert_eq!(publish.status(), 503);
     assert!(publish.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn publish_in_flight_when_shutdown_starts_is_finished() {
+    let app = spawn_app().await;
+    let mut raw = Raw::send(
+        app.addr,
+        "POST /publish/news HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhe",
+    )
+    .await;
+    // Let the server start reading the body before shutdown begins.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.state.metrics.connections_open.get() < 1 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = app.state.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    use tokio::io::AsyncWriteExt;
+    raw.stream.write_all(b"llo").await.unwrap();
+    let text = raw.read_until("}").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    stopping.await.unwrap();
+    assert_eq!(state.metrics.events_published.get(), 1);
+}
