@@ -14,7 +14,8 @@
 #
 # Environment: HERALD_BENCH_PORT (default 18080), NCHAN_BENCH_PORT (18090),
 # PEERS_DIR (default <repo>/../shared/peers), BENCH_THREADS (load tool
-# threads, default 1). Only the processes this script starts are stopped, by PID.
+# threads, default 1), BENCH_FANOUT_10K_EVENTS (events per 10k-subscriber
+# fanout run, default 200; the issue's 1000 takes Nchan minutes per run here). Only the processes this script starts are stopped, by PID.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -147,11 +148,12 @@ done
 
 NCHAN_VER=$( (nginx -v 2>&1; dpkg-query -W -f ' libnginx-mod-nchan ${Version}' libnginx-mod-nchan 2>/dev/null) | tr '\n' ' ')
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+E10K=${BENCH_FANOUT_10K_EVENTS:-$([ -n "$QUICK" ] && echo 50 || echo 200)}
 REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 TITLE="## herald vs Nchan — $(date -u '+%Y-%m-%d %H:%M UTC')
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); load tool and servers share it.
-herald $REV; Nchan: $NCHAN_VER(${NCHAN_WORKERS} workers). Rounds: $RUNS${QUICK:+ (quick: smaller counts)}; suite took $(( $(date +%s) - START )) s.
+herald $REV; Nchan: $NCHAN_VER(${NCHAN_WORKERS} workers). Rounds: $RUNS${QUICK:+ (quick: smaller counts)}; 10k-subscriber fanouts publish $E10K events per run (BENCH_FANOUT_10K_EVENTS); suite took $(( $(date +%s) - START )) s.
 Reproduce: \`scripts/bench.sh\` (\`--quick\` for a short run)."
 "$BENCH" report --in "$RUNS_FILE" --md "$OUT/results.md" --json "$OUT/results.json" --title "$TITLE"
 echo "wrote $OUT/results.md and $OUT/results.json" >&2

@@ -103,7 +103,19 @@ fn cmd_run(args: &[String]) -> i32 {
         return 2;
     }
     let nonce = format!("{}x{}", std::process::id(), round);
-    let ctx = scenario::Ctx { addr, server, quick, nonce };
+    let pub_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pubs = pub_rt.handle().clone();
+    let (pub_stop, pub_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pub_thread = std::thread::Builder::new()
+        .name("publishers".into())
+        .spawn(move || {
+            pub_rt.block_on(async move {
+                let _ = pub_stop_rx.await;
+            });
+            pub_rt.shutdown_timeout(Duration::from_secs(2));
+        })
+        .expect("publisher thread");
+    let ctx = scenario::Ctx { addr, server, quick, nonce, pubs };
     // One thread (the default) is the cheapest client: no work stealing, no
     // cross-thread wake-ups; the server gets the other core.
     let rt = if threads <= 1 {
@@ -115,6 +127,8 @@ fn cmd_run(args: &[String]) -> i32 {
     let t0 = Instant::now();
     let result = rt.block_on(scenario::run(scen, &ctx));
     rt.shutdown_timeout(Duration::from_secs(5));
+    let _ = pub_stop.send(());
+    let _ = pub_thread.join();
     let wall = t0.elapsed().as_secs_f64();
     let line = match &result {
         Ok(m) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": true,

@@ -5,13 +5,15 @@
 //! it) proves the server has them registered before anything is measured, and
 //! every wait has a deadline after which the run reports what it got.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::client::{self, Progress, Publisher, SubHandle, SubResult, SubSpec};
 use crate::sys::{self, Server};
@@ -37,18 +39,38 @@ pub struct Ctx {
     pub quick: bool,
     /// Makes channel names unique per run, so runs never see each other's history.
     pub nonce: String,
+    /// The publishers' own runtime, on its own thread: a publisher's next
+    /// request goes out as soon as its answer arrives instead of waiting behind
+    /// thousands of subscriber tasks, as it would from a separate client.
+    /// (Sharing one thread capped every server at ~one event per publisher per
+    /// round of subscriber reads, which hid how well a server batches.)
+    pub pubs: tokio::runtime::Handle,
 }
 
 type Metrics = Map<String, Value>;
 
+/// Events per run of the 10k-subscriber fanouts. The issue asks for 1000;
+/// Nchan delivers ~60–100k events/s here, so 10 M deliveries would take
+/// minutes per run and the suite would not fit in 20 minutes. 200 events (2 M
+/// deliveries per run) keep it bounded; `BENCH_FANOUT_10K_EVENTS=1000` restores
+/// the issue's count.
+pub fn events_10k(quick: bool) -> u32 {
+    std::env::var("BENCH_FANOUT_10K_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(if quick { 50 } else { 200 })
+}
+
 pub async fn run(name: &str, ctx: &Ctx) -> Result<Metrics, String> {
     let q = ctx.quick;
+    let e10k = events_10k(q);
     match name {
         "idle" => idle(ctx, if q { 2000 } else { 10_000 }, 100).await,
         "fanout-1k" => fanout(ctx, 1000, if q { 200 } else { 1000 }, None).await,
-        "fanout-10k" => fanout(ctx, 10_000, if q { 100 } else { 1000 }, None).await,
+        "fanout-10k" => fanout(ctx, 10_000, e10k, None).await,
         "fanout-1k-200hz" => fanout(ctx, 1000, if q { 200 } else { 1000 }, Some(200.0)).await,
-        "fanout-10k-200hz" => fanout(ctx, 10_000, if q { 100 } else { 1000 }, Some(200.0)).await,
+        "fanout-10k-200hz" => fanout(ctx, 10_000, e10k, Some(200.0)).await,
         "channels" => channels(ctx, if q { 1000 } else { 5000 }, if q { 10_000 } else { 50_000 }).await,
         "publish" => publish(ctx, 16, Duration::from_secs(if q { 1 } else { 3 })).await,
         "replay" => replay(ctx, if q { 200 } else { 1000 }, 10, 100).await,
@@ -228,6 +250,63 @@ fn put_latency(m: &mut Metrics) {
     m.insert("lat_max_us".into(), json!(us(s.quantile(1.0))));
 }
 
+fn put_syscalls(m: &mut Metrics, io0: (u64, u64), io1: (u64, u64), per: f64) {
+    m.insert("srv_read_syscalls_per_delivery".into(), json!(io1.0.saturating_sub(io0.0) as f64 / per));
+    m.insert("srv_write_syscalls_per_delivery".into(), json!(io1.1.saturating_sub(io0.1) as f64 / per));
+}
+
+/// Publishers connected on `ctx.pubs`, waiting for the start signal.
+struct Gang<R> {
+    go: watch::Sender<Option<tokio::time::Instant>>,
+    handles: Vec<JoinHandle<Result<R, String>>>,
+}
+
+impl<R: Send + 'static> Gang<R> {
+    /// Connects `n` publishers; each runs `job(index, publisher, start)` once
+    /// [`Gang::go`] is called.
+    async fn connect<F, Fut>(ctx: &Ctx, n: usize, job: F) -> Result<Gang<R>, String>
+    where
+        F: Fn(usize, Publisher, tokio::time::Instant) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Result<R, String>> + Send + 'static,
+    {
+        let (go, go_rx) = watch::channel(None);
+        let connected = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (mut rx, addr, connected, job) = (go_rx.clone(), ctx.addr, connected.clone(), job.clone());
+            handles.push(ctx.pubs.spawn(async move {
+                let publ = Publisher::connect(addr).await;
+                connected.fetch_add(1, Relaxed);
+                let publ = publ?;
+                let start = rx.wait_for(Option::is_some).await.map(|v| *v).map_err(|_| "not started".to_string())?;
+                job(i, publ, start.expect("checked")).await
+            }));
+        }
+        let gang = Gang { go, handles };
+        if !wait_until(|| connected.load(Relaxed) >= n, Duration::from_secs(15)).await {
+            gang.handles.iter().for_each(|h| h.abort());
+            return Err("publishers did not connect".into());
+        }
+        Ok(gang)
+    }
+
+    /// Starts every publisher; returns the start time (`now_ns`).
+    fn go(&self) -> u64 {
+        let t0 = now_ns();
+        let _ = self.go.send(Some(tokio::time::Instant::now()));
+        t0
+    }
+
+    async fn join(self) -> Result<Vec<R>, String> {
+        let _ = self.go.send(Some(tokio::time::Instant::now())); // in case go was never called
+        let mut out = Vec::new();
+        for h in self.handles {
+            out.push(h.await.map_err(|e| e.to_string())??);
+        }
+        Ok(out)
+    }
+}
+
 fn bench_spec(channel: &Arc<str>, expect: u32, nk: u32, prefill: u32, latency: bool) -> SubSpec {
     SubSpec { channel: channel.clone(), last_event_id: None, expect, nk, prefill, record_latency: latency }
 }
@@ -275,55 +354,53 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     let prep = async {
         phase.wait_open().await?;
         phase.warm(ctx.addr, std::slice::from_ref(&name)).await?;
-        let mut pubs = Vec::new();
-        for _ in 0..PUBLISHERS {
-            pubs.push(Publisher::connect(ctx.addr).await?);
-        }
-        Ok::<_, String>(pubs)
+        let name = name.clone();
+        Gang::connect(ctx, PUBLISHERS as usize, move |p, mut publ, start| {
+            let name = name.clone();
+            async move {
+                let mut errors = 0u64;
+                let mut k = p as u32;
+                while k < events {
+                    if let Some(rate) = rate {
+                        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
+                    }
+                    match publ.publish_bench(&name, p as u32, k, PAYLOAD).await {
+                        Ok(st) if (200..300).contains(&st) => {}
+                        Ok(_) => errors += 1,
+                        Err(_) => return Ok((errors + 1, now_ns())),
+                    }
+                    k += PUBLISHERS;
+                }
+                Ok((errors, now_ns()))
+            }
+        })
+        .await
     }
     .await;
-    let pubs = match prep {
-        Ok(p) => p,
+    let gang = match prep {
+        Ok(g) => g,
         Err(e) => {
             phase.finish().await;
             return Err(e);
         }
     };
     hist::reset();
-    let (cpu0, tool0, t0) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::new();
-    for (p, mut publ) in pubs.into_iter().enumerate() {
-        let name = name.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut errors = 0u64;
-            let mut k = p as u32;
-            while k < events {
-                if let Some(rate) = rate {
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
-                }
-                match publ.publish_bench(&name, p as u32, k, PAYLOAD).await {
-                    Ok(st) if (200..300).contains(&st) => {}
-                    Ok(_) => errors += 1,
-                    Err(_) => return (errors + 1, now_ns()),
-                }
-                k += PUBLISHERS;
-            }
-            (errors, now_ns())
-        }));
-    }
+    let io0 = ctx.server.syscalls();
+    let (cpu0, tool0) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let t0 = gang.go();
     let deliveries = n as f64 * events as f64;
     let pace = rate.map_or(0.0, |r| events as f64 / r);
     let limit = Duration::from_secs_f64(30.0 + pace + deliveries / 100_000.0);
     phase.wait_done(limit).await;
     let (cpu1, tool1, t_end) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
-    let mut pub_errors = 0;
-    let mut t_pub_end = 0;
-    for t in tasks {
-        let (e, te) = t.await.map_err(|e| e.to_string())?;
-        pub_errors += e;
-        t_pub_end = t_pub_end.max(te);
-    }
+    let io1 = ctx.server.syscalls();
+    let (pub_errors, t_pub_end) = match gang.join().await {
+        Ok(v) => v.into_iter().fold((0, 0), |(e, t), (e2, t2)| (e + e2, t.max(t2))),
+        Err(e) => {
+            phase.finish().await;
+            return Err(e);
+        }
+    };
     tokio::time::sleep(Duration::from_millis(200)).await; // late duplicates still count
     let results = phase.finish().await;
     let t = totals(&results);
@@ -341,6 +418,7 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
     m.insert("srv_cpu_us_per_delivery".into(), json!((cpu1 - cpu0) * 1e6 / d));
     m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
+    put_syscalls(&mut m, io0, io1, d);
     m.insert("complete".into(), json!(t.all_done));
     Ok(m)
 }
@@ -352,52 +430,51 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     let names: Vec<String> = (0..nch).map(|c| format!("c{}_{c}", ctx.nonce)).collect();
     let specs = names.iter().map(|nm| bench_spec(&Arc::from(nm.as_str()), per, per, 0, true)).collect();
     let phase = Phase::spawn(ctx.addr, specs, 512);
+    let names = Arc::new(names);
     let prep = async {
         phase.wait_open().await?;
         phase.warm(ctx.addr, &names).await?;
-        let mut pubs = Vec::new();
-        for _ in 0..PUBLISHERS {
-            pubs.push(Publisher::connect(ctx.addr).await?);
-        }
-        Ok::<_, String>(pubs)
+        let names = names.clone();
+        Gang::connect(ctx, PUBLISHERS as usize, move |p, mut publ, _start| {
+            let names = names.clone();
+            async move {
+                let mut errors = 0u64;
+                // channel c is always fed by publisher c % 4, so its order is checkable
+                for i in (p..events as usize).step_by(PUBLISHERS as usize) {
+                    let (c, k) = (i % nch, (i / nch) as u32);
+                    match publ.publish_bench(&names[c], p as u32, k, PAYLOAD).await {
+                        Ok(st) if (200..300).contains(&st) => {}
+                        Ok(_) => errors += 1,
+                        Err(_) => return Ok((errors + 1, now_ns())),
+                    }
+                }
+                Ok((errors, now_ns()))
+            }
+        })
+        .await
     }
     .await;
-    let pubs = match prep {
-        Ok(p) => p,
+    let gang = match prep {
+        Ok(g) => g,
         Err(e) => {
             phase.finish().await;
             return Err(e);
         }
     };
-    let names = Arc::new(names);
     hist::reset();
-    let (cpu0, tool0, t0) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
-    let mut tasks = Vec::new();
-    for (p, mut publ) in pubs.into_iter().enumerate() {
-        let names = names.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut errors = 0u64;
-            // channel c is always fed by publisher c % 4, so its order is checkable
-            for i in (p..events as usize).step_by(PUBLISHERS as usize) {
-                let (c, k) = (i % nch, (i / nch) as u32);
-                match publ.publish_bench(&names[c], p as u32, k, PAYLOAD).await {
-                    Ok(st) if (200..300).contains(&st) => {}
-                    Ok(_) => errors += 1,
-                    Err(_) => return (errors + 1, now_ns()),
-                }
-            }
-            (errors, now_ns())
-        }));
-    }
+    let io0 = ctx.server.syscalls();
+    let (cpu0, tool0) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let t0 = gang.go();
     phase.wait_done(Duration::from_secs(60 + events as u64 / 2000)).await;
     let (cpu1, tool1, t_end) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
-    let mut pub_errors = 0;
-    let mut t_pub_end = 0;
-    for t in tasks {
-        let (e, te) = t.await.map_err(|e| e.to_string())?;
-        pub_errors += e;
-        t_pub_end = t_pub_end.max(te);
-    }
+    let io1 = ctx.server.syscalls();
+    let (pub_errors, t_pub_end) = match gang.join().await {
+        Ok(v) => v.into_iter().fold((0, 0), |(e, t), (e2, t2)| (e + e2, t.max(t2))),
+        Err(e) => {
+            phase.finish().await;
+            return Err(e);
+        }
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let results = phase.finish().await;
     let t = totals(&results);
@@ -415,6 +492,7 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
     m.insert("srv_cpu_us_per_delivery".into(), json!((cpu1 - cpu0) * 1e6 / d));
     m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
+    put_syscalls(&mut m, io0, io1, d);
     m.insert("complete".into(), json!(t.all_done));
     Ok(m)
 }
@@ -422,21 +500,15 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
 /// `publish`: `clients` keep-alive connections publishing for `dur`, each to
 /// its own channel with no subscribers.
 async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, String> {
-    let mut pubs = Vec::new();
-    for c in 0..clients {
-        let name = format!("p{}_{c}", ctx.nonce);
-        let mut p = Publisher::connect(ctx.addr).await?;
-        p.publish(&name, b"w").await?; // creates the channel
-        pubs.push((name, p));
-    }
-    let (cpu0, tool0, t0) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
-    let deadline = Instant::now() + dur;
-    let mut tasks = Vec::new();
-    for (c, (name, mut publ)) in pubs.into_iter().enumerate() {
-        tasks.push(tokio::spawn(async move {
+    let nonce = ctx.nonce.clone();
+    let gang = Gang::connect(ctx, clients, move |c, mut publ, start| {
+        let name = format!("p{nonce}_{c}");
+        async move {
+            publ.publish(&name, b"w").await?; // creates the channel (before the start signal is seen)
+            let deadline = start + dur;
             let (mut ok, mut errors) = (0u64, 0u64);
             let mut k = 0u32;
-            while Instant::now() < deadline {
+            while tokio::time::Instant::now() < deadline {
                 match publ.publish_bench(&name, c as u32, k, PAYLOAD).await {
                     Ok(st) if (200..300).contains(&st) => ok += 1,
                     Ok(_) => errors += 1,
@@ -447,17 +519,21 @@ async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, St
                 }
                 k = k.wrapping_add(1);
             }
-            (ok, errors, now_ns())
-        }));
-    }
+            Ok((ok, errors, now_ns()))
+        }
+    })
+    .await?;
+    let io0 = ctx.server.syscalls();
+    let (cpu0, tool0) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let t0 = gang.go();
     let (mut ok, mut errors, mut t_end) = (0, 0, 0);
-    for t in tasks {
-        let (o, e, te) = t.await.map_err(|e| e.to_string())?;
+    for (o, e, te) in gang.join().await? {
         ok += o;
         errors += e;
         t_end = t_end.max(te);
     }
     let (cpu1, tool1) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let io1 = ctx.server.syscalls();
     let secs = (t_end - t0) as f64 / 1e9;
     let mut m = Metrics::new();
     m.insert("clients".into(), json!(clients));
@@ -468,6 +544,8 @@ async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, St
     m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
     m.insert("srv_cpu_us_per_publish".into(), json!((cpu1 - cpu0) * 1e6 / ok.max(1) as f64));
     m.insert("tool_cpu_us_per_publish".into(), json!((tool1 - tool0) * 1e6 / ok.max(1) as f64));
+    m.insert("srv_read_syscalls_per_publish".into(), json!(io1.0.saturating_sub(io0.0) as f64 / ok.max(1) as f64));
+    m.insert("srv_write_syscalls_per_publish".into(), json!(io1.1.saturating_sub(io0.1) as f64 / ok.max(1) as f64));
     Ok(m)
 }
 

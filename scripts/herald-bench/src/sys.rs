@@ -53,6 +53,18 @@ impl Server {
         self.pids.iter().map(|&p| status_kib(&format!("/proc/{p}/smaps_rollup"), "Pss:")).sum()
     }
 
+    /// Read and write system calls made so far (`syscr`, `syscw` of
+    /// `/proc/<pid>/io`, summed): how well the server batches, without tracing it.
+    pub fn syscalls(&self) -> (u64, u64) {
+        self.pids.iter().fold((0, 0), |(r, w), &p| {
+            let text = fs::read_to_string(format!("/proc/{p}/io")).unwrap_or_default();
+            let get = |k: &str| {
+                text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+            };
+            (r + get("syscr:"), w + get("syscw:"))
+        })
+    }
+
     pub fn alive(&self) -> bool {
         fs::metadata(format!("/proc/{}", self.pids[0])).is_ok()
     }
