@@ -125,13 +125,30 @@ impl EventStream {
     /// The next frame of live traffic, merged across channels in id order.
     ///
     /// Correctness of the merge rests on the hub's single lock: events are
-    /// sent in id order, so once every channel's receiver has been polled,
-    /// the smallest head is the next event in id order; anything smaller
-    /// would already be in its receiver's queue.
+    /// sent in id order, so an event smaller than a head we hold was sent
+    /// before that head, and is in its receiver's queue by the time the head
+    /// is taken. One pass over the receivers is not enough: a receiver found
+    /// empty early in the pass may be sent a smaller event before a later
+    /// receiver of the same pass yields a larger one (the chaos test caught
+    /// this as ids going backwards on a multi-channel stream, which a client
+    /// that reconnects with the larger id turns into a silent loss). So the
+    /// empty queues are polled again until a whole pass takes nothing: every
+    /// head was then taken before that last pass, and every empty queue was
+    /// polled after. Each extra pass fills a queue that was empty, so at most
+    /// there is one pass more than there are channels.
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        for i in 0..self.channels.len() {
-            if self.channels[i].ready.is_empty() && !self.fill(i, cx) {
-                return Poll::Ready(None);
+        loop {
+            let mut took = false;
+            for i in 0..self.channels.len() {
+                if self.channels[i].ready.is_empty() {
+                    if !self.fill(i, cx) {
+                        return Poll::Ready(None);
+                    }
+                    took |= !self.channels[i].ready.is_empty();
+                }
+            }
+            if !took {
+                break;
             }
         }
         let Some(next) = self
