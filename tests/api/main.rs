@@ -1,6 +1,7 @@
 //! One integration-test binary for the HTTP API (one link step for all).
 
 mod browser;
+mod chaos;
 mod endpoints;
 mod helpers;
 mod publish;
