@@ -98,6 +98,7 @@
       if (state.everOpened) sysLine('reconnected');
       state.everOpened = true;
       setState('open');
+      refreshChannels();
     };
     es.onerror = () => {
       if (state.es !== es) return;
@@ -261,7 +262,11 @@
       const res = await fetch(url, init);
       const text = await res.text();
       let shown = text;
-      try { shown = JSON.stringify(JSON.parse(text), null, 1); } catch (_) { /* not JSON: show as is */ }
+      try {
+        const v = JSON.parse(text);
+        // a batch answer: one compact line per event
+        shown = Array.isArray(v) ? `[\n${v.map((x) => ` ${JSON.stringify(x)}`).join(',\n')}\n]` : JSON.stringify(v, null, 1);
+      } catch (_) { /* not JSON: show as is */ }
       showResult(out, res.ok ? 'ok' : 'error', `${res.status} ${res.statusText}\n${shown}`);
     } catch (e) {
       showResult(out, 'error', `Request failed: ${e.message}`);

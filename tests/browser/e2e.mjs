@@ -182,8 +182,18 @@ const scenarios = {
     await waitEventId(page, formId, 'the event published by the form');
     same(await eventById(page, formId), { id: formId, type: 'note', channel: null, data: 'from the form\nsecond line' }, 'form event');
 
-    // batch mode
+    // an error answer is shown, not thrown
+    await page.fill('#pub-channel', 'not a channel');
+    await page.fill('#pub-data', 'x');
+    const bad = await publishResult(page, () => page.click('#pub-submit'), 'error');
+    check((await page.textContent('#pub-result')).startsWith('400'), 'a bad channel name answers 400 on the page');
+    check(typeof bad.error === 'string' && typeof bad.message === 'string', `the error JSON is shown: ${JSON.stringify(bad)}`);
+
+    // batch mode: one bad item rejects the batch, and the page shows which
     await page.check('#pub-batch');
+    await page.fill('#pub-data', JSON.stringify([{ channel: ch, data: 'fine' }, { channel: 'bad name', data: 'x' }]));
+    const badBatch = await publishResult(page, () => page.click('#pub-submit'), 'error');
+    same(badBatch.index, 1, 'index of the bad batch item');
     await page.fill('#pub-data', JSON.stringify([
       { channel: ch, data: 'batch one' },
       { channel: ch2, event: 'alert', data: { n: 2 } },
@@ -194,14 +204,6 @@ const scenarios = {
     same((await eventById(page, batch[0].id)).data, 'batch one', 'batch item 0');
     same(await eventById(page, batch[1].id), { id: batch[1].id, type: 'alert', channel: null, data: '{"n":2}' }, 'batch item 1');
 
-    // an error answer is shown, not thrown
-    await page.uncheck('#pub-batch');
-    await page.fill('#pub-channel', 'not a channel');
-    await page.fill('#pub-data', 'x');
-    const bad = await publishResult(page, () => page.click('#pub-submit'), 'error');
-    check((await page.textContent('#pub-result')).startsWith('400'), 'a bad channel name answers 400 on the page');
-    check(typeof bad.error === 'string' && typeof bad.message === 'string', `the error JSON is shown: ${JSON.stringify(bad)}`);
-
     // status: last id, no duplicates, the channels panel
     const events = await logEvents(page);
     const ids = events.map((e) => e.id);
@@ -211,8 +213,7 @@ const scenarios = {
     const gapShown = await page.isVisible('#gap-notice');
     same(gapShown, false, 'gap notice visible on a clean stream');
 
-    await page.fill('#pub-channel', ch);
-    await page.fill('#pub-data', '');
+    await page.click('#try summary');
     const shot = await screenshot(page, 'index.png');
 
     // narrow screen: nothing wider than the viewport
