@@ -50,6 +50,16 @@ pub struct HubConfig {
 #[error("the server holds its maximum number of channels")]
 pub struct ChannelLimit;
 
+/// Why a stream cannot be opened now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    ChannelLimit(#[from] ChannelLimit),
+    /// The hub was closed for shutdown.
+    #[error("the server is shutting down")]
+    Closed,
+}
+
 /// One event to publish, encoded but not yet numbered.
 #[derive(Debug)]
 pub struct PublishItem {
@@ -120,6 +130,8 @@ pub struct Hub {
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
     clock: IdClock,
+    /// Set by [`Hub::close`]: no new live receivers.
+    closed: bool,
 }
 
 struct Channel {
@@ -190,6 +202,7 @@ impl Hub {
             inner: Mutex::new(Inner {
                 channels: HashMap::new(),
                 clock: IdClock::starting_now(),
+                closed: false,
             }),
             config,
             metrics,
@@ -221,7 +234,9 @@ impl Hub {
         let now = Instant::now();
         let mut answers = Vec::with_capacity(items.len());
         for item in items {
-            let Inner { channels, clock } = &mut *inner;
+            let Inner {
+                channels, clock, ..
+            } = &mut *inner;
             let issued_before = clock.last();
             let id = clock.next();
             let channel = channel_entry(channels, &item.channel, &self.config, issued_before, now);
@@ -254,14 +269,17 @@ impl Hub {
         &self,
         channels: &[ChannelName],
         resume: Resume,
-    ) -> Result<Subscription, ChannelLimit> {
+    ) -> Result<Subscription, SubscribeError> {
         let mut inner = self.lock();
+        if inner.closed {
+            return Err(SubscribeError::Closed);
+        }
         let missing = channels
             .iter()
             .filter(|name| !inner.channels.contains_key(*name))
             .count();
         if inner.channels.len() + missing > self.config.max_channels {
-            return Err(ChannelLimit);
+            return Err(ChannelLimit.into());
         }
 
         let last_issued = inner.clock.last();
@@ -279,6 +297,7 @@ impl Hub {
             let Inner {
                 channels: map,
                 clock,
+                ..
             } = &mut *inner;
             let channel = channel_entry(map, name, &self.config, clock.last(), now);
             let receiver = channel.subscribe(self.config.stream_buffer);
@@ -324,9 +343,13 @@ impl Hub {
 
     /// For a subscriber whose receiver on `channel` overflowed: a new
     /// receiver and the retained events after `after`, taken together under
-    /// the lock so the hand-over is exact. `None` if the channel is gone.
+    /// the lock so the hand-over is exact. `None` if the channel is gone or
+    /// the hub is closed: the stream must end.
     pub fn catch_up(&self, channel: &ChannelName, after: EventId) -> Option<CatchUp> {
         let mut inner = self.lock();
+        if inner.closed {
+            return None;
+        }
         let ch = inner.channels.get_mut(channel)?;
         let receiver = ch.subscribe(self.config.stream_buffer);
         let (complete, events) = ch.history.since(after);
@@ -366,6 +389,18 @@ impl Hub {
         drop(inner);
         rows.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
         rows
+    }
+
+    /// Ends every stream: drops every live queue, so each receiver sees the
+    /// channel closed and its stream ends after what it already has. Called
+    /// once at shutdown; costs the streams nothing while the server runs
+    /// (no per-stream shutdown watch to poll).
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        for channel in inner.channels.values_mut() {
+            channel.sender = None;
+        }
     }
 
     pub fn channel_count(&self) -> usize {

@@ -84,6 +84,7 @@ pub async fn serve(
 
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
+    state.hub.close();
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections closed"),

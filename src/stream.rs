@@ -20,7 +20,6 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
@@ -33,7 +32,6 @@ pub struct StreamContext {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
-    pub shutdown: CancellationToken,
 }
 
 pub struct EventStream {
@@ -47,13 +45,11 @@ pub struct EventStream {
     /// `last_write` so a busy stream does not touch the timer per event.
     heartbeat: Pin<Box<Sleep>>,
     last_write: Instant,
-    /// Resolves when the server shuts down; the stream then ends so graceful
-    /// shutdown is never held up by an open stream.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Live events written since the shared counter was last updated;
     /// batching keeps the hot path off a contended atomic.
     delivered: u64,
-    /// The stream ended (shutdown, or its channel vanished).
+    /// The stream ended: the hub closed its channels (shutdown), so graceful
+    /// shutdown is never held up by an open stream.
     done: bool,
 }
 
@@ -115,7 +111,6 @@ impl EventStream {
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
             last_write: now,
-            shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
             delivered: 0,
             done: false,
             ctx,
@@ -193,8 +188,7 @@ impl EventStream {
                     return true;
                 }
                 Poll::Pending => return true,
-                // The hub dropped the channel's sender: only when the hub
-                // itself is going away.
+                // The hub closed the channel: shutdown.
                 Poll::Ready(None) => return false,
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
                     self.ctx.metrics.slow_subscribers_cut.inc();
@@ -240,8 +234,7 @@ impl Body for EventStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        if this.done || this.ctx.shutdown.is_cancelled() {
-            this.done = true;
+        if this.done {
             return Poll::Ready(None);
         }
         if let Some(preamble) = this.preamble.take() {
@@ -280,10 +273,6 @@ impl Body for EventStream {
                 return this.wrote(sse::HEARTBEAT);
             }
             this.heartbeat.as_mut().reset(due);
-        }
-        if this.shutdown.as_mut().poll(cx).is_ready() {
-            this.done = true;
-            return Poll::Ready(None);
         }
         Poll::Pending
     }
@@ -324,7 +313,6 @@ mod tests {
     struct Fixture {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
     }
 
     fn fixture(history: usize, stream_buffer: usize) -> Fixture {
@@ -341,7 +329,6 @@ mod tests {
         Fixture {
             hub: Arc::new(Hub::new(config, metrics.clone())),
             metrics,
-            shutdown: CancellationToken::new(),
         }
     }
 
@@ -356,7 +343,6 @@ mod tests {
                 hub: self.hub.clone(),
                 metrics: self.metrics.clone(),
                 heartbeat: Duration::from_secs(15),
-                shutdown: self.shutdown.clone(),
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
         }
@@ -416,11 +402,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn stream_ends_on_shutdown() {
+    async fn stream_ends_when_the_hub_closes() {
         let f = fixture(10, 16);
-        let mut stream = f.stream(&["a"], Resume::Live);
+        let mut stream = f.stream(&["a", "b"], Resume::Live);
         next(&mut stream).await;
-        f.shutdown.cancel();
+        f.hub.close();
         assert!(stream.frame().await.is_none());
         assert!(stream.is_end_stream());
     }

@@ -9,6 +9,7 @@ use crate::app::State;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
+use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
 use crate::stream::{self, EventStream, StreamContext};
@@ -42,9 +43,13 @@ pub fn subscribe(
 
     let subscription = match state.hub.subscribe(&channels, resume) {
         Ok(subscription) => subscription,
-        Err(_) => {
-            state.metrics.rejected(RejectReason::ChannelLimit);
-            return Ok(retry_later(state, RejectReason::ChannelLimit));
+        Err(e) => {
+            let reason = match e {
+                SubscribeError::ChannelLimit(_) => RejectReason::ChannelLimit,
+                SubscribeError::Closed => RejectReason::ShuttingDown,
+            };
+            state.metrics.rejected(reason);
+            return Ok(retry_later(state, reason));
         }
     };
     let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
@@ -53,7 +58,6 @@ pub fn subscribe(
         hub: state.hub.clone(),
         metrics: state.metrics.clone(),
         heartbeat: state.config.heartbeat,
-        shutdown: state.shutdown.clone(),
     };
     let stream = EventStream::new(preamble, subscription, ctx);
     Ok(event_stream_response(Body::Events(Box::new(stream))))
