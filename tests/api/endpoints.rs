@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{get, spawn_app, spawn_app_with, Raw};
+use crate::helpers::{eventually, get, spawn_app, spawn_app_with, Raw};
 
 #[tokio::test]
 async fn healthz_is_ok() {
@@ -58,14 +58,11 @@ async fn metrics_count_published_delivered_replayed_and_gaps() {
     assert_eq!(app.metric("herald_channels").await, 1.0);
     drop(live);
     // Delivered counts are flushed when a stream goes idle or closes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.metric("herald_events_delivered_total").await < 3.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivered count never reached 3"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("three deliveries are counted", || {
+        app.state.metrics.events_delivered.get() == 3
+    })
+    .await;
+    assert_eq!(app.metric("herald_events_delivered_total").await, 3.0);
 }
 
 #[tokio::test]
@@ -74,15 +71,7 @@ async fn channels_lists_subscribers_retained_and_last_id() {
     let _sse = app.subscribe("/events/b", None).await;
     app.publish("a", "1").await;
     let last = app.publish_id("a", "2").await;
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(
         channels,
         serde_json::json!([
@@ -311,12 +300,10 @@ async fn connections_past_max_connections_get_retry_streams_and_503s() {
     let app = spawn_app_with(|c| c.max_connections = 2).await;
     let _a = Raw::send(app.addr, &get("/events/a", "")).await;
     let _b = Raw::send(app.addr, &get("/events/b", "")).await;
-    // Wait until both are counted.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.state.metrics.connections_open.get() < 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("both connections are counted", || {
+        app.state.metrics.connections_open.get() >= 2
+    })
+    .await;
     let mut sub = Raw::send(app.addr, &get("/events/c", "")).await;
     let text = sub.read_to_end().await;
     assert!(
@@ -369,22 +356,10 @@ async fn idle_channel_is_dropped_after_its_ttl() {
     let app = spawn_app_with(|c| c.channel_ttl = Duration::from_millis(200)).await;
     app.publish("short-lived", "x").await;
     let _kept = app.subscribe("/events/kept", None).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.state.hub.channel_count() > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "channel not dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    eventually("the idle channel is dropped", || {
+        app.state.hub.channel_count() == 1
+    })
+    .await;
+    let channels = app.channels().await;
     assert_eq!(channels[0]["channel"], "kept", "a subscribed channel stays");
 }

@@ -103,6 +103,13 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET /channels` as JSON.
+    pub async fn channels(&self) -> serde_json::Value {
+        let response = self.client.get(self.url("/channels")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     /// Publishes `data` to `channel` and returns the 200 JSON answer.
     pub async fn publish(&self, channel: &str, data: &str) -> serde_json::Value {
         self.publish_to(&format!("/publish/{channel}"), data).await
@@ -302,4 +309,169 @@ impl Raw {
 /// `GET path` with SSE-ish headers as a raw request string.
 pub fn get(path: &str, extra_headers: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{extra_headers}\r\n")
+}
+
+/// The real `herald` binary started as a child process on an ephemeral
+/// port, for tests that measure the server's own memory and file
+/// descriptors (an in-process server shares them with the test). Killed
+/// (by its pid, through `kill_on_drop`) when dropped.
+pub struct Binary {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl Binary {
+    pub async fn start(args: &[&str]) -> Binary {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["--listen", "127.0.0.1:0", "--log", "warn,herald=info"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the herald binary starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some((_, rest)) = line.split_once("listening on http://") {
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_digit() || ".:".contains(c)))
+                        .unwrap_or(rest.len());
+                    return rest[..end].parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("the binary exited before listening");
+        })
+        .await
+        .expect("the binary logs its address");
+        // Keep draining logs so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Binary {
+            child,
+            addr,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client builds"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("the binary is running")
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Gauge or counter value from `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = tokio::time::timeout(WAIT, async {
+            self.client
+                .get(self.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("/metrics answers within the wait");
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// Waits until `series` reads `value` (panics after [`WAIT`]).
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.metric(series).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is {now}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes and returns the event's id (panics unless 200).
+    pub async fn publish(&self, channel: &str, data: &str) -> String {
+        let response = tokio::time::timeout(
+            WAIT,
+            self.client
+                .post(self.url(&format!("/publish/{channel}")))
+                .body(data.to_owned())
+                .send(),
+        )
+        .await
+        .expect("publish answers within the wait")
+        .expect("publish request");
+        assert_eq!(response.status(), 200, "publish to {channel}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        answer["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Proves the server serves an ordinary client end to end: a subscriber
+    /// opens, a publish reaches it, `/healthz` answers.
+    pub async fn serves_others(&self, channel: &str) {
+        let response = self
+            .client
+            .get(self.url(&format!("/events/{channel}")))
+            .send();
+        let response = tokio::time::timeout(WAIT, response)
+            .await
+            .expect("subscribe answers within the wait")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut events = response.bytes_stream().eventsource();
+        let data = format!("still serving {channel}");
+        self.publish(channel, &data).await;
+        let event = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("the event arrives within the wait")
+            .expect("the stream stays open")
+            .expect("a well-formed event");
+        assert_eq!(event.data, data);
+        let health = self.client.get(self.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+}
+
+/// Waits until `condition` holds, checking every 20 ms (panics after [`WAIT`]).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -119,15 +119,7 @@ async fn chunked_body_found_too_large_while_streaming_is_413() {
     .await;
     let text = raw.read_until("}").await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(channels, serde_json::json!([]), "nothing was published");
 }
 
@@ -200,15 +192,7 @@ async fn batch_with_one_bad_item_publishes_nothing_and_names_its_index() {
         assert_eq!(answer["index"], index, "{body}");
         assert_eq!(answer["error"], code, "{body}");
     }
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(
         channels,
         serde_json::json!([]),
@@ -289,15 +273,7 @@ async fn batch_that_would_pass_max_channels_is_503_and_publishes_nothing() {
     .await;
     assert_eq!(status, 503);
     assert_eq!(answer["error"], "channel_limit");
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(channels.as_array().unwrap().len(), 1);
     assert_eq!(channels[0]["retained"], 1);
 }

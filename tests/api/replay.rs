@@ -165,15 +165,7 @@ async fn history_bytes_limit_drops_old_events_but_keeps_the_newest() {
     app.publish("news", "67890").await;
     app.publish("news", "this one is larger than ten bytes")
         .await;
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(channels[0]["retained"], 1);
     let mut sse = app.subscribe("/events/news", Some(&first)).await;
     assert_eq!(sse.next().await.event, "herald.gap");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{get, spawn_app, spawn_app_with, Raw, WAIT};
+use crate::helpers::{eventually, get, spawn_app, spawn_app_with, Raw, WAIT};
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_and_returns() {
@@ -226,11 +226,10 @@ async fn publish_in_flight_when_shutdown_starts_is_finished() {
     )
     .await;
     // Let the server start reading the body before shutdown begins.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app.state.metrics.connections_open.get() < 1 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the connection is counted", || {
+        app.state.metrics.connections_open.get() >= 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let state = app.state.clone();
     let stopping = tokio::spawn(app.stop());

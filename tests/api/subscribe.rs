@@ -35,15 +35,7 @@ async fn head_answers_the_same_headers_with_no_body_and_creates_no_channel() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");
     assert!(response.bytes().await.unwrap().is_empty());
-    let channels: serde_json::Value = app
-        .client
-        .get(app.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = app.channels().await;
     assert_eq!(channels, serde_json::json!([]));
 }
 
