@@ -323,10 +323,11 @@ async fn two_chat_pages_talk_both_ways_with_join_leave_notices_and_safe_text() {
         configure: |_| {},
     };
 
-    // Act
+    // Act: alice and bob talk; alice closes her tab and comes back; the server
+    // restarts (default retry, so the pages catch up from the new server's history)
     run_scenario(&mut driver, "chat", json!({ "room": "lobby" })).await;
 
-    // Assert: done in the scenario; the screenshot is there
+    // Assert: done in the scenario (no duplicates anywhere); the screenshot is there
     assert!(screenshot_dir().join("chat.png").is_file());
     stop(driver).await;
 }

@@ -297,7 +297,11 @@ const scenarios = {
     return { states, events: events.length };
   },
 
-  /** Two chat pages talk both ways; join and leave notices; <script> stays text; reopen catches up. */
+  /**
+   * Two chat pages talk both ways; join and leave notices; <script> stays text; a
+   * reopened page catches up from its remembered id; after a server restart the
+   * pages reconnect and show what they missed once.
+   */
   async chat(ctx) {
     const room = params.room || unique('room');
     const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}`;
@@ -373,6 +377,22 @@ const scenarios = {
     same(new Set(againIds).size, againIds.length, 'distinct ids after reopening');
     check(againIds.every((id) => !aliceIds.includes(id)), 'nothing alice had seen is shown again');
     await screenshot(again, 'chat-reopened.png');
+
+    // the server restarts: both pages reconnect by themselves (after the server's
+    // retry), are told of the gap, and show what was said meanwhile exactly once
+    await step('restart');
+    const meanwhile = await step('publish', { channel: room, data: 'said during the restart' });
+    for (const [who, page] of [['bob', bob], ['alice', again]]) {
+      await waitLine(page, 'raw', 'said during the restart', `${who} catches up after the restart`);
+      await waitFor(page, () => !!document.querySelector('#messages li[data-kind="gap"]'), null, `${who}'s gap notice`);
+      await waitState(page, 'open');
+      const after = await lines(page);
+      same(after.filter((l) => l.id === meanwhile.id).length, 1, `${who} shows the message from during the restart once`);
+      const ids = after.map((l) => l.id).filter(Boolean);
+      same(new Set(ids).size, ids.length, `distinct ids on ${who}'s page after the restart`);
+    }
+    await say(bob, 'still here');
+    await waitLine(again, 'message', 'still here', 'alice receives bob after the restart');
     return { screenshot: shot, bobLines: (await lines(bob)).length };
   },
 };
