@@ -125,7 +125,11 @@ fn cmd_run(args: &[String]) -> i32 {
     }
     .expect("runtime");
     let t0 = Instant::now();
-    let result = rt.block_on(scenario::run(scen, &ctx));
+    let overflows0 = sys::listen_overflows();
+    let mut result = rt.block_on(scenario::run(scen, &ctx));
+    if let Ok(m) = &mut result {
+        m.insert("listen_overflows".into(), json!(sys::listen_overflows().saturating_sub(overflows0)));
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
     let _ = pub_stop.send(());
     let _ = pub_thread.join();

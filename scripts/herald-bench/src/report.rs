@@ -239,6 +239,25 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
                 r["round"]
             );
         }
+        if let Some(n) = r["metrics"].get("listen_overflows").and_then(Value::as_u64).filter(|&n| n > 0) {
+            let _ = writeln!(
+                errors,
+                "- {} `{}` round {}: {n} connections overflowed the listen queue (TcpExt ListenOverflows; each costs a 1 s+ SYN retry)",
+                r["target"].as_str().unwrap_or("?"),
+                r["scenario"].as_str().unwrap_or("?"),
+                r["round"]
+            );
+        }
+        if let Some(n) = r["metrics"].get("publish_errors").and_then(Value::as_u64).filter(|&n| n > 0) {
+            let _ = writeln!(
+                errors,
+                "- {} `{}` round {}: {n} publishes failed ({}); events not published count as lost",
+                r["target"].as_str().unwrap_or("?"),
+                r["scenario"].as_str().unwrap_or("?"),
+                r["round"],
+                r["metrics"].get("first_publish_error").and_then(Value::as_str).unwrap_or("non-2xx answer")
+            );
+        }
         if let Some(e) = r["metrics"].get("first_error").and_then(Value::as_str) {
             let _ = writeln!(
                 errors,

@@ -367,11 +367,11 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
                     match publ.publish_bench(&name, p as u32, k, PAYLOAD).await {
                         Ok(st) if (200..300).contains(&st) => {}
                         Ok(_) => errors += 1,
-                        Err(_) => return Ok((errors + 1, now_ns())),
+                        Err(e) => return Ok((errors + 1, now_ns(), Some(e))),
                     }
                     k += PUBLISHERS;
                 }
-                Ok((errors, now_ns()))
+                Ok((errors, now_ns(), None))
             }
         })
         .await
@@ -394,8 +394,8 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     phase.wait_done(limit).await;
     let (cpu1, tool1, t_end) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
     let io1 = ctx.server.syscalls();
-    let (pub_errors, t_pub_end) = match gang.join().await {
-        Ok(v) => v.into_iter().fold((0, 0), |(e, t), (e2, t2)| (e + e2, t.max(t2))),
+    let (pub_errors, t_pub_end, pub_error) = match gang.join().await {
+        Ok(v) => v.into_iter().fold((0, 0, None), |(e, t, m), (e2, t2, m2)| (e + e2, t.max(t2), m.or(m2))),
         Err(e) => {
             phase.finish().await;
             return Err(e);
@@ -412,6 +412,9 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     put_latency(&mut m);
     m.insert("events".into(), json!(events));
     m.insert("publish_errors".into(), json!(pub_errors));
+    if let Some(e) = pub_error {
+        m.insert("first_publish_error".into(), json!(e));
+    }
     m.insert("publish_s".into(), json!((t_pub_end.saturating_sub(t0)) as f64 / 1e9));
     m.insert("elapsed_s".into(), json!(secs));
     m.insert("deliveries_per_s".into(), json!(t.delivered as f64 / secs.max(1e-9)));
@@ -445,10 +448,10 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
                     match publ.publish_bench(&names[c], p as u32, k, PAYLOAD).await {
                         Ok(st) if (200..300).contains(&st) => {}
                         Ok(_) => errors += 1,
-                        Err(_) => return Ok((errors + 1, now_ns())),
+                        Err(e) => return Ok((errors + 1, now_ns(), Some(e))),
                     }
                 }
-                Ok((errors, now_ns()))
+                Ok((errors, now_ns(), None))
             }
         })
         .await
@@ -468,8 +471,8 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     phase.wait_done(Duration::from_secs(60 + events as u64 / 2000)).await;
     let (cpu1, tool1, t_end) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
     let io1 = ctx.server.syscalls();
-    let (pub_errors, t_pub_end) = match gang.join().await {
-        Ok(v) => v.into_iter().fold((0, 0), |(e, t), (e2, t2)| (e + e2, t.max(t2))),
+    let (pub_errors, t_pub_end, pub_error) = match gang.join().await {
+        Ok(v) => v.into_iter().fold((0, 0, None), |(e, t, m), (e2, t2, m2)| (e + e2, t.max(t2), m.or(m2))),
         Err(e) => {
             phase.finish().await;
             return Err(e);
@@ -486,6 +489,9 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     put_latency(&mut m);
     m.insert("events".into(), json!(events));
     m.insert("publish_errors".into(), json!(pub_errors));
+    if let Some(e) = pub_error {
+        m.insert("first_publish_error".into(), json!(e));
+    }
     m.insert("publish_s".into(), json!((t_pub_end.saturating_sub(t0)) as f64 / 1e9));
     m.insert("elapsed_s".into(), json!(secs));
     m.insert("deliveries_per_s".into(), json!(t.delivered as f64 / secs.max(1e-9)));

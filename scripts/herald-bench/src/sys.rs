@@ -108,3 +108,18 @@ pub fn raise_nofile() -> u64 {
         Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(s, _)| s).unwrap_or(1024),
     }
 }
+
+/// System-wide `TcpExt: ListenOverflows` (connections dropped because a
+/// listener's accept queue was full). The delta over a run shows whether a
+/// server accepted too slowly; a dropped SYN costs the client a 1 s+ retry.
+pub fn listen_overflows() -> u64 {
+    let text = fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
