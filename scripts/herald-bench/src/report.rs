@@ -144,6 +144,9 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
     let (mut met_n, mut missed_n) = (0, 0);
     for row in ROWS {
         let (h, n) = (get(row.scenario, "herald"), get(row.scenario, "nchan"));
+        if h.is_none() && n.is_none() {
+            continue; // scenario not run (--scenarios)
+        }
         let vals = |m: Option<&BTreeMap<i64, &Value>>| -> Vec<f64> {
             m.map(|m| m.values().filter_map(|r| metric(r, row.key)).collect()).unwrap_or_default()
         };
