@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use herald::{Config, LogFormat};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,9 +17,8 @@ async fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(
         "herald listening on http://{}",
         listener.local_addr().context("listener has no address")?
@@ -27,6 +26,23 @@ async fn main() -> anyhow::Result<()> {
     herald::run(listener, config, shutdown_signal()).await?;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Binds with a deep accept queue: when a server restarts or a network blip
+/// drops every stream, thousands of EventSources reconnect at once, and with
+/// the usual 128-entry backlog the kernel drops their SYNs, each costing the
+/// client a retransmit of a second or more. (The kernel caps the value at
+/// `net.core.somaxconn`.)
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {

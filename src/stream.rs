@@ -44,7 +44,11 @@ pub struct EventStream {
     /// Fires when nothing was written for `heartbeat`; re-armed lazily from
     /// `last_write` so a busy stream does not touch the timer per event.
     heartbeat: Pin<Box<Sleep>>,
+    /// When the stream last went idle after writing: the clock is read once
+    /// per wake-up that wrote something, not once per frame.
     last_write: Instant,
+    /// Something was written since `last_write` was taken.
+    wrote: bool,
     /// Live events written since the shared counter was last updated;
     /// batching keeps the hot path off a contended atomic.
     delivered: u64,
@@ -111,6 +115,7 @@ impl EventStream {
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
             last_write: now,
+            wrote: false,
             delivered: 0,
             done: false,
             ctx,
@@ -220,7 +225,7 @@ impl EventStream {
     }
 
     fn wrote(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.last_write = Instant::now();
+        self.wrote = true;
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 }
@@ -261,6 +266,12 @@ impl Body for EventStream {
             }
             Poll::Pending => this.flush_delivered(),
         }
+        if this.wrote {
+            // hyper writes what it was given as soon as the body is pending,
+            // so "now" is when those frames go out.
+            this.last_write = Instant::now();
+            this.wrote = false;
+        }
         // Idle. The timer is only re-armed when it fires: if something was
         // written since it was set, it is pushed to `heartbeat` after that
         // write; otherwise the heartbeat is due now. So a busy stream costs
@@ -268,9 +279,11 @@ impl Body for EventStream {
         while this.heartbeat.as_mut().poll(cx).is_ready() {
             let due = this.last_write + this.ctx.heartbeat;
             if due <= Instant::now() {
-                let next = Instant::now() + this.ctx.heartbeat;
-                this.heartbeat.as_mut().reset(next);
-                return this.wrote(sse::HEARTBEAT);
+                this.last_write = Instant::now();
+                this.heartbeat
+                    .as_mut()
+                    .reset(this.last_write + this.ctx.heartbeat);
+                return Poll::Ready(Some(Ok(Frame::data(sse::HEARTBEAT))));
             }
             this.heartbeat.as_mut().reset(due);
         }
