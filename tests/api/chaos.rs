@@ -250,7 +250,7 @@ enum Kind {
 }
 
 #[derive(Clone, Debug)]
-enum Item {
+pub enum Item {
     Event { id: u64, data: String },
     Gap { channel: usize },
 }
@@ -582,10 +582,7 @@ impl ChunkedBody {
             return Some(std::mem::take(&mut self.raw));
         }
         let mut out = Vec::new();
-        loop {
-            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") {
             let size_text = String::from_utf8_lossy(&self.raw[..line_end]);
             let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
                 .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
@@ -616,10 +613,7 @@ impl SseParser {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Item> {
         self.pending.extend_from_slice(bytes);
         let mut out = Vec::new();
-        loop {
-            let Some(i) = self.pending.iter().position(|&b| b == b'\r' || b == b'\n') else {
-                break;
-            };
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\r' || b == b'\n') {
             // A CR at the very end may be the first half of a CRLF.
             if self.pending[i] == b'\r' && i + 1 == self.pending.len() {
                 break;

@@ -323,10 +323,16 @@ pub struct Binary {
 
 impl Binary {
     pub async fn start(args: &[&str]) -> Binary {
+        Binary::start_with_env(args, &[]).await
+    }
+
+    /// [`Binary::start`] with extra environment variables for the child.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["--listen", "127.0.0.1:0", "--log", "warn,herald=info"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -473,5 +479,25 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
             "never happened: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Binary {
+    /// Waits until the server's RSS is within `slack_kib` of `baseline_kib`
+    /// (panics with `what` after [`WAIT`]).
+    pub async fn assert_memory_returned(&self, what: &str, baseline_kib: u64, slack_kib: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let rss = self.rss_kib();
+            if rss <= baseline_kib + slack_kib {
+                eprintln!("{what}: rss {baseline_kib} -> {rss} KiB");
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: server RSS {rss} KiB, baseline {baseline_kib} KiB + {slack_kib} KiB"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

@@ -4,6 +4,8 @@ mod browser;
 mod chaos;
 mod endpoints;
 mod helpers;
+mod hostile;
+mod memory;
 mod publish;
 mod replay;
 mod shutdown;
