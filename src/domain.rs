@@ -141,6 +141,21 @@ impl Resume {
     }
 }
 
+/// Checks that `name` has 1 to `max` characters, each an ASCII letter or
+/// digit or one of `extra`; `rule` says so to the user otherwise.
+fn check_token(
+    name: &str,
+    max: usize,
+    extra: &[u8],
+    rule: &'static str,
+) -> Result<(), InvalidInput> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || extra.contains(&b);
+    if name.is_empty() || name.len() > max || !name.bytes().all(allowed) {
+        return Err(InvalidInput(rule));
+    }
+    Ok(())
+}
+
 /// Why an input was refused; the text is shown to the user as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
