@@ -25,19 +25,12 @@ pub struct ChannelName(Arc<str>);
 
 impl ChannelName {
     pub fn parse(name: &str) -> Result<ChannelName, InvalidInput> {
-        if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
-            return Err(InvalidInput(
-                "a channel name has 1 to 128 characters from A-Z a-z 0-9 _ - . : ~ @",
-            ));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:~@".contains(&b))
-        {
-            return Err(InvalidInput(
-                "a channel name may only use the characters A-Z a-z 0-9 _ - . : ~ @",
-            ));
-        }
+        check_token(
+            name,
+            MAX_CHANNEL_LEN,
+            b"_-.:~@",
+            "a channel name has 1 to 128 characters from A-Z a-z 0-9 _ - . : ~ @",
+        )?;
         Ok(ChannelName(Arc::from(name)))
     }
 
@@ -65,19 +58,12 @@ pub struct EventType(Box<str>);
 
 impl EventType {
     pub fn parse(name: &str) -> Result<EventType, InvalidInput> {
-        if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN {
-            return Err(InvalidInput(
-                "an event type has 1 to 64 characters from A-Z a-z 0-9 _ - . :",
-            ));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-        {
-            return Err(InvalidInput(
-                "an event type may only use the characters A-Z a-z 0-9 _ - . :",
-            ));
-        }
+        check_token(
+            name,
+            MAX_EVENT_TYPE_LEN,
+            b"_-.:",
+            "an event type has 1 to 64 characters from A-Z a-z 0-9 _ - . :",
+        )?;
         if name.starts_with(RESERVED_EVENT_PREFIX) {
             return Err(InvalidInput(
                 "event types starting with `herald.` are reserved for the server",
