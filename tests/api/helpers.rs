@@ -105,9 +105,7 @@ impl TestApp {
 
     /// `GET /channels` as JSON.
     pub async fn channels(&self) -> serde_json::Value {
-        let response = self.client.get(self.url("/channels")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        get_channels(&self.client, &self.url("/channels")).await
     }
 
     /// Publishes `data` to `channel` and returns the 200 JSON answer.
@@ -165,12 +163,7 @@ impl TestApp {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == series).then(|| value.parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+        metric_value(&text, series)
     }
 
     /// Stops the server gracefully and waits until it has returned.
@@ -368,6 +361,11 @@ impl Binary {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `GET /channels` as JSON.
+    pub async fn channels(&self) -> serde_json::Value {
+        get_channels(&self.client, &self.url("/channels")).await
+    }
+
     fn pid(&self) -> u32 {
         self.child.id().expect("the binary is running")
     }
@@ -403,12 +401,7 @@ impl Binary {
         })
         .await
         .expect("/metrics answers within the wait");
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == series).then(|| value.parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+        metric_value(&text, series)
     }
 
     /// Waits until `series` reads `value` (panics after [`WAIT`]).
@@ -500,4 +493,20 @@ impl Binary {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+async fn get_channels(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The value of `series` in a Prometheus text exposition.
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
 }

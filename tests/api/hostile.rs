@@ -348,15 +348,7 @@ async fn a_connection_flood_past_the_limit_gets_retry_answers_and_the_server_rec
     );
     bin.serves_others("after-flood").await;
     // Nothing of the flood was published.
-    let channels: serde_json::Value = bin
-        .client
-        .get(bin.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels: serde_json::Value = bin.channels().await;
     assert!(
         !channels.to_string().contains("flood-"),
         "a refused publish created a channel: {channels}"
@@ -404,15 +396,7 @@ async fn pipelined_garbage_is_refused_without_harming_anyone() {
             );
         }
     }
-    let channels: serde_json::Value = bin
-        .client
-        .get(bin.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels: serde_json::Value = bin.channels().await;
     assert!(
         !channels.to_string().contains("\"g\""),
         "garbage published: {channels}"
@@ -575,15 +559,7 @@ async fn invalid_utf8_and_percent_escapes_in_path_and_query_are_400s() {
     assert!(text.starts_with("HTTP/1.1 200"));
     drop(s);
 
-    let channels: serde_json::Value = bin
-        .client
-        .get(bin.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels: serde_json::Value = bin.channels().await;
     assert_eq!(
         channels.as_array().unwrap().len(),
         2,
@@ -627,15 +603,7 @@ async fn a_body_that_stops_half_way_publishes_nothing() {
     }
     // A control publish after them all lands; nothing before it did.
     bin.publish("half", "whole").await;
-    let channels: serde_json::Value = bin
-        .client
-        .get(bin.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels: serde_json::Value = bin.channels().await;
     let half = channels
         .as_array()
         .unwrap()
@@ -705,15 +673,7 @@ async fn a_publisher_that_disconnects_mid_request_publishes_whole_or_nothing() {
         .await
         .unwrap();
     let mut events = response.bytes_stream().eventsource();
-    let retained = bin
-        .client
-        .get(bin.url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let retained = bin.channels().await;
     let count = retained
         .as_array()
         .unwrap()
