@@ -134,6 +134,23 @@ struct Inner {
     closed: bool,
 }
 
+impl Inner {
+    /// Whether creating those of `names` that do not exist yet (a name may
+    /// repeat) keeps the hub within `--max-channels`.
+    fn has_room_for<'a>(
+        &self,
+        names: impl Iterator<Item = &'a ChannelName>,
+        config: &HubConfig,
+    ) -> bool {
+        let mut new: Vec<&ChannelName> = names
+            .filter(|name| !self.channels.contains_key(*name))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        self.channels.len() + new.len() <= config.max_channels
+    }
+}
+
 struct Channel {
     history: History,
     /// Created with the first subscriber, dropped by the reaper once none is
@@ -220,14 +237,7 @@ impl Hub {
     /// whole batch before the first id is issued.
     pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, ChannelLimit> {
         let mut inner = self.lock();
-        let mut new: Vec<&ChannelName> = items
-            .iter()
-            .map(|item| &item.channel)
-            .filter(|name| !inner.channels.contains_key(*name))
-            .collect();
-        new.sort_unstable();
-        new.dedup();
-        if inner.channels.len() + new.len() > self.config.max_channels {
+        if !inner.has_room_for(items.iter().map(|item| &item.channel), &self.config) {
             return Err(ChannelLimit);
         }
 
@@ -274,11 +284,7 @@ impl Hub {
         if inner.closed {
             return Err(SubscribeError::Closed);
         }
-        let missing = channels
-            .iter()
-            .filter(|name| !inner.channels.contains_key(*name))
-            .count();
-        if inner.channels.len() + missing > self.config.max_channels {
+        if !inner.has_room_for(channels.iter(), &self.config) {
             return Err(ChannelLimit.into());
         }
 
@@ -365,12 +371,7 @@ impl Hub {
     /// `--max-channels` (used to answer HEAD like GET would, without side
     /// effects).
     pub fn would_accept(&self, channels: &[ChannelName]) -> bool {
-        let inner = self.lock();
-        let missing = channels
-            .iter()
-            .filter(|name| !inner.channels.contains_key(*name))
-            .count();
-        inner.channels.len() + missing <= self.config.max_channels
+        self.lock().has_room_for(channels.iter(), &self.config)
     }
 
     /// Every channel, sorted by name.
