@@ -403,27 +403,8 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // late duplicates still count
     let results = phase.finish().await;
-    let t = totals(&results);
-    let t_last = if t.all_done { t.t_done_max } else { t_end };
-    let secs = (t_last.saturating_sub(t0)) as f64 / 1e9;
-    let d = t.delivered.max(1) as f64;
-    let mut m = Metrics::new();
-    put_totals(&mut m, &t);
-    put_latency(&mut m);
-    m.insert("events".into(), json!(events));
-    m.insert("publish_errors".into(), json!(pub_errors));
-    if let Some(e) = pub_error {
-        m.insert("first_publish_error".into(), json!(e));
-    }
-    m.insert("publish_s".into(), json!((t_pub_end.saturating_sub(t0)) as f64 / 1e9));
-    m.insert("elapsed_s".into(), json!(secs));
-    m.insert("deliveries_per_s".into(), json!(t.delivered as f64 / secs.max(1e-9)));
-    m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
-    m.insert("srv_cpu_us_per_delivery".into(), json!((cpu1 - cpu0) * 1e6 / d));
-    m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
-    put_syscalls(&mut m, io0, io1, d);
-    m.insert("complete".into(), json!(t.all_done));
-    Ok(m)
+    let span = Span { t0, t_end, t_pub_end, cpu: (cpu0, cpu1), tool: (tool0, tool1), io: (io0, io1), events: events as u64, pub_errors, pub_error };
+    Ok(delivery_metrics(&results, &span))
 }
 
 /// `channels`: `nch` channels with one subscriber each, `events` events round-robin.
@@ -480,27 +461,8 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let results = phase.finish().await;
-    let t = totals(&results);
-    let t_last = if t.all_done { t.t_done_max } else { t_end };
-    let secs = (t_last.saturating_sub(t0)) as f64 / 1e9;
-    let d = t.delivered.max(1) as f64;
-    let mut m = Metrics::new();
-    put_totals(&mut m, &t);
-    put_latency(&mut m);
-    m.insert("events".into(), json!(events));
-    m.insert("publish_errors".into(), json!(pub_errors));
-    if let Some(e) = pub_error {
-        m.insert("first_publish_error".into(), json!(e));
-    }
-    m.insert("publish_s".into(), json!((t_pub_end.saturating_sub(t0)) as f64 / 1e9));
-    m.insert("elapsed_s".into(), json!(secs));
-    m.insert("deliveries_per_s".into(), json!(t.delivered as f64 / secs.max(1e-9)));
-    m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
-    m.insert("srv_cpu_us_per_delivery".into(), json!((cpu1 - cpu0) * 1e6 / d));
-    m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
-    put_syscalls(&mut m, io0, io1, d);
-    m.insert("complete".into(), json!(t.all_done));
-    Ok(m)
+    let span = Span { t0, t_end, t_pub_end, cpu: (cpu0, cpu1), tool: (tool0, tool1), io: (io0, io1), events: events as u64, pub_errors, pub_error };
+    Ok(delivery_metrics(&results, &span))
 }
 
 /// `publish`: `clients` keep-alive connections publishing for `dur`, each to
@@ -612,4 +574,45 @@ async fn replay(ctx: &Ctx, n: usize, pre: u32, events: u32) -> Result<Metrics, S
     m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
     m.insert("complete".into(), json!(t.all_done));
     Ok(m)
+}
+
+/// What a delivery phase (`fanout`, `channels`) measured around its run.
+struct Span {
+    t0: u64,
+    t_end: u64,
+    t_pub_end: u64,
+    cpu: (f64, f64),
+    tool: (f64, f64),
+    io: ((u64, u64), (u64, u64)),
+    events: u64,
+    pub_errors: u64,
+    pub_error: Option<String>,
+}
+
+/// The metrics of a delivery phase: totals, latency, throughput, server and
+/// tool CPU per delivery, syscalls.
+fn delivery_metrics(results: &[SubResult], s: &Span) -> Metrics {
+    let t = totals(results);
+    let t_last = if t.all_done { t.t_done_max } else { s.t_end };
+    let secs = (t_last.saturating_sub(s.t0)) as f64 / 1e9;
+    let d = t.delivered.max(1) as f64;
+    let (cpu0, cpu1) = s.cpu;
+    let (tool0, tool1) = s.tool;
+    let mut m = Metrics::new();
+    put_totals(&mut m, &t);
+    put_latency(&mut m);
+    m.insert("events".into(), json!(s.events));
+    m.insert("publish_errors".into(), json!(s.pub_errors));
+    if let Some(e) = &s.pub_error {
+        m.insert("first_publish_error".into(), json!(e));
+    }
+    m.insert("publish_s".into(), json!((s.t_pub_end.saturating_sub(s.t0)) as f64 / 1e9));
+    m.insert("elapsed_s".into(), json!(secs));
+    m.insert("deliveries_per_s".into(), json!(t.delivered as f64 / secs.max(1e-9)));
+    m.insert("srv_cpu_s".into(), json!(cpu1 - cpu0));
+    m.insert("srv_cpu_us_per_delivery".into(), json!((cpu1 - cpu0) * 1e6 / d));
+    m.insert("tool_cpu_us_per_delivery".into(), json!((tool1 - tool0) * 1e6 / d));
+    put_syscalls(&mut m, s.io.0, s.io.1, d);
+    m.insert("complete".into(), json!(t.all_done));
+    m
 }
