@@ -154,16 +154,7 @@ impl TestApp {
 
     /// Gauge or counter value from `/metrics`, parsed from the text format.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, series)
+        metric(&self.client, &self.url("/metrics"), series).await
     }
 
     /// Stops the server gracefully and waits until it has returned.
@@ -389,19 +380,7 @@ impl Binary {
 
     /// Gauge or counter value from `/metrics`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = tokio::time::timeout(WAIT, async {
-            self.client
-                .get(self.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-        .await
-        .expect("/metrics answers within the wait");
-        metric_value(&text, series)
+        metric(&self.client, &self.url("/metrics"), series).await
     }
 
     /// Waits until `series` reads `value` (panics after [`WAIT`]).
@@ -501,8 +480,13 @@ async fn get_channels(client: &reqwest::Client, url: &str) -> serde_json::Value 
     response.json().await.unwrap()
 }
 
-/// The value of `series` in a Prometheus text exposition.
-fn metric_value(text: &str, series: &str) -> f64 {
+/// The value of `series` in the Prometheus text at `url` (`/metrics`).
+async fn metric(client: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = tokio::time::timeout(WAIT, async {
+        client.get(url).send().await.unwrap().text().await.unwrap()
+    })
+    .await
+    .expect("/metrics answers within the wait");
     text.lines()
         .find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
