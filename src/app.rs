@@ -1,17 +1,19 @@
 //! The tower service: CORS in front of one `match` on method and path.
 //!
-//! [`app`] builds the whole request pipeline for one connection, so tests can
-//! call it with `tower::ServiceExt::oneshot` and no socket.
+//! [`app`] builds the whole request pipeline once per server, so tests can
+//! call it with `tower::ServiceExt::oneshot` and no socket; [`ConnService`]
+//! is what hyper holds per connection: a pointer to it and a [`Conn`].
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{ACCESS_CONTROL_ALLOW_METHODS, ALLOW, CONNECTION};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::body::{Body, Response};
@@ -20,6 +22,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
+use crate::server::reload::Reload;
 
 /// Everything a request may need, shared by all connections.
 pub struct State {
@@ -29,6 +32,8 @@ pub struct State {
     /// Cancelled when the server starts shutting down: streams end, new
     /// requests are refused.
     pub shutdown: CancellationToken,
+    /// SIGHUP: "reread your files" (see [`crate::server::reload`]).
+    pub reload: Reload,
 }
 
 impl State {
@@ -39,11 +44,13 @@ impl State {
             metrics,
             config,
             shutdown: CancellationToken::new(),
+            reload: Reload::new(),
         })
     }
 }
 
-/// What the accept loop knows about one connection.
+/// What the accept loop knows about one connection. [`ConnService`] puts it
+/// in the request's extensions when it is not the default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Conn {
     /// Accepted past `--max-connections`: each request gets the "retry
@@ -98,10 +105,10 @@ impl Route<'_> {
     }
 }
 
-/// The service for one connection: CORS, then [`handle`].
+/// The service for the whole server: CORS, then [`handle`]. Built once; a
+/// request's [`Conn`] travels in its extensions (absent means the default).
 pub fn app<B>(
     state: Arc<State>,
-    conn: Conn,
 ) -> impl Service<
     Request<B>,
     Response = Response,
@@ -109,6 +116,8 @@ pub fn app<B>(
     Future = impl Future<Output = Result<Response, Infallible>> + Send,
 > + Clone
        + Send
+       + Sync
+       + 'static
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -119,8 +128,55 @@ where
         .layer(cors)
         .service(tower::service_fn(move |req: Request<B>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, conn, req).await) }
+            async move {
+                let conn = req.extensions().get::<Conn>().copied().unwrap_or_default();
+                Ok::<_, Infallible>(handle(&state, conn, req).await)
+            }
         }))
+}
+
+/// What hyper holds for one connection: the server's [`app`] behind a
+/// pointer, and the connection's [`Conn`]. Its future is boxed, so hyper's
+/// per-connection slot for it is a pointer rather than the whole pipeline's
+/// state, and the box is freed as soon as the response head is ready.
+pub struct ConnService<A> {
+    app: Arc<A>,
+    conn: Conn,
+}
+
+impl<A> ConnService<A> {
+    pub fn new(app: Arc<A>, conn: Conn) -> ConnService<A> {
+        ConnService { app, conn }
+    }
+}
+
+impl<A> Clone for ConnService<A> {
+    fn clone(&self) -> Self {
+        ConnService {
+            app: self.app.clone(),
+            conn: self.conn,
+        }
+    }
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<A, B> hyper::service::Service<Request<B>> for ConnService<A>
+where
+    A: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    A::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxedResponse;
+
+    fn call(&self, mut req: Request<B>) -> BoxedResponse {
+        if self.conn.over_limit {
+            req.extensions_mut().insert(self.conn);
+        }
+        Box::pin(A::clone(&self.app).oneshot(req))
+    }
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -5,6 +5,7 @@
 //! README and [`Config::default`] cannot disagree.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -57,6 +58,10 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Most concurrent streams (requests, event streams included) on one HTTP/2 connection.
+    #[arg(long, env = "HERALD_MAX_STREAMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// Largest event data accepted by a publish (bytes, or with KiB/MiB).
     #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value = "65536", value_parser = byte_size)]
     pub max_event_bytes: usize,
@@ -80,6 +85,28 @@ pub struct Config {
     /// On SIGINT/SIGTERM, wait at most this long for open requests before exiting.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. SIGHUP rereads both files.
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c), for a proxy that speaks it upstream.
+    #[arg(long, env = "HERALD_H2C", conflicts_with = "tls_cert")]
+    pub h2c: bool,
 
     /// Origins allowed by CORS, comma-separated; `*` allows any.
     #[arg(
@@ -194,6 +221,8 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.cors_origin, ["*"]);
+        assert_eq!(c.max_streams_per_connection, 100);
+        assert!(c.tls_cert.is_none() && !c.h2c);
     }
 
     #[test]
@@ -201,6 +230,15 @@ mod tests {
         let c = Config::parse_from(["herald", "--heartbeat", "500ms", "--channel-ttl", "2m"]);
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.channel_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_excludes_h2c() {
+        assert!(Config::try_parse_from(["herald", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["herald", "--tls-key", "k.pem"]).is_err());
+        let both = ["herald", "--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        assert!(Config::try_parse_from(both).is_ok());
+        assert!(Config::try_parse_from([&both[..], &["--h2c"]].concat()).is_err());
     }
 
     #[test]

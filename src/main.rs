@@ -1,5 +1,5 @@
 //! The `herald` binary: parse flags, set up logging, bind, run until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM (SIGHUP rereads the TLS files: see `server::reload`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,10 +19,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener =
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(
-        "herald listening on http://{}",
-        listener.local_addr().context("listener has no address")?
-    );
     herald::run(listener, config, shutdown_signal()).await?;
     tracing::info!("bye");
     Ok(())

@@ -38,6 +38,38 @@ impl RejectReason {
     }
 }
 
+/// Why a connection was closed before any request on it could be answered
+/// (there is no request to count under `herald_requests_rejected_total`);
+/// the `reason` label of `herald_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// Not a TLS client hello (garbage, plain HTTP to the TLS port), or a
+    /// handshake that failed.
+    TlsHandshake,
+    /// A TLS handshake, or the first bytes on an `--h2c` port, not done
+    /// within `--header-timeout`.
+    HandshakeTimeout,
+    /// An HTTP/2 connection closed by herald for breaking the protocol or
+    /// abusing it (a flood of resets, streams past the limit again and again).
+    Http2Protocol,
+}
+
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 3] = [
+        ConnectionRefusal::TlsHandshake,
+        ConnectionRefusal::HandshakeTimeout,
+        ConnectionRefusal::Http2Protocol,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionRefusal::TlsHandshake => "tls_handshake",
+            ConnectionRefusal::HandshakeTimeout => "handshake_timeout",
+            ConnectionRefusal::Http2Protocol => "http2_protocol",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open TCP connections, rejected ones included while they are answered.
@@ -58,6 +90,7 @@ pub struct Metrics {
     /// be caught up from history.
     pub slow_subscribers_cut: IntCounter,
     rejected: IntCounterVec,
+    connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,8 +128,16 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric names are valid constants"),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "herald_connections_refused_total",
+                    "Connections closed before a request: bad or slow TLS handshakes, HTTP/2 abuse.",
+                ),
+                &["reason"],
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -106,6 +147,7 @@ impl Metrics {
             Box::new(metrics.gaps.clone()),
             Box::new(metrics.slow_subscribers_cut.clone()),
             Box::new(metrics.rejected.clone()),
+            Box::new(metrics.connections_refused.clone()),
         ];
         for collector in collectors {
             metrics
@@ -116,7 +158,18 @@ impl Metrics {
         for reason in RejectReason::ALL {
             metrics.rejected.with_label_values(&[reason.label()]);
         }
+        for reason in ConnectionRefusal::ALL {
+            metrics
+                .connections_refused
+                .with_label_values(&[reason.label()]);
+        }
         metrics
+    }
+
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     pub fn rejected(&self, reason: RejectReason) {

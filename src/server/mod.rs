@@ -1,51 +1,82 @@
-//! The accept loop: connection limits, the hyper connection builder with its
-//! header timeout, the channel reaper, and graceful shutdown.
+//! The server: the accept loop and its connection limit, the channel
+//! reaper, SIGHUP reloads, and graceful shutdown.
+//!
+//! - [`connection`]: one accepted connection, TLS or cleartext, served by
+//!   hyper's HTTP/1.1 or HTTP/2 builder.
+//! - [`tls`]: the certificate pair from PEM files, and its reload.
+//! - [`reload`]: the one place SIGHUP lands; every reloadable part hangs
+//!   off it.
+
+pub mod connection;
+pub mod reload;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
-use crate::app::{self, Conn, State};
+use crate::app::{self, Conn, ConnService, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use connection::Protocols;
+use tls::Tls;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting, ends
 /// every event stream, lets in-flight requests finish, and returns within
-/// `--shutdown-grace`.
+/// `--shutdown-grace`. SIGHUP rereads the files herald was started with
+/// (see [`reload`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve(listener, State::new(config), shutdown).await
+    let state = State::new(config);
+    #[cfg(unix)]
+    tokio::spawn(reload::forward_sighup(
+        state.clone(),
+        state.shutdown.clone(),
+    ));
+    serve(listener, state, shutdown).await
 }
 
-/// [`run`] with a state built by the caller (tests look inside it).
+/// [`run`] with a state built by the caller (tests look inside it, and
+/// reload through `state.reload`). Fails before serving when the TLS files
+/// cannot be used.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let config = &state.config;
-    // HTTP/1.1 only for now; HTTP/2 is one call away on this builder.
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout);
+    let tls = Tls::from_config(config)?.map(Arc::new);
+    if let Some(tls) = &tls {
+        tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(
+        "herald listening on {scheme}://{}{}",
+        listener.local_addr()?,
+        if config.h2c { " (h2c on)" } else { "" }
+    );
+    let protocols = Arc::new(Protocols::new(config, tls));
+    // The middleware stack, built once for the whole server.
+    let app = Arc::new(app::app::<Incoming>(state.clone()));
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
 
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    // Asks every open connection to finish once the accept loop has stopped
+    // (apart from `state.shutdown`, which a test may cancel on its own to
+    // see requests refused while connections still come in).
+    let close_connections = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -63,21 +94,17 @@ pub async fn serve(
                 }
             },
         };
-        // Events must leave at once, not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
+        prepare(&stream);
         let guard = ConnectionGuard::open(&state.metrics);
         let conn = Conn {
             over_limit: guard.open_now > max_connections,
         };
-        let service = TowerToHyperService::new(app::app(state.clone(), conn));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended with an error");
-            }
+        let service = ConnService::new(app.clone(), conn);
+        let protocols = protocols.clone();
+        let metrics = state.metrics.clone();
+        let close = close_connections.clone();
+        connections.spawn(async move {
+            protocols.serve(stream, service, &metrics, &close).await;
             drop(guard);
         });
     }
@@ -86,8 +113,10 @@ pub async fn serve(
     state.shutdown.cancel();
     state.hub.close();
     drop(listener);
+    connections.close();
+    close_connections.cancel();
     tokio::select! {
-        () = graceful.shutdown() => info!("all connections closed"),
+        () = connections.wait() => info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_grace) => {
             warn!("shutdown grace period over; closing the remaining connections");
         }
@@ -95,8 +124,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// Counts an open connection in `herald_connections_open` for as long as it
-/// lives.
+/// Sets up a freshly accepted socket: the one place for socket options.
+fn prepare(stream: &TcpStream) {
+    // Events must leave at once, not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+}
+
+/// Counts an open TCP connection in `herald_connections_open` for as long as
+/// it lives (an HTTP/2 connection counts once, whatever its streams).
 struct ConnectionGuard {
     metrics: Arc<Metrics>,
     /// Open connections including this one, when it was accepted.

@@ -1,0 +1,221 @@
+//! Serving one accepted TCP connection: TLS with ALPN, or cleartext with the
+//! optional h2c sniff, then hyper's HTTP/1.1 or HTTP/2 connection builder,
+//! called directly.
+//!
+//! Why not hyper-util's `auto` builder: to tell h1 from h2 it reads the first
+//! bytes itself and replays them, and hyper's HTTP/1.1 read buffer then grows
+//! from 8 to 16 KiB on every connection (`../shared/research/
+//! durability-transports.md` B.2). Over TLS the protocol comes from ALPN; on
+//! an `--h2c` port the first bytes are `peek`ed, so hyper still reads the
+//! whole request head in one go and HTTP/1.1 keeps its memory.
+//!
+//! Each connection's hyper state is boxed: the spawned task then holds a
+//! pointer per branch instead of being as large as the largest branch (a TLS
+//! HTTP/2 connection), so a plain HTTP/1.1 connection pays only for itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::tls::{Tls, ALPN_H2};
+use crate::body::Response;
+use crate::config::Config;
+use crate::metrics::{ConnectionRefusal, Metrics};
+
+/// The HTTP/2 connection preface a client with prior knowledge sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How to serve a connection: the two hyper builders, configured once per
+/// server, and what decides between them.
+pub struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    /// Set with `--tls-cert`: every connection is TLS.
+    tls: Option<Arc<Tls>>,
+    /// `--h2c`: cleartext connections may be HTTP/2 with prior knowledge.
+    h2c: bool,
+    /// Longest a TLS handshake or the first bytes of an h2c sniff may take
+    /// (`--header-timeout`).
+    handshake_timeout: Duration,
+}
+
+impl Protocols {
+    pub fn new(config: &Config, tls: Option<Arc<Tls>>) -> Protocols {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_streams_per_connection);
+        Protocols {
+            h1,
+            h2,
+            tls,
+            h2c: config.h2c,
+            handshake_timeout: config.header_timeout,
+        }
+    }
+
+    /// Serves `stream` until it closes, or until `shutdown` asks it to
+    /// finish (in-flight requests complete; event streams end themselves).
+    pub async fn serve<S>(
+        &self,
+        stream: TcpStream,
+        service: S,
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) where
+        S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let result = match &self.tls {
+            Some(tls) => {
+                let accept = Box::pin(tls.acceptor().accept(stream));
+                let stream = match tokio::time::timeout(self.handshake_timeout, accept).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "TLS handshake failed");
+                        metrics.connection_refused(ConnectionRefusal::TlsHandshake);
+                        return;
+                    }
+                    Err(_) => {
+                        debug!("TLS handshake timed out");
+                        metrics.connection_refused(ConnectionRefusal::HandshakeTimeout);
+                        return;
+                    }
+                };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+                self.serve_http(TokioIo::new(stream), h2, service, shutdown)
+                    .await
+            }
+            None => {
+                let h2 = if self.h2c {
+                    match starts_with_h2_preface(&stream, self.handshake_timeout).await {
+                        Ok(h2) => h2,
+                        Err(Sniff::Closed) => return,
+                        Err(Sniff::TimedOut) => {
+                            metrics.connection_refused(ConnectionRefusal::HandshakeTimeout);
+                            return;
+                        }
+                    }
+                } else {
+                    false
+                };
+                self.serve_http(TokioIo::new(stream), h2, service, shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            if is_http2_abuse(&e) {
+                metrics.connection_refused(ConnectionRefusal::Http2Protocol);
+            }
+            debug!(error = %e, "connection ended with an error");
+        }
+    }
+
+    async fn serve_http<I, S>(
+        &self,
+        io: I,
+        h2: bool,
+        service: S,
+        shutdown: &CancellationToken,
+    ) -> hyper::Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        if h2 {
+            let connection = Box::pin(self.h2.serve_connection(io, service));
+            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+        } else {
+            // Upgrades stay on: the WebSocket transport (SPEC §10) takes the
+            // socket over from an HTTP/1.1 request with `hyper::upgrade`.
+            let connection = Box::pin(self.h1.serve_connection(io, service).with_upgrades());
+            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+        }
+    }
+}
+
+/// Runs a hyper connection; once `shutdown` fires, asks it to finish
+/// gracefully and waits for that.
+async fn drive<C>(
+    mut connection: Pin<Box<C>>,
+    shutdown: &CancellationToken,
+    graceful: fn(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = shutdown.cancelled() => {}
+    }
+    graceful(connection.as_mut());
+    connection.await
+}
+
+enum Sniff {
+    Closed,
+    TimedOut,
+}
+
+/// Whether the client opens with the HTTP/2 preface, decided by peeking,
+/// so nothing is consumed. Most requests are told apart by their first
+/// byte; a client that sends a partial preface and stalls is given up on
+/// after `timeout`.
+async fn starts_with_h2_preface(stream: &TcpStream, timeout: Duration) -> Result<bool, Sniff> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) => return Err(Sniff::TimedOut),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(Sniff::Closed),
+            Ok(Ok(n)) => n,
+        };
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface: `peek` would return the same bytes at
+        // once, so wait a little for the rest instead of spinning.
+        if Instant::now() + Duration::from_millis(5) >= deadline {
+            return Err(Sniff::TimedOut);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An HTTP/2 connection that herald closed with a GOAWAY for a protocol
+/// error or abuse (h2 enforces the stream limit and the reset-flood limits
+/// and reports them this way), as opposed to a client that went away.
+fn is_http2_abuse(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_library();
+        }
+        source = error.source();
+    }
+    false
+}

@@ -1,0 +1,143 @@
+//! HTTPS: the certificate pair, read from PEM files, and its reload.
+//!
+//! [`Tls`] holds the current rustls `ServerConfig` (ALPN `h2` then
+//! `http/1.1`, so browsers multiplex every EventSource of an origin over one
+//! HTTP/2 connection). Each handshake takes the config current at that
+//! moment; [`Tls::reload`] swaps in a new one built from the files, so
+//! connections already open keep the session they negotiated and only new
+//! handshakes see the new certificate. A pair that fails to load on reload
+//! is refused with a log line and the old one stays.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// ALPN protocol ids, in the server's order of preference.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The certificate files and the config built from them.
+pub struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The config new handshakes use. A std lock: read once per handshake
+    /// (an `Arc` clone), written only on reload, never held across `.await`.
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Tls {
+    /// Reads `--tls-cert` and `--tls-key`, if both are set. An error names
+    /// the file and says what is wrong with it.
+    pub fn from_config(config: &Config) -> io::Result<Option<Tls>> {
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Ok(None);
+        };
+        Tls::load(cert, key).map(Some)
+    }
+
+    pub fn load(cert: &Path, key: &Path) -> io::Result<Tls> {
+        let config = server_config(cert, key)?;
+        Ok(Tls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Arc::new(config)),
+        })
+    }
+
+    /// An acceptor for one handshake, with the pair current now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        TlsAcceptor::from(config)
+    }
+
+    /// Rereads both files. On success new handshakes use the new pair; on
+    /// failure the old pair stays and the error says why.
+    pub fn reload(&self) -> io::Result<()> {
+        let config = Arc::new(server_config(&self.cert, &self.key)?);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(())
+    }
+}
+
+/// Builds the rustls config: ring, TLS 1.2 and 1.3, no client certificates,
+/// ALPN h2 and http/1.1, and a key checked against the certificate.
+fn server_config(cert: &Path, key: &Path) -> io::Result<ServerConfig> {
+    let chain = read_certs(cert)?;
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| invalid(format!("--tls-key {}: {}", key.display(), pem_error(e))))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| {
+            invalid(format!(
+                "--tls-cert {} and --tls-key {} do not make a pair: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let fail = |e: rustls::pki_types::pem::Error| {
+        invalid(format!("--tls-cert {}: {}", path.display(), pem_error(e)))
+    };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(fail)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    if chain.is_empty() {
+        return Err(fail(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(chain)
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(e) => e.to_string(),
+        Error::NoItemsFound => "no PEM section of the expected kind in this file".to_owned(),
+        other => format!("not valid PEM ({other:?})"),
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Reloads `tls` on every SIGHUP (see [`super::reload`]) until `state`
+/// shuts down.
+pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::app::State>) {
+    let mut reloads = state.reload.subscribe();
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            changed = reloads.changed() => if changed.is_err() { return },
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert = %tls.cert.display(),
+                "TLS certificate reloaded; open connections keep theirs"
+            ),
+            Err(e) => tracing::error!(error = %e, "TLS reload refused; the old certificate stays"),
+        }
+    }
+}
