@@ -166,6 +166,13 @@ impl Metrics {
         metrics
     }
 
+    /// How many connections were refused for `reason` so far.
+    pub fn connections_refused(&self, reason: ConnectionRefusal) -> u64 {
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .get()
+    }
+
     pub fn connection_refused(&self, reason: ConnectionRefusal) {
         self.connections_refused
             .with_label_values(&[reason.label()])

@@ -10,4 +10,6 @@ mod publish;
 mod replay;
 mod shutdown;
 mod subscribe;
+mod tls;
+mod tls_client;
 mod wire;
