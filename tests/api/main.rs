@@ -5,6 +5,7 @@ mod chaos;
 mod endpoints;
 mod helpers;
 mod hostile;
+mod http2;
 mod memory;
 mod publish;
 mod replay;

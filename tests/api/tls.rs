@@ -14,7 +14,8 @@ use crate::tls_client::{read_body_until, spawn_tls_app_with, tls_connect, Client
 #[tokio::test]
 async fn alpn_picks_h2_or_http11_as_offered() {
     let (app, pair) = spawn_tls_app_with(|_| {}).await;
-    let offers: [(&[&[u8]], Option<&[u8]>); 3] = [
+    type Offer<'a> = (&'a [&'a [u8]], Option<&'a [u8]>);
+    let offers: [Offer; 3] = [
         (&[b"h2", b"http/1.1"], Some(b"h2")),
         (&[b"http/1.1"], Some(b"http/1.1")),
         (&[], None),

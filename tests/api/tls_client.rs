@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
@@ -233,14 +232,6 @@ impl Events {
             Ok(Some(Err(e))) => panic!("stream failed: {e}"),
             Ok(None) => panic!("stream ended"),
             Err(_) => panic!("no event within {WAIT:?}"),
-        }
-    }
-
-    /// The next event within `wait`, if any.
-    pub async fn try_next(&mut self, wait: Duration) -> Option<Event> {
-        match tokio::time::timeout(wait, self.events.next()).await {
-            Ok(Some(Ok(event))) => Some(event),
-            _ => None,
         }
     }
 }
