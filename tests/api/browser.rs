@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::helpers::{spawn_app, spawn_app_at, spawn_app_with, TestApp};
+use crate::tls_client::spawn_tls_app_with;
 
 /// Upper bound for one scenario, browser start included; e2e.mjs has its own,
 /// shorter watchdog, so this only fires if node itself hangs.
@@ -137,6 +138,11 @@ impl Driver {
 /// server, answering its steps, and returns the script's result; panics on failure.
 async fn run_scenario(driver: &mut Driver, scenario: &str, params: Value) -> Value {
     let base = driver.app().base.clone();
+    run_scenario_at(driver, &base, scenario, params).await
+}
+
+/// [`run_scenario`] with the page on `base` (an `https://` origin).
+async fn run_scenario_at(driver: &mut Driver, base: &str, scenario: &str, params: Value) -> Value {
     let mut child = Command::new("node")
         .arg(browser_dir().join("e2e.mjs"))
         .arg(&base)
@@ -330,4 +336,56 @@ async fn two_chat_pages_talk_both_ways_with_join_leave_notices_and_safe_text() {
     // Assert: done in the scenario (no duplicates anywhere); the screenshot is there
     assert!(screenshot_dir().join("chat.png").is_file());
     stop(driver).await;
+}
+
+#[tokio::test]
+async fn twelve_event_sources_on_one_https_page_all_receive_where_http11_stops_at_six() {
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    // Arrange: the same server twice, once with a certificate made here
+    let (tls_app, _pair) = spawn_tls_app_with(|_| {}).await;
+    let https = format!("https://127.0.0.1:{}", tls_app.addr.port());
+    let mut over_tls = Driver {
+        app: Some(tls_app),
+        configure: |_| {},
+    };
+    let mut plain = Driver {
+        app: Some(spawn_app().await),
+        configure: |_| {},
+    };
+
+    // Act: one page opens 12 EventSources on 12 channels; each channel gets an event
+    let h2 = run_scenario_at(
+        &mut over_tls,
+        &https,
+        "many-streams",
+        json!({ "streams": 12 }),
+    )
+    .await;
+    let h1 = run_scenario(
+        &mut plain,
+        "many-streams",
+        json!({ "streams": 12, "expectOpen": 6, "settleMs": 1000 }),
+    )
+    .await;
+
+    // Assert: over HTTPS the browser speaks HTTP/2 and all twelve receive; over
+    // plain HTTP/1.1 it holds six connections per origin and the other six
+    // EventSources never open: the reason TLS and HTTP/2 exist in herald.
+    assert_eq!(h2["protocol"], "h2", "{h2}");
+    assert_eq!(
+        (h2["opened"].as_u64(), h2["received"].as_u64()),
+        (Some(12), Some(12)),
+        "{h2}"
+    );
+    assert_eq!(h1["protocol"], "http/1.1", "{h1}");
+    assert_eq!(
+        (h1["opened"].as_u64(), h1["received"].as_u64()),
+        (Some(6), Some(6)),
+        "{h1}"
+    );
+    stop(over_tls).await;
+    stop(plain).await;
 }

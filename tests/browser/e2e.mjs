@@ -4,7 +4,8 @@
 // owns the server (start, stop, restart) and answers this script's steps.
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
-//   scenarios: index-live, index-gap, index-resume, index-restart, chat
+//   scenarios: index-live, index-gap, index-resume, index-restart, chat, many-streams
+//   (an https base is served with a self-signed certificate: certificate errors are ignored)
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
 //
@@ -397,6 +398,45 @@ const scenarios = {
   },
 };
 
+/**
+ * One page opens `streams` EventSources on as many channels; each channel then gets
+ * one event, published from outside the browser. Over HTTPS (HTTP/2) all of them
+ * share one connection and every one receives its event; over plain HTTP/1.1
+ * chromium holds at most six connections per origin, so the rest never open.
+ */
+scenarios['many-streams'] = async (ctx) => {
+  const n = params.streams || 12;
+  const prefix = unique('many');
+  const page = await ctx.newPage();
+  await page.goto(`${base}/healthz`);
+  await page.evaluate(({ n, prefix }) => {
+    window.opened = 0;
+    window.got = {};
+    for (let i = 0; i < n; i++) {
+      const es = new EventSource(`/events/${prefix}-${i}`);
+      es.onopen = () => { window.opened += 1; };
+      es.onmessage = (e) => { window.got[i] = e.data; };
+    }
+  }, { n, prefix });
+  const expectOpen = params.expectOpen || n;
+  await waitFor(page, (k) => window.opened >= k, expectOpen, `${expectOpen} open EventSources`);
+  for (let i = 0; i < n; i++) {
+    const res = await ctx.request.post(`${base}/publish/${prefix}-${i}`, { data: `hello ${i}` });
+    check(res.ok(), `publish to channel ${i} answered ${res.status()}`);
+  }
+  await waitFor(page, (k) => Object.keys(window.got).length >= k, expectOpen, `${expectOpen} EventSources with their event`);
+  // Anything more would arrive now; over HTTP/1.1 nothing does.
+  await page.waitForTimeout(params.settleMs || 0);
+  const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+  const received = await page.evaluate((n) => {
+    let count = 0;
+    for (let i = 0; i < n; i++) if (window.got[i] === `hello ${i}`) count += 1;
+    return count;
+  }, n);
+  const opened = await page.evaluate(() => window.opened);
+  return { protocol, opened, received };
+};
+
 // ---------- main ----------
 
 async function main() {
@@ -418,6 +458,8 @@ async function main() {
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: true,
       args: LAUNCH_ARGS,
+      // The HTTPS scenarios use a certificate made by the test.
+      ignoreHTTPSErrors: base.startsWith('https:'),
       timeout: 60000,
     });
     ctx.setDefaultTimeout(WAIT_MS);
