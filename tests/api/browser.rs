@@ -145,7 +145,7 @@ async fn run_scenario(driver: &mut Driver, scenario: &str, params: Value) -> Val
 async fn run_scenario_at(driver: &mut Driver, base: &str, scenario: &str, params: Value) -> Value {
     let mut child = Command::new("node")
         .arg(browser_dir().join("e2e.mjs"))
-        .arg(&base)
+        .arg(base)
         .arg(scenario)
         .arg(params.to_string())
         .current_dir(browser_dir())
