@@ -141,3 +141,40 @@ pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::app::State>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path) -> (PathBuf, PathBuf) {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    fn current(tls: &Tls) -> Arc<ServerConfig> {
+        tls.current.read().unwrap().clone()
+    }
+
+    #[test]
+    fn a_bad_pair_on_reload_is_refused_and_the_old_config_stays() {
+        let dir = std::env::temp_dir().join(format!("herald-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = write_pair(&dir);
+        let tls = Tls::load(&cert, &key).unwrap();
+        let before = current(&tls);
+        assert_eq!(before.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+
+        std::fs::write(&key, "garbage").unwrap();
+        let error = tls.reload().unwrap_err().to_string();
+        assert!(error.contains("--tls-key") && error.contains("key.pem"), "{error}");
+        assert!(Arc::ptr_eq(&before, &current(&tls)), "the old config stays");
+
+        write_pair(&dir);
+        tls.reload().unwrap();
+        assert!(!Arc::ptr_eq(&before, &current(&tls)), "a good pair is taken");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
