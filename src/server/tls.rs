@@ -165,16 +165,25 @@ mod tests {
         let (cert, key) = write_pair(&dir);
         let tls = Tls::load(&cert, &key).unwrap();
         let before = current(&tls);
-        assert_eq!(before.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            before.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
 
         std::fs::write(&key, "garbage").unwrap();
         let error = tls.reload().unwrap_err().to_string();
-        assert!(error.contains("--tls-key") && error.contains("key.pem"), "{error}");
+        assert!(
+            error.contains("--tls-key") && error.contains("key.pem"),
+            "{error}"
+        );
         assert!(Arc::ptr_eq(&before, &current(&tls)), "the old config stays");
 
         write_pair(&dir);
         tls.reload().unwrap();
-        assert!(!Arc::ptr_eq(&before, &current(&tls)), "a good pair is taken");
+        assert!(
+            !Arc::ptr_eq(&before, &current(&tls)),
+            "a good pair is taken"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -325,7 +325,10 @@ impl Binary {
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some((_, rest)) = line.split_once("listening on http://") {
+                if let Some((_, rest)) = line
+                    .split_once("listening on http://")
+                    .or_else(|| line.split_once("listening on https://"))
+                {
                     let end = rest
                         .find(|c: char| !(c.is_ascii_digit() || ".:".contains(c)))
                         .unwrap_or(rest.len());
@@ -355,6 +358,16 @@ impl Binary {
     /// `GET /channels` as JSON.
     pub async fn channels(&self) -> serde_json::Value {
         get_channels(&self.client, &self.url("/channels")).await
+    }
+
+    /// Sends SIGHUP to the child, by its pid.
+    pub async fn hangup(&self) {
+        let status = tokio::process::Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
     }
 
     fn pid(&self) -> u32 {

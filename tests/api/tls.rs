@@ -8,7 +8,7 @@ use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{eventually, test_config, WAIT};
+use crate::helpers::{eventually, test_config, Binary, WAIT};
 use crate::tls_client::{read_body_until, spawn_tls_app_with, tls_connect, Client, Pair};
 
 #[tokio::test]
@@ -222,4 +222,34 @@ async fn stalled_tls_handshake_is_cut_by_the_header_timeout() {
         metrics.connections_refused(ConnectionRefusal::HandshakeTimeout) == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn sighup_makes_the_binary_reread_the_pair_and_keep_open_streams() {
+    let pair = Pair::new();
+    let (cert, key) = (
+        pair.cert.display().to_string(),
+        pair.key.display().to_string(),
+    );
+    let server = Binary::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let old = pair.der.clone();
+    let mut h2 = Client::h2_tls(server.addr, &old).await;
+    let mut events = h2.subscribe("/events/news", &[]).await;
+
+    let pair = pair.regenerate();
+    server.hangup().await;
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if tls_connect(server.addr, &pair.der, &[b"h2"]).await.is_ok() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reloaded,
+        "after SIGHUP new handshakes get the new certificate"
+    );
+    h2.publish("news", "same connection").await;
+    assert_eq!(events.next().await.data, "same connection");
 }
