@@ -102,7 +102,10 @@ impl EventStream {
                  }| Channel {
                     name: channel,
                     receiver: BroadcastStream::new(receiver),
-                    ready: VecDeque::new(),
+                    // Room for one: an idle stream rarely holds more, and
+                    // the default first growth (4 slots) would keep 224
+                    // bytes per stream for good. Bursts still grow it.
+                    ready: VecDeque::with_capacity(1),
                     last_id,
                 },
             )
@@ -246,6 +249,10 @@ impl Body for EventStream {
             return this.wrote(preamble);
         }
         if let Some(item) = this.backlog.pop_front() {
+            if this.backlog.is_empty() {
+                // Replay is over: give its buffer back (once per stream).
+                this.backlog = VecDeque::new();
+            }
             let frame = match item {
                 Backlog::Gap(b) => {
                     this.ctx.metrics.gaps.inc();
