@@ -4,6 +4,14 @@
 #   scripts/bench.sh                 # full suite: 3 rounds, every scenario (< 20 min)
 #   scripts/bench.sh --quick         # 1 round, smaller counts (development)
 #   scripts/bench.sh --runs 5 --scenarios fanout-1k,publish
+#   scripts/bench.sh --transports none   # HTTP/1.1 only, no TLS/HTTP/2 rows
+#
+# Transports (issue 12): in the same rounds, the `idle` and `fanout-1k`
+# scenarios also run against two more herald processes, one with --h2c
+# (subscribers over HTTP/2, 100 streams per connection) and one with a
+# self-signed --tls-cert (subscribers over TLS + HTTP/1.1 and TLS + HTTP/2).
+# `--transports h2c,tls-h1,tls-h2` (the default) picks which; they are
+# herald-only rows in their own table (Nchan is measured over HTTP/1.1).
 #
 # Builds herald (release) and scripts/herald-bench, then for each round starts
 # a fresh herald and a fresh Nchan (../shared/peers/nchan-start.sh), runs every
@@ -12,7 +20,8 @@
 # medians over rounds, herald/Nchan ratios taken within each round, and the
 # targets of issue 4. Raw runs: target/bench/runs.jsonl; server logs beside it.
 #
-# Environment: HERALD_BENCH_PORT (default 18080), NCHAN_BENCH_PORT (18090),
+# Environment: HERALD_BENCH_PORT (default 18080; the h2c and TLS heralds use
+# the next two ports), NCHAN_BENCH_PORT (18090),
 # PEERS_DIR (default <repo>/../shared/peers), BENCH_THREADS (load tool
 # threads, default 1), BENCH_FANOUT_10K_EVENTS (events per 10k-subscriber
 # fanout run, default 200; the issue's 1000 takes Nchan minutes per run here). Only the processes this script starts are stopped, by PID.
@@ -27,13 +36,17 @@ THREADS=${BENCH_THREADS:-1}
 RUNS=3
 QUICK=""
 SCENARIOS=""
+TRANSPORTS=h2c,tls-h1,tls-h2
+H2C_PORT=$((HERALD_PORT + 1))
+TLS_PORT=$((HERALD_PORT + 2))
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=--quick; RUNS=1 ;;
     --runs) RUNS=$2; shift ;;
     --scenarios) SCENARIOS=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --transports) TRANSPORTS=$2; shift ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -62,15 +75,20 @@ BENCH=$ROOT/scripts/herald-bench/target/release/herald-bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 HERALD_PID=""
+H2C_PID=""
+TLS_PID=""
 NCHAN_PID=""
-stop_herald() {
-  if [ -n "$HERALD_PID" ] && kill -0 "$HERALD_PID" 2>/dev/null; then
-    kill -TERM "$HERALD_PID" 2>/dev/null || true
-    for _ in $(seq 1 70); do kill -0 "$HERALD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$HERALD_PID" 2>/dev/null || true
-    wait "$HERALD_PID" 2>/dev/null || true
+stop_pid() { # pid
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 70); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
-  HERALD_PID=""
+}
+stop_herald() {
+  stop_pid "$HERALD_PID"; stop_pid "$H2C_PID"; stop_pid "$TLS_PID"
+  HERALD_PID=""; H2C_PID=""; TLS_PID=""
 }
 stop_nchan() {
   if [ -n "$NCHAN_PID" ]; then bash "$PEERS/nchan-stop.sh" >/dev/null 2>&1 || true; fi
@@ -80,23 +98,37 @@ cleanup() { stop_herald; stop_nchan; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_http() { # url
+wait_http() { # url (https: the self-signed pair is trusted by name)
   for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
+    curl -fsS -o /dev/null --max-time 1 --cacert "$OUT/tls/cert.pem" "$1" 2>/dev/null && return 0
     sleep 0.1
   done
   return 1
 }
 
+herald_bg() { # port, extra flags...: starts herald in the background; sets LAST_PID
+  local port=$1; shift
+  "$HERALD" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
+    --log warn "$@" >>"$OUT/herald.log" 2>&1 &
+  LAST_PID=$!
+}
 start_herald() {
-  "$HERALD" --listen "127.0.0.1:$HERALD_PORT" --max-connections 20000 --max-channels 100000 \
-    --log warn >>"$OUT/herald.log" 2>&1 &
-  HERALD_PID=$!
+  herald_bg "$HERALD_PORT"; HERALD_PID=$LAST_PID
   if ! wait_http "http://127.0.0.1:$HERALD_PORT/healthz"; then
     echo "bench.sh: herald did not come up on port $HERALD_PORT (see $OUT/herald.log)" >&2
     exit 1
   fi
+  if [[ ",$TRANSPORTS," == *,h2c,* ]]; then
+    herald_bg "$H2C_PORT" --h2c; H2C_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$H2C_PORT/healthz" || { echo "bench.sh: herald --h2c did not come up" >&2; exit 1; }
+  fi
+  if [[ ",$TRANSPORTS," == *,tls-* ]]; then
+    herald_bg "$TLS_PORT" --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem"; TLS_PID=$LAST_PID
+    wait_http "https://localhost:$TLS_PORT/healthz" || { echo "bench.sh: herald with TLS did not come up" >&2; exit 1; }
+  fi
 }
+# The transports run these scenarios (when selected with --scenarios too).
+TRANSPORT_SCENARIOS=",idle,fanout-1k,"
 start_nchan() {
   if [ -f "$NCHAN_DIR/nginx.pid" ] && kill -0 "$(cat "$NCHAN_DIR/nginx.pid")" 2>/dev/null; then
     echo "bench.sh: an Nchan from an earlier run is still up in $NCHAN_DIR; stopping it" >&2
@@ -114,6 +146,14 @@ start_nchan() {
   done
 }
 
+# A self-signed pair for the TLS herald: the README's one command.
+mkdir -p "$OUT/tls"
+if [[ ",$TRANSPORTS," == *,tls-* ]] && [ ! -f "$OUT/tls/cert.pem" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+fi
+
 RUNS_FILE=$OUT/runs.jsonl
 : >"$RUNS_FILE"
 : >"$OUT/herald.log"
@@ -124,20 +164,31 @@ for round in $(seq 1 "$RUNS"); do
   start_herald
   start_nchan
   for s in "${SCEN[@]}"; do
-    for target in herald nchan; do
-      if [ "$target" = herald ]; then
+    targets="herald nchan"
+    if [[ "$TRANSPORT_SCENARIOS" == *,$s,* ]]; then
+      for t in ${TRANSPORTS//,/ }; do [ "$t" = none ] || targets="$targets herald-$t"; done
+    fi
+    for target in $targets; do
+      transport=(--transport h1)
+      if [ "$target" = nchan ]; then
+        addr=127.0.0.1:$NCHAN_PORT; pid=$NCHAN_PID
+      else
         if ! kill -0 "$HERALD_PID" 2>/dev/null; then
           echo "   herald died; restarting it (see $OUT/herald.log)" >&2
+          stop_herald
           start_herald
         fi
-        addr=127.0.0.1:$HERALD_PORT; pid=$HERALD_PID
-      else
-        addr=127.0.0.1:$NCHAN_PORT; pid=$NCHAN_PID
+        case "$target" in
+          herald) addr=127.0.0.1:$HERALD_PORT; pid=$HERALD_PID ;;
+          herald-h2c) addr=127.0.0.1:$H2C_PORT; pid=$H2C_PID; transport=(--transport h2c) ;;
+          herald-tls-*) addr=127.0.0.1:$TLS_PORT; pid=$TLS_PID
+            transport=(--transport "${target#herald-}" --tls-ca "$OUT/tls/cert.pem") ;;
+        esac
       fi
       t0=$(date +%s%N)
-      line=$("$BENCH" run --target "$target" --addr "$addr" --pid "$pid" --scenario "$s" \
+      line=$("$BENCH" run --target "$target" --addr "$addr" --pid "$pid" --scenario "$s" "${transport[@]}" \
         --round "$round" --threads "$THREADS" $QUICK --out "$RUNS_FILE" 2>>"$OUT/bench-tool.log" | tail -1) || true
-      printf '   %-17s %-6s %6sms  %s\n' "$s" "$target" "$(( ($(date +%s%N) - t0) / 1000000 ))" \
+      printf '   %-17s %-14s %6sms  %s\n' "$s" "$target" "$(( ($(date +%s%N) - t0) / 1000000 ))" \
         "$(echo "$line" | cut -c1-160)" >&2
       sleep 1 # let closed sockets drain before the next run
     done

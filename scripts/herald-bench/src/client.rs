@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::sse::{self, Data, EventType};
+use crate::transport::{self, Body, Io};
 use crate::{hist, now_ns};
 
 /// Read buffer per subscriber. 16 KiB holds ~100 events, enough to drain a
@@ -145,7 +145,7 @@ impl Sub {
             let permit = connect_limit.acquire().await;
             let opened = timeout(Duration::from_secs(20), open_stream(addr, &spec.channel, last_event_id.as_deref(), &mut buf)).await;
             drop(permit);
-            let (mut stream, len, chunked) = match opened {
+            let (mut stream, len) = match opened {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => return self.res.error = Some(e),
                 Err(_) => return self.res.error = Some("timed out opening the stream".into()),
@@ -157,6 +157,7 @@ impl Sub {
             self.parser.new_stream();
             let Sub { res, parser, progress, warm, .. } = self;
             let mut dechunk = sse::Dechunker::default();
+            let chunked = stream.chunked();
             // Bytes of the body that came with the head are processed like a read.
             let (mut len, mut pending) = (0, len);
             loop {
@@ -164,7 +165,7 @@ impl Sub {
                     let n = match stream.read(&mut buf[len..]).await {
                         Ok(n) => n,
                         Err(e) => {
-                            res.error = Some(format!("read: {e}"));
+                            res.error = Some(e);
                             return;
                         }
                     };
@@ -243,16 +244,32 @@ impl Sub {
     }
 }
 
-/// Connects, sends the GET, reads the head into `buf`. Returns the stream, how
-/// many body bytes came with the head (moved to the start of `buf`), and
-/// whether the body is chunked.
+/// Connects (or takes a stream on a shared HTTP/2 connection), sends the
+/// GET, reads the head. Returns the body and how many body bytes came with
+/// the head (moved to the start of `buf`).
 async fn open_stream(
     addr: SocketAddr,
     channel: &str,
     last_event_id: Option<&[u8]>,
     buf: &mut [u8],
-) -> Result<(TcpStream, usize, bool), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+) -> Result<(Body, usize), String> {
+    let dialer = transport::dialer();
+    if dialer.kind.h2() {
+        let mut send = dialer.h2_stream(addr).await?;
+        let mut req = http::Request::get(format!("https://localhost/events/{channel}"));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let req = req.body(()).map_err(|e| e.to_string())?;
+        send = send.ready().await.map_err(|e| format!("h2 ready: {e}"))?;
+        let (response, _) = send.send_request(req, true).map_err(|e| format!("h2 request: {e}"))?;
+        let response = response.await.map_err(|e| format!("h2 response: {e}"))?;
+        if response.status() != 200 {
+            return Err(format!("status {}", response.status()));
+        }
+        return Ok((Body::H2 { recv: response.into_body(), left: bytes::Bytes::new() }, 0));
+    }
+    let mut stream = dialer.connect_h1(addr).await?;
     let mut req = Vec::with_capacity(256);
     let _ = write!(
         req,
@@ -282,7 +299,7 @@ async fn open_stream(
                     return Err(format!("status {}", head.status));
                 }
                 buf.copy_within(head.len..len, 0);
-                return Ok((stream, len - head.len, head.chunked));
+                return Ok((Body::H1 { io: stream, chunked: head.chunked }, len - head.len));
             }
         }
     }
@@ -291,7 +308,7 @@ async fn open_stream(
 /// One keep-alive publishing connection.
 pub struct Publisher {
     addr: SocketAddr,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     req: Vec<u8>,
     rbuf: Vec<u8>,
     rlen: usize,
@@ -300,11 +317,10 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(addr: SocketAddr) -> Result<Publisher, String> {
-        let stream = timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        let stream = timeout(Duration::from_secs(10), transport::dialer().connect_h1(addr))
             .await
             .map_err(|_| "publisher connect timed out".to_string())?
-            .map_err(|e| format!("publisher connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            .map_err(|e| format!("publisher {e}"))?;
         Ok(Publisher { addr, stream, req: Vec::with_capacity(512), rbuf: vec![0; 8192], rlen: 0, body: Vec::with_capacity(128) })
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! herald-bench run --target NAME --addr 127.0.0.1:PORT --pid PID --scenario S
 //!                  [--round N] [--quick] [--threads N] [--out runs.jsonl]
+//!                  [--transport h1|h2c|tls-h1|tls-h2] [--tls-ca cert.pem]
 //! herald-bench report --in runs.jsonl --md results.md --json results.json [--title TEXT]
 //! herald-bench list
 //! ```
@@ -21,6 +22,7 @@ mod report;
 mod scenario;
 mod sse;
 mod sys;
+mod transport;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,7 +53,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: herald-bench run --target NAME --addr HOST:PORT --pid PID --scenario S [--round N] [--quick] [--threads N] [--out FILE]\n       herald-bench report --in FILE --md FILE --json FILE [--title TEXT]\n       herald-bench list"
+                "usage: herald-bench run --target NAME --addr HOST:PORT --pid PID --scenario S [--round N] [--quick] [--threads N] [--out FILE] [--transport h1|h2c|tls-h1|tls-h2] [--tls-ca FILE]\n       herald-bench report --in FILE --md FILE --json FILE [--title TEXT]\n       herald-bench list"
             );
             2
         }
@@ -90,6 +92,14 @@ fn cmd_run(args: &[String]) -> i32 {
     let quick = flag(args, "--quick");
     let threads: usize = opt(args, "--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
     let nofile = sys::raise_nofile();
+    let Some(kind) = transport::Kind::parse(opt(args, "--transport").unwrap_or("h1")) else {
+        eprintln!("--transport is one of h1, h2c, tls-h1, tls-h2");
+        return 2;
+    };
+    if let Err(e) = transport::init(kind, opt(args, "--tls-ca")) {
+        eprintln!("{e}");
+        return 2;
+    }
 
     std::thread::spawn(|| {
         std::thread::sleep(WATCHDOG);
@@ -135,7 +145,7 @@ fn cmd_run(args: &[String]) -> i32 {
     let _ = pub_thread.join();
     let wall = t0.elapsed().as_secs_f64();
     let line = match &result {
-        Ok(m) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": true,
+        Ok(m) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": true, "transport": kind.name(),
                         "wall_s": wall, "server_pids": ctx.server.pids, "nofile": nofile, "metrics": m}),
         Err(e) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": false,
                          "wall_s": wall, "error": e, "metrics": {}}),

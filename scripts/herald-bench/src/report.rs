@@ -222,6 +222,7 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
         last_scenario = row.scenario;
     }
     let _ = writeln!(md, "\nTargets met: {met_n}, missed: {missed_n}.");
+    transports_table(&mut md, &by);
     let mut errors = String::new();
     for r in runs {
         if r["ok"] != json!(true) {
@@ -282,4 +283,60 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
     );
     let summary = json!({ "title": title_meta, "targets_met": met_n, "targets_missed": missed_n, "rows": rows_json, "runs": runs });
     (md, summary)
+}
+
+/// herald's other transports (`bench.sh --transports`), each run against its
+/// own herald in the same round: HTTP/2 with prior knowledge (100 streams per
+/// connection), TLS with HTTP/1.1, TLS with HTTP/2 (100 streams per connection).
+const TRANSPORTS: &[(&str, &str)] = &[
+    ("herald", "HTTP/1.1"),
+    ("herald-h2c", "h2c, 100 streams/conn"),
+    ("herald-tls-h1", "TLS + HTTP/1.1"),
+    ("herald-tls-h2", "TLS + h2, 100 streams/conn"),
+];
+
+const TRANSPORT_ROWS: &[(&str, &str, &str, Unit)] = &[
+    ("idle", "rss_kib_per_sub", "RSS per idle stream (KiB)", Unit::Kib),
+    ("idle", "pss_kib_per_sub", "PSS per idle stream (KiB)", Unit::Kib),
+    ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
+    ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
+    ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
+    ("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count),
+];
+
+fn transports_table(md: &mut String, by: &BTreeMap<(String, String), BTreeMap<i64, &Value>>) {
+    let ran = |t: &str| by.keys().any(|(_, target)| target == t);
+    let targets: Vec<&(&str, &str)> = TRANSPORTS.iter().filter(|(t, _)| ran(t)).collect();
+    if targets.len() < 2 {
+        return;
+    }
+    let _ = writeln!(md, "\n### herald over HTTP/2 and TLS (same run)\n");
+    let head: Vec<&str> = targets.iter().map(|(_, label)| *label).collect();
+    let _ = writeln!(md, "| scenario | metric | {} |", head.join(" | "));
+    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(targets.len()));
+    for (scenario, key, label, unit) in TRANSPORT_ROWS {
+        let cells: Vec<String> = targets
+            .iter()
+            .map(|(t, _)| {
+                let runs = by.get(&(scenario.to_string(), t.to_string()));
+                let ok = |r: &&&Value| r["ok"] == json!(true);
+                let values: Vec<f64> =
+                    runs.map(|m| m.values().filter(ok).filter_map(|r| metric(r, key)).collect()).unwrap_or_default();
+                let failed = runs.map_or(0, |m| m.values().filter(|r| !ok(r)).count());
+                let shown = if *key == "loss" { values.iter().cloned().fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b)))) } else { median(values) };
+                let cell = fmt(*unit, shown);
+                if failed > 0 { format!("{cell} ({failed} failed)") } else { cell }
+            })
+            .collect();
+        if cells.iter().all(|c| c == "—") {
+            continue;
+        }
+        let _ = writeln!(md, "| `{scenario}` | {label} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\nEach transport is a herald of its own started for the round (`--h2c`, or `--tls-cert` with a \
+         self-signed pair); subscribers over HTTP/2 share connections 100 streams each, publishers speak \
+         HTTP/1.1 (over TLS for the TLS servers). Medians over rounds; the loss row shows the worst run."
+    );
 }
