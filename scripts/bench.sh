@@ -21,7 +21,7 @@
 # targets of issue 4. Raw runs: target/bench/runs.jsonl; server logs beside it.
 #
 # Environment: HERALD_BENCH_PORT (default 18080; the h2c and TLS heralds use
-# the next two ports), NCHAN_BENCH_PORT (18090),
+# the next three ports), NCHAN_BENCH_PORT (18090),
 # PEERS_DIR (default <repo>/../shared/peers), BENCH_THREADS (load tool
 # threads, default 1), BENCH_FANOUT_10K_EVENTS (events per 10k-subscriber
 # fanout run, default 200; the issue's 1000 takes Nchan minutes per run here). Only the processes this script starts are stopped, by PID.
@@ -37,8 +37,9 @@ RUNS=3
 QUICK=""
 SCENARIOS=""
 TRANSPORTS=h2c,tls-h1,tls-h2
-H2C_PORT=$((HERALD_PORT + 1))
-TLS_PORT=$((HERALD_PORT + 2))
+# One herald per transport, so no run reuses memory another one freed.
+declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3)))
+declare -A T_PID=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -75,8 +76,6 @@ BENCH=$ROOT/scripts/herald-bench/target/release/herald-bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 HERALD_PID=""
-H2C_PID=""
-TLS_PID=""
 NCHAN_PID=""
 stop_pid() { # pid
   if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
@@ -87,8 +86,9 @@ stop_pid() { # pid
   fi
 }
 stop_herald() {
-  stop_pid "$HERALD_PID"; stop_pid "$H2C_PID"; stop_pid "$TLS_PID"
-  HERALD_PID=""; H2C_PID=""; TLS_PID=""
+  stop_pid "$HERALD_PID"; HERALD_PID=""
+  for t in "${!T_PID[@]}"; do stop_pid "${T_PID[$t]}"; done
+  T_PID=()
 }
 stop_nchan() {
   if [ -n "$NCHAN_PID" ]; then bash "$PEERS/nchan-stop.sh" >/dev/null 2>&1 || true; fi
@@ -118,14 +118,18 @@ start_herald() {
     echo "bench.sh: herald did not come up on port $HERALD_PORT (see $OUT/herald.log)" >&2
     exit 1
   fi
-  if [[ ",$TRANSPORTS," == *,h2c,* ]]; then
-    herald_bg "$H2C_PORT" --h2c; H2C_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$H2C_PORT/healthz" || { echo "bench.sh: herald --h2c did not come up" >&2; exit 1; }
-  fi
-  if [[ ",$TRANSPORTS," == *,tls-* ]]; then
-    herald_bg "$TLS_PORT" --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem"; TLS_PID=$LAST_PID
-    wait_http "https://localhost:$TLS_PORT/healthz" || { echo "bench.sh: herald with TLS did not come up" >&2; exit 1; }
-  fi
+  for t in ${TRANSPORTS//,/ }; do
+    local port=${T_PORT[$t]:-}
+    case "$t" in
+      none) continue ;;
+      h2c) herald_bg "$port" --h2c; url=http://127.0.0.1:$port/healthz ;;
+      tls-h1|tls-h2) herald_bg "$port" --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem"
+        url=https://localhost:$port/healthz ;;
+      *) echo "bench.sh: unknown transport $t (h2c, tls-h1, tls-h2 or none)" >&2; exit 2 ;;
+    esac
+    T_PID[$t]=$LAST_PID
+    wait_http "$url" || { echo "bench.sh: herald for $t did not come up (see $OUT/herald.log)" >&2; exit 1; }
+  done
 }
 # The transports run these scenarios (when selected with --scenarios too).
 TRANSPORT_SCENARIOS=",idle,fanout-1k,"
@@ -180,9 +184,8 @@ for round in $(seq 1 "$RUNS"); do
         fi
         case "$target" in
           herald) addr=127.0.0.1:$HERALD_PORT; pid=$HERALD_PID ;;
-          herald-h2c) addr=127.0.0.1:$H2C_PORT; pid=$H2C_PID; transport=(--transport h2c) ;;
-          herald-tls-*) addr=127.0.0.1:$TLS_PORT; pid=$TLS_PID
-            transport=(--transport "${target#herald-}" --tls-ca "$OUT/tls/cert.pem") ;;
+          herald-*) t=${target#herald-}; addr=127.0.0.1:${T_PORT[$t]}; pid=${T_PID[$t]}
+            transport=(--transport "$t" --tls-ca "$OUT/tls/cert.pem") ;;
         esac
       fi
       t0=$(date +%s%N)
