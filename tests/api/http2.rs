@@ -92,6 +92,45 @@ async fn a_slow_stream_never_stalls_the_others_on_its_connection() {
     assert!(seen > 0);
 }
 
+#[tokio::test]
+async fn shutdown_ends_h2_streams_and_the_server_stops() {
+    let app = spawn_app_with(|c| c.h2c = true).await;
+    let mut h2 = Client::h2c(app.addr).await;
+    let mut events = h2.subscribe("/events/news", &[]).await;
+    let mut other = h2.subscribe("/events/other", &[]).await;
+
+    tokio::time::timeout(WAIT, app.stop())
+        .await
+        .expect("open HTTP/2 streams do not hold up shutdown");
+    assert!(events.ends().await, "the stream is ended by the server");
+    assert!(other.ends().await);
+}
+
+#[tokio::test]
+async fn max_connections_counts_an_h2_connection_once_whatever_its_streams() {
+    let app = spawn_app_with(|c| {
+        c.h2c = true;
+        c.max_connections = 1;
+    })
+    .await;
+    let mut h2 = Client::h2c(app.addr).await;
+    let mut streams = Vec::new();
+    for channel in ["a", "b", "c"] {
+        streams.push(h2.subscribe(&format!("/events/{channel}"), &[]).await);
+    }
+    h2.publish("a", "within the limit").await;
+    assert_eq!(streams[0].next().await.data, "within the limit");
+
+    let mut second = Client::h2c(app.addr).await;
+    let refused = second.send("POST", "/publish/a", &[], "x").await.unwrap();
+    assert_eq!(
+        refused.status(),
+        503,
+        "a second connection is over the limit"
+    );
+    assert_eq!(app.state.metrics.connections_open.get(), 2);
+}
+
 /// A minimal HTTP/2 client that writes frames by hand.
 struct RawH2 {
     tcp: TcpStream,

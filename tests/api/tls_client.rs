@@ -236,6 +236,17 @@ impl Events {
     }
 }
 
+impl Events {
+    /// Whether the stream ends (or fails) within [`WAIT`].
+    pub async fn ends(&mut self) -> bool {
+        tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.events.next().await {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
 /// Bytes of a response body as they come, for what the SSE parser hides
 /// (heartbeat comments).
 pub async fn read_body_until(response: Response<Incoming>, needle: &str) -> String {
