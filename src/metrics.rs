@@ -46,8 +46,8 @@ pub enum ConnectionRefusal {
     /// Not a TLS client hello (garbage, plain HTTP to the TLS port), or a
     /// handshake that failed.
     TlsHandshake,
-    /// A TLS handshake, or the first bytes on an `--h2c` port, not done
-    /// within `--header-timeout`.
+    /// A TLS handshake, the first bytes on an `--h2c` port, or an HTTP/2
+    /// connection's first stream, not done within `--header-timeout`.
     HandshakeTimeout,
     /// An HTTP/2 connection closed by herald for breaking the protocol or
     /// abusing it (a flood of resets, streams past the limit again and again).

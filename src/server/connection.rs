@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,11 +121,18 @@ impl Protocols {
                     .await
             }
         };
-        if let Err(e) = result {
-            if is_http2_abuse(&e) {
-                metrics.connection_refused(ConnectionRefusal::Http2Protocol);
+        match result {
+            Ok(()) => {}
+            Err(Ended::Silent) => {
+                debug!("HTTP/2 connection opened no stream in time");
+                metrics.connection_refused(ConnectionRefusal::HandshakeTimeout);
             }
-            debug!(error = %e, "connection ended with an error");
+            Err(Ended::Http(e)) => {
+                if is_http2_abuse(&e) {
+                    metrics.connection_refused(ConnectionRefusal::Http2Protocol);
+                }
+                debug!(error = %e, "connection ended with an error");
+            }
         }
     }
 
@@ -134,7 +142,7 @@ impl Protocols {
         h2: bool,
         service: S,
         shutdown: &CancellationToken,
-    ) -> hyper::Result<()>
+    ) -> Result<(), Ended>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response, Error = Infallible>
@@ -144,14 +152,61 @@ impl Protocols {
         S::Future: Send + 'static,
     {
         if h2 {
+            // HTTP/2 has no header timeout: a client that connects and never
+            // opens a stream is cut after `--header-timeout`, as HTTP/1.1 is.
+            let first = Arc::new(AtomicBool::new(false));
+            let service = FirstRequest {
+                inner: service,
+                seen: first.clone(),
+            };
             let connection = Box::pin(self.h2.serve_connection(io, service));
-            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+            let serving = drive(connection, shutdown, |c| c.graceful_shutdown());
+            tokio::pin!(serving);
+            tokio::select! {
+                result = &mut serving => return result.map_err(Ended::Http),
+                () = tokio::time::sleep(self.handshake_timeout) => {}
+            }
+            if !first.load(Ordering::Relaxed) {
+                return Err(Ended::Silent);
+            }
+            serving.await.map_err(Ended::Http)
         } else {
             // Upgrades stay on: the WebSocket transport (SPEC §10) takes the
             // socket over from an HTTP/1.1 request with `hyper::upgrade`.
             let connection = Box::pin(self.h1.serve_connection(io, service).with_upgrades());
-            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+            drive(connection, shutdown, |c| c.graceful_shutdown())
+                .await
+                .map_err(Ended::Http)
         }
+    }
+}
+
+/// How a connection ended, when not cleanly.
+enum Ended {
+    Http(hyper::Error),
+    /// An HTTP/2 client that opened no stream within `--header-timeout`.
+    Silent,
+}
+
+/// The connection's service, noting that a request came (see
+/// [`Protocols::serve_http`]).
+#[derive(Clone)]
+struct FirstRequest<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S, R> Service<R> for FirstRequest<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> S::Future {
+        self.seen.store(true, Ordering::Relaxed);
+        self.inner.call(req)
     }
 }
 

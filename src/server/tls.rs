@@ -36,10 +36,13 @@ impl Tls {
     /// Reads `--tls-cert` and `--tls-key`, if both are set. An error names
     /// the file and says what is wrong with it.
     pub fn from_config(config: &Config) -> io::Result<Option<Tls>> {
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            return Ok(None);
-        };
-        Tls::load(cert, key).map(Some)
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Tls::load(cert, key).map(Some),
+            (None, None) => Ok(None),
+            _ => Err(invalid(
+                "--tls-cert and --tls-key go together: set both or neither".to_owned(),
+            )),
+        }
     }
 
     pub fn load(cert: &Path, key: &Path) -> io::Result<Tls> {

@@ -297,3 +297,26 @@ async fn a_reset_flood_closes_the_connection_is_counted_and_others_served() {
     app.publish("news", "still served").await;
     assert_eq!(events.next().await.data, "still served");
 }
+
+#[tokio::test]
+async fn an_h2_connection_that_opens_no_stream_is_cut_by_the_header_timeout() {
+    let app = spawn_app_with(|c| {
+        c.h2c = true;
+        c.header_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut silent = RawH2::connect(app.addr).await;
+    while silent.next().await.is_some() {}
+    let metrics = app.state.metrics.clone();
+    eventually("the silent connection is counted", || {
+        metrics.connections_refused(ConnectionRefusal::HandshakeTimeout) == 1
+    })
+    .await;
+
+    // A connection that opens streams in time stays, past the timeout.
+    let mut h2 = Client::h2c(app.addr).await;
+    let mut events = h2.subscribe("/events/news", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    app.publish("news", "still open").await;
+    assert_eq!(events.next().await.data, "still open");
+}
