@@ -152,24 +152,9 @@ impl Protocols {
         S::Future: Send + 'static,
     {
         if h2 {
-            // HTTP/2 has no header timeout: a client that connects and never
-            // opens a stream is cut after `--header-timeout`, as HTTP/1.1 is.
-            let first = Arc::new(AtomicBool::new(false));
-            let service = FirstRequest {
-                inner: service,
-                seen: first.clone(),
-            };
-            let connection = Box::pin(self.h2.serve_connection(io, service));
-            let serving = drive(connection, shutdown, |c| c.graceful_shutdown());
-            tokio::pin!(serving);
-            tokio::select! {
-                result = &mut serving => return result.map_err(Ended::Http),
-                () = tokio::time::sleep(self.handshake_timeout) => {}
-            }
-            if !first.load(Ordering::Relaxed) {
-                return Err(Ended::Silent);
-            }
-            serving.await.map_err(Ended::Http)
+            // Boxed: its state (a timer among it) then costs an HTTP/1.1
+            // connection's task nothing.
+            Box::pin(self.serve_h2(io, service, shutdown)).await
         } else {
             // Upgrades stay on: the WebSocket transport (SPEC §10) takes the
             // socket over from an HTTP/1.1 request with `hyper::upgrade`.
@@ -178,6 +163,41 @@ impl Protocols {
                 .await
                 .map_err(Ended::Http)
         }
+    }
+
+    /// HTTP/2 has no header timeout: a client that connects and never opens
+    /// a stream is cut after `--header-timeout`, as an HTTP/1.1 client that
+    /// sends no request is.
+    async fn serve_h2<I, S>(
+        &self,
+        io: I,
+        service: S,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Ended>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let first = Arc::new(AtomicBool::new(false));
+        let service = FirstRequest {
+            inner: service,
+            seen: first.clone(),
+        };
+        let connection = Box::pin(self.h2.serve_connection(io, service));
+        let serving = drive(connection, shutdown, |c| c.graceful_shutdown());
+        tokio::pin!(serving);
+        tokio::select! {
+            result = &mut serving => return result.map_err(Ended::Http),
+            () = tokio::time::sleep(self.handshake_timeout) => {}
+        }
+        if !first.load(Ordering::Relaxed) {
+            return Err(Ended::Silent);
+        }
+        serving.await.map_err(Ended::Http)
     }
 }
 
