@@ -85,25 +85,12 @@ impl Protocols {
         S::Future: Send + 'static,
     {
         let result = match &self.tls {
-            Some(tls) => {
-                let accept = Box::pin(tls.acceptor().accept(stream));
-                let stream = match tokio::time::timeout(self.handshake_timeout, accept).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "TLS handshake failed");
-                        metrics.connection_refused(ConnectionRefusal::TlsHandshake);
-                        return;
-                    }
-                    Err(_) => {
-                        debug!("TLS handshake timed out");
-                        metrics.connection_refused(ConnectionRefusal::HandshakeTimeout);
-                        return;
-                    }
-                };
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-                self.serve_http(TokioIo::new(stream), h2, service, shutdown)
-                    .await
-            }
+            // Boxed: a TLS session is large, and inline it would size every
+            // connection's task, cleartext ones included.
+            Some(tls) => match Box::pin(self.serve_tls(tls, stream, service, shutdown)).await {
+                Ok(result) => result,
+                Err(refusal) => return metrics.connection_refused(refusal),
+            },
             None => {
                 let h2 = if self.h2c {
                     match starts_with_h2_preface(&stream, self.handshake_timeout).await {
@@ -134,6 +121,40 @@ impl Protocols {
                 debug!(error = %e, "connection ended with an error");
             }
         }
+    }
+
+    /// The TLS handshake (within `--header-timeout`), then the protocol
+    /// ALPN chose. `Err` when the handshake failed.
+    async fn serve_tls<S>(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+        service: S,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<(), Ended>, ConnectionRefusal>
+    where
+        S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let accept = tls.acceptor().accept(stream);
+        let stream = match tokio::time::timeout(self.handshake_timeout, accept).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                return Err(ConnectionRefusal::TlsHandshake);
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return Err(ConnectionRefusal::HandshakeTimeout);
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        Ok(self
+            .serve_http(TokioIo::new(stream), h2, service, shutdown)
+            .await)
     }
 
     async fn serve_http<I, S>(
