@@ -43,7 +43,10 @@ pub async fn run(
         state.clone(),
         state.shutdown.clone(),
     ));
-    serve(listener, state, shutdown).await
+    let served = serve(listener, state.clone(), shutdown).await;
+    // Ends the SIGHUP forwarder too when serving never started.
+    state.shutdown.cancel();
+    served
 }
 
 /// [`run`] with a state built by the caller (tests look inside it, and
