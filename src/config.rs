@@ -104,8 +104,9 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// Also accept cleartext HTTP/2 with prior knowledge (h2c), for a proxy that speaks it upstream.
-    #[arg(long, env = "HERALD_H2C", conflicts_with = "tls_cert")]
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c), for a proxy that speaks it upstream
+    /// (not with --tls-cert: over TLS, HTTP/2 is chosen by ALPN).
+    #[arg(long, env = "HERALD_H2C", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub h2c: bool,
 
     /// Origins allowed by CORS, comma-separated; `*` allows any.
@@ -233,12 +234,11 @@ mod tests {
     }
 
     #[test]
-    fn tls_needs_both_files_and_excludes_h2c() {
+    fn tls_needs_both_files() {
         assert!(Config::try_parse_from(["herald", "--tls-cert", "c.pem"]).is_err());
         assert!(Config::try_parse_from(["herald", "--tls-key", "k.pem"]).is_err());
         let both = ["herald", "--tls-cert", "c.pem", "--tls-key", "k.pem"];
         assert!(Config::try_parse_from(both).is_ok());
-        assert!(Config::try_parse_from([&both[..], &["--h2c"]].concat()).is_err());
     }
 
     #[test]

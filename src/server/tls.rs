@@ -36,6 +36,12 @@ impl Tls {
     /// Reads `--tls-cert` and `--tls-key`, if both are set. An error names
     /// the file and says what is wrong with it.
     pub fn from_config(config: &Config) -> io::Result<Option<Tls>> {
+        if config.h2c && config.tls_cert.is_some() {
+            return Err(invalid(
+                "--h2c is for a cleartext port; with --tls-cert, HTTP/2 is chosen by ALPN"
+                    .to_owned(),
+            ));
+        }
         match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Tls::load(cert, key).map(Some),
             (None, None) => Ok(None),
@@ -159,6 +165,20 @@ mod tests {
 
     fn current(tls: &Tls) -> Arc<ServerConfig> {
         tls.current.read().unwrap().clone()
+    }
+
+    #[test]
+    fn h2c_or_a_lone_file_with_tls_is_a_startup_error() {
+        let mut config = Config {
+            tls_cert: Some("cert.pem".into()),
+            ..Config::default()
+        };
+        let error = Tls::from_config(&config).err().unwrap().to_string();
+        assert!(error.contains("go together"), "{error}");
+        config.tls_key = Some("key.pem".into());
+        config.h2c = true;
+        let error = Tls::from_config(&config).err().unwrap().to_string();
+        assert!(error.contains("--h2c"), "{error}");
     }
 
     #[test]
