@@ -58,8 +58,14 @@ impl Protocols {
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
+        // A stream whose reader is slow holds at most 64 KiB of sent-but-
+        // unacknowledged events here (hyper's default is 400 KiB); past
+        // that, herald's own catch-up from history takes over, as on
+        // HTTP/1.1. Each stream has its own window, so a slow one never
+        // holds up the others on its connection.
         h2.timer(TokioTimer::new())
-            .max_concurrent_streams(config.max_streams_per_connection);
+            .max_concurrent_streams(config.max_streams_per_connection)
+            .max_send_buf_size(64 * 1024);
         Protocols {
             h1,
             h2,
