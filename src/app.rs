@@ -140,7 +140,9 @@ where
 /// per-connection slot for it is a pointer rather than the whole pipeline's
 /// state, and the box is freed as soon as the response head is ready.
 pub struct ConnService<A> {
+    /// The server's one middleware stack.
     app: Arc<A>,
+    /// This connection, as the accept loop saw it.
     conn: Conn,
 }
 

@@ -41,7 +41,9 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How to serve a connection: the two hyper builders, configured once per
 /// server, and what decides between them.
 pub struct Protocols {
+    /// HTTP/1.1: header timeout, upgrades on.
     h1: http1::Builder,
+    /// HTTP/2: streams per connection, send buffer per stream.
     h2: http2::Builder<TokioExecutor>,
     /// Set with `--tls-cert`: every connection is TLS.
     tls: Option<Arc<Tls>>,
@@ -240,6 +242,7 @@ enum Ended {
 #[derive(Clone)]
 struct FirstRequest<S> {
     inner: S,
+    /// Set by the first request; read once `--header-timeout` has passed.
     seen: Arc<AtomicBool>,
 }
 
