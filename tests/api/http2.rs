@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, WAIT};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, Binary, WAIT};
 use crate::tls_client::Client;
 
 #[tokio::test]
@@ -129,6 +129,44 @@ async fn max_connections_counts_an_h2_connection_once_whatever_its_streams() {
         "a second connection is over the limit"
     );
     assert_eq!(app.state.metrics.connections_open.get(), 2);
+}
+
+/// The reason HTTP/2 matters for memory: an idle stream that shares its
+/// connection with 99 others costs a small part of an HTTP/1.1 connection
+/// (about 2 KiB against 12 KiB in a release build; `scripts/bench.sh`
+/// measures both). Measured on the real binary, a debug build here.
+#[tokio::test]
+async fn an_idle_http2_stream_sharing_its_connection_costs_under_4_kib() {
+    const CONNECTIONS: usize = 10;
+    const PER_CONNECTION: usize = 100;
+    let bin = Binary::start(&["--h2c"]).await;
+    let mut warm = Client::h2c(bin.addr).await;
+    let mut warm_stream = warm.subscribe("/events/idle", &[]).await;
+    bin.publish("idle", "warm-up").await;
+    warm_stream.next().await;
+    let before = bin.rss_kib();
+
+    let mut clients = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut client = Client::h2c(bin.addr).await;
+        for _ in 0..PER_CONNECTION {
+            streams.push(client.subscribe("/events/idle", &[]).await);
+        }
+        clients.push(client);
+    }
+    bin.publish("idle", "everyone").await;
+    for stream in &mut streams {
+        assert_eq!(stream.next().await.data, "everyone");
+    }
+    let after = bin.rss_kib();
+
+    let per_stream = (after.saturating_sub(before) * 1024) as f64 / streams.len() as f64;
+    eprintln!("idle HTTP/2 stream, {PER_CONNECTION} per connection: {per_stream:.0} bytes");
+    assert!(
+        per_stream < 4096.0,
+        "{per_stream:.0} bytes per idle HTTP/2 stream (rss {before} -> {after} KiB)"
+    );
 }
 
 /// A minimal HTTP/2 client that writes frames by hand.
