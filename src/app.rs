@@ -18,6 +18,7 @@ use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::log::{self, Log};
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
 
@@ -25,6 +26,8 @@ use crate::routes::{self, BoxError};
 pub struct State {
     pub config: Config,
     pub hub: Arc<Hub>,
+    /// Where events get their ids: this node, or Redis with `--redis`.
+    pub log: Log,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down: streams end, new
     /// requests are refused.
@@ -32,14 +35,30 @@ pub struct State {
 }
 
 impl State {
+    /// The state for `config`; panics on a configuration [`State::try_new`]
+    /// refuses (tests).
     pub fn new(config: Config) -> Arc<State> {
+        State::try_new(config).expect("a valid configuration")
+    }
+
+    /// The state for `config`, or why it cannot run (a bad `--redis` URL).
+    pub fn try_new(config: Config) -> Result<Arc<State>, String> {
         let metrics = Arc::new(Metrics::new());
-        Arc::new(State {
+        let log = match &config.redis {
+            None => Log::Memory,
+            Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
+                &config,
+                url,
+                metrics.clone(),
+            )?)),
+        };
+        Ok(Arc::new(State {
             hub: Arc::new(Hub::new(config.hub(), metrics.clone())),
+            log,
             metrics,
             config,
             shutdown: CancellationToken::new(),
-        })
+        }))
     }
 }
 
@@ -201,12 +220,12 @@ where
 
     let head = parts.method == Method::HEAD;
     let result = match route {
-        Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head),
+        Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
         Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
-        Route::Healthz => Ok(routes::health::healthz()),
+        Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
-        Route::Channels => Ok(routes::channels::list(state)),
+        Route::Channels => routes::channels::list(state).await,
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
     result.unwrap_or_else(|e| {
@@ -245,6 +264,7 @@ impl ApiError {
                 Some(RejectReason::BodyTooLarge)
             }
             ApiError::BodyTimeout(_) => Some(RejectReason::BodyTimeout),
+            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
             _ => None,
         }
     }

@@ -90,6 +90,26 @@ pub struct Config {
     )]
     pub cors_origin: Vec<String>,
 
+    /// Redis server that makes several herald nodes one service
+    /// (`redis://host:port/db`); without it herald is a single node.
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// With --redis: how long Redis may be unreachable before open streams
+    /// end (so clients resume on another node); also the wait for one answer.
+    #[arg(long, env = "HERALD_REDIS_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub redis_timeout: Duration,
+
+    /// With --redis: events the shared log keeps for nodes that fall behind
+    /// (about; Redis trims whole blocks); a node further behind starts over.
+    #[arg(long, env = "HERALD_REDIS_LOG_LEN", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub redis_log_len: u32,
+
+    /// With --redis: prefix of every key herald writes, so one Redis can hold
+    /// several services.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald", value_parser = key_prefix)]
+    pub redis_prefix: String,
+
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -136,6 +156,20 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d.is_zero() => Err("must be more than zero".to_owned()),
         d => Ok(d),
+    }
+}
+
+/// A Redis key prefix: letters, digits and `_ - . :`, so it needs no quoting
+/// anywhere.
+fn key_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, `_`, `-`, `.` or `:`".to_owned())
     }
 }
 
@@ -194,6 +228,8 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.cors_origin, ["*"]);
+        assert_eq!(c.redis, None);
+        assert_eq!(c.redis_timeout, Duration::from_secs(5));
     }
 
     #[test]

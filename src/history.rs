@@ -78,6 +78,13 @@ impl History {
         (after >= self.mark, self.events.range(start..))
     }
 
+    /// Whether `id` is at or before what this history already accounts for
+    /// (retained, or dropped under the mark): an event with that id must not
+    /// be appended again.
+    pub fn holds_up_to(&self, id: EventId) -> bool {
+        id <= self.mark || self.last_id().is_some_and(|last| id <= last)
+    }
+
     /// Every retained event, oldest first.
     pub fn all(&self) -> impl Iterator<Item = &Event> {
         self.events.iter()

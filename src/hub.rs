@@ -18,15 +18,20 @@
 //! receivers), and the expensive work, encoding the frame, happens before
 //! the lock is taken.
 //!
-//! A later shared backend (Redis) replaces what is under this lock; the
-//! public methods are the seam.
+//! With a shared log (Redis, [`crate::log`]) ids are issued elsewhere and
+//! the hub *follows* the log: see [`follow`] for how events with given ids
+//! are applied in log order, and how a channel's history is loaded from the
+//! log before its first local subscriber is served.
+
+mod follow;
+pub use follow::{LoadPlan, Snapshot};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
 use crate::domain::{ChannelName, EventId, Resume};
@@ -125,6 +130,12 @@ pub struct Hub {
     inner: Mutex<Inner>,
     config: HubConfig,
     metrics: Arc<Metrics>,
+    /// Following a shared log: the id of the last log entry applied, for
+    /// subscribers that present an id this node has not reached yet.
+    applied: watch::Sender<EventId>,
+    /// Woken whenever a channel load finishes (or is given up), for other
+    /// subscribers waiting on the same channel.
+    loaded: Notify,
 }
 
 struct Inner {
@@ -132,6 +143,9 @@ struct Inner {
     clock: IdClock,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
+    /// Following a shared log: channels whose history is being loaded, and
+    /// the log's events for them that arrived meanwhile.
+    loading: HashMap<ChannelName, Vec<Event>>,
 }
 
 impl Inner {
@@ -205,6 +219,11 @@ impl IdClock {
     fn last(&self) -> EventId {
         EventId::new(self.last)
     }
+
+    /// Following a shared log: `id` was issued elsewhere.
+    fn advance_to(&mut self, id: EventId) {
+        self.last = self.last.max(id.get());
+    }
 }
 
 fn unix_micros() -> u64 {
@@ -215,14 +234,18 @@ fn unix_micros() -> u64 {
 
 impl Hub {
     pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Hub {
+        let clock = IdClock::starting_now();
         Hub {
+            applied: watch::Sender::new(clock.last()),
             inner: Mutex::new(Inner {
                 channels: HashMap::new(),
-                clock: IdClock::starting_now(),
+                clock,
                 closed: false,
+                loading: HashMap::new(),
             }),
             config,
             metrics,
+            loaded: Notify::new(),
         }
     }
 
@@ -402,6 +425,24 @@ impl Hub {
         for channel in inner.channels.values_mut() {
             channel.sender = None;
         }
+    }
+
+    /// Live subscribers of `channel` on this server.
+    pub fn subscribers(&self, channel: &ChannelName) -> usize {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or(0, Channel::subscribers)
+    }
+
+    /// Every channel with live subscribers here, and how many.
+    pub fn subscriber_counts(&self) -> Vec<(ChannelName, usize)> {
+        self.lock()
+            .channels
+            .iter()
+            .map(|(name, ch)| (name.clone(), ch.subscribers()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn channel_count(&self) -> usize {

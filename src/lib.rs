@@ -15,7 +15,10 @@
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
-//! - [`hub`]: channels, ids, publish and subscribe, under one lock.
+//! - [`log`]: where an event gets its id and becomes shared: this node, or
+//!   Redis with `--redis` (many nodes, one service).
+//! - [`hub`]: channels, ids, publish and subscribe, under one lock; with
+//!   `--redis` it follows Redis's log instead of issuing ids.
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`stream`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.
@@ -32,6 +35,7 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod log;
 pub mod metrics;
 pub mod routes;
 pub mod server;

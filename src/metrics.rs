@@ -16,15 +16,18 @@ pub enum RejectReason {
     ShuttingDown,
     BodyTooLarge,
     BodyTimeout,
+    /// `--redis` is unreachable.
+    BackendUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::ConnectionLimit,
         RejectReason::ChannelLimit,
         RejectReason::ShuttingDown,
         RejectReason::BodyTooLarge,
         RejectReason::BodyTimeout,
+        RejectReason::BackendUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -34,6 +37,7 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyTimeout => "body_timeout",
+            RejectReason::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -58,6 +62,11 @@ pub struct Metrics {
     /// be caught up from history.
     pub slow_subscribers_cut: IntCounter,
     rejected: IntCounterVec,
+    /// With `--redis`: 1 while Redis answers this node.
+    pub redis_connected: IntGauge,
+    /// With `--redis`: times this node lost track of the shared log and
+    /// ended its streams so clients resume from Redis.
+    pub redis_resyncs: IntCounter,
 }
 
 impl Metrics {
@@ -95,8 +104,16 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric names are valid constants"),
+            redis_connected: gauge(
+                "herald_redis_connected",
+                "1 while Redis answers this node (with --redis).",
+            ),
+            redis_resyncs: counter(
+                "herald_redis_resyncs_total",
+                "Times this node lost track of the Redis log and ended its streams.",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -106,6 +123,8 @@ impl Metrics {
             Box::new(metrics.gaps.clone()),
             Box::new(metrics.slow_subscribers_cut.clone()),
             Box::new(metrics.rejected.clone()),
+            Box::new(metrics.redis_connected.clone()),
+            Box::new(metrics.redis_resyncs.clone()),
         ];
         for collector in collectors {
             metrics

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::app::{self, Conn, State};
 use crate::config::Config;
+use crate::log::Log;
 use crate::metrics::Metrics;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting, ends
@@ -25,7 +26,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve(listener, State::new(config), shutdown).await
+    let state = State::try_new(config).map_err(io::Error::other)?;
+    serve(listener, state, shutdown).await
 }
 
 /// [`run`] with a state built by the caller (tests look inside it).
@@ -44,6 +46,9 @@ pub async fn serve(
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
+    if let Log::Redis(redis) = &state.log {
+        redis.start(state.hub.clone(), state.shutdown.clone());
+    }
 
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -10,6 +10,7 @@ use crate::body::{Body, Response};
 use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
 use crate::hub::SubscribeError;
+use crate::log::LogError;
 use crate::metrics::RejectReason;
 use crate::sse;
 use crate::stream::{self, EventStream, StreamContext};
@@ -19,7 +20,7 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 
 /// Opens a stream, or answers HEAD with the same headers and no body (and no
 /// side effect: no channel is created).
-pub fn subscribe(
+pub async fn subscribe(
     state: &State,
     req: &Parts,
     path_channel: Option<&str>,
@@ -35,10 +36,26 @@ pub fn subscribe(
     };
 
     if head {
+        if !state.log.is_up() {
+            return Ok(retry_later(state, RejectReason::BackendUnavailable));
+        }
         if !state.hub.would_accept(&channels) {
             return Ok(retry_later(state, RejectReason::ChannelLimit));
         }
         return Ok(event_stream_response(Body::Empty));
+    }
+
+    if let Err(e) = state
+        .log
+        .prepare_subscribe(&state.hub, &channels, resume)
+        .await
+    {
+        let reason = match e {
+            LogError::ChannelLimit => RejectReason::ChannelLimit,
+            LogError::Unavailable => RejectReason::BackendUnavailable,
+        };
+        state.metrics.rejected(reason);
+        return Ok(retry_later(state, reason));
     }
 
     let subscription = match state.hub.subscribe(&channels, resume) {
@@ -104,6 +121,7 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
+        RejectReason::BackendUnavailable => "this node cannot reach Redis, retry later",
         RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
     };
     event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))

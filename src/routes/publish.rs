@@ -15,6 +15,7 @@ use crate::body::{Body, Response};
 use crate::domain::{ChannelName, EventType};
 use crate::error::ApiError;
 use crate::hub::{PublishItem, Published};
+use crate::log::LogError;
 use crate::routes::{query_param, read_body, BoxError};
 use crate::sse::PendingEvent;
 
@@ -44,7 +45,7 @@ where
     .await?;
     let data = std::str::from_utf8(&body).map_err(|_| ApiError::NotUtf8)?;
     let item = item(channel, event.as_ref(), data, limit)?;
-    let published = publish(state, vec![item])?;
+    let published = publish(state, vec![item]).await?;
     Ok(json_response(&published[0]))
 }
 
@@ -62,7 +63,7 @@ where
     )
     .await?;
     let items = parse_batch(&body, state.config.max_event_bytes)?;
-    let published = publish(state, items)?;
+    let published = publish(state, items).await?;
     Ok(json_response(&published))
 }
 
@@ -146,12 +147,15 @@ fn item(
     })
 }
 
-fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+async fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+    let retry_after = state.config.retry;
     state
-        .hub
-        .publish(items)
-        .map_err(|_| ApiError::ChannelLimit {
-            retry_after: state.config.retry,
+        .log
+        .publish(&state.hub, items)
+        .await
+        .map_err(|e| match e {
+            LogError::ChannelLimit => ApiError::ChannelLimit { retry_after },
+            LogError::Unavailable => ApiError::BackendUnavailable { retry_after },
         })
 }
 
