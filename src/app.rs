@@ -18,6 +18,7 @@ use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::log::Log;
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
 
@@ -25,6 +26,8 @@ use crate::routes::{self, BoxError};
 pub struct State {
     pub config: Config,
     pub hub: Arc<Hub>,
+    /// Where publishes go: issues ids, persists, then applies to `hub`.
+    pub log: Log,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down: streams end, new
     /// requests are refused.
@@ -34,8 +37,10 @@ pub struct State {
 impl State {
     pub fn new(config: Config) -> Arc<State> {
         let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.hub()));
         Arc::new(State {
-            hub: Arc::new(Hub::new(config.hub(), metrics.clone())),
+            log: Log::memory(hub.clone()),
+            hub,
             metrics,
             config,
             shutdown: CancellationToken::new(),
@@ -241,6 +246,7 @@ impl ApiError {
     fn reject_reason(&self) -> Option<RejectReason> {
         match self {
             ApiError::ChannelLimit { .. } => Some(RejectReason::ChannelLimit),
+            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 Some(RejectReason::BodyTooLarge)
             }

@@ -15,7 +15,11 @@
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
-//! - [`hub`]: channels, ids, publish and subscribe, under one lock.
+//! - [`log`]: where a published event gets its id and becomes durable or
+//!   shared (memory, `--data-dir`), then is handed to the hub in id order;
+//!   the contract every backend keeps.
+//! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
+//!   enter it only through [`hub::Hub::applier`].
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`stream`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.
@@ -32,6 +36,7 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod log;
 pub mod metrics;
 pub mod routes;
 pub mod server;

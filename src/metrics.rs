@@ -16,15 +16,18 @@ pub enum RejectReason {
     ShuttingDown,
     BodyTooLarge,
     BodyTimeout,
+    /// The log (disk, Redis) could not take a publish.
+    BackendUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::ConnectionLimit,
         RejectReason::ChannelLimit,
         RejectReason::ShuttingDown,
         RejectReason::BodyTooLarge,
         RejectReason::BodyTimeout,
+        RejectReason::BackendUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -34,6 +37,7 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyTimeout => "body_timeout",
+            RejectReason::BackendUnavailable => "backend_unavailable",
         }
     }
 }

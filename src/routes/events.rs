@@ -104,6 +104,7 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
+        RejectReason::BackendUnavailable => "event store unavailable, retry later",
         RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
     };
     event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))
