@@ -26,7 +26,7 @@ use crate::routes::{self, BoxError};
 pub struct State {
     pub config: Config,
     pub hub: Arc<Hub>,
-    /// Where events get their ids: this node, or Redis with `--redis`.
+    /// Where publishes go: issues ids, persists, then applies to `hub`.
     pub log: Log,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down: streams end, new
@@ -44,17 +44,19 @@ impl State {
     /// The state for `config`, or why it cannot run (a bad `--redis` URL).
     pub fn try_new(config: Config) -> Result<Arc<State>, String> {
         let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.hub()));
         let log = match &config.redis {
-            None => Log::Memory,
+            None => Log::memory(hub.clone()),
             Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
                 &config,
                 url,
+                hub.clone(),
                 metrics.clone(),
             )?)),
         };
         Ok(Arc::new(State {
-            hub: Arc::new(Hub::new(config.hub(), metrics.clone())),
             log,
+            hub,
             metrics,
             config,
             shutdown: CancellationToken::new(),
@@ -260,11 +262,11 @@ impl ApiError {
     fn reject_reason(&self) -> Option<RejectReason> {
         match self {
             ApiError::ChannelLimit { .. } => Some(RejectReason::ChannelLimit),
+            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 Some(RejectReason::BodyTooLarge)
             }
             ApiError::BodyTimeout(_) => Some(RejectReason::BodyTimeout),
-            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
             _ => None,
         }
     }

@@ -48,8 +48,13 @@ pub enum ApiError {
     ConnectionLimit { retry_after: Duration },
     #[error("the server is shutting down; retry later")]
     ShuttingDown { retry_after: Duration },
-    #[error("this node cannot reach Redis (--redis); retry later, or on another node")]
-    BackendUnavailable { retry_after: Duration },
+    /// The log cannot take events now (disk full, Redis down); nothing of
+    /// the request was published.
+    #[error("the event store is unavailable ({cause}); nothing was published, retry later")]
+    BackendUnavailable {
+        retry_after: Duration,
+        cause: String,
+    },
 }
 
 impl ApiError {
@@ -118,7 +123,7 @@ impl ApiError {
             ApiError::ChannelLimit { retry_after }
             | ApiError::ConnectionLimit { retry_after }
             | ApiError::ShuttingDown { retry_after }
-            | ApiError::BackendUnavailable { retry_after } => {
+            | ApiError::BackendUnavailable { retry_after, .. } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
             }

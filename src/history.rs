@@ -71,6 +71,20 @@ impl History {
         }
     }
 
+    /// Drops the events up to `through` and marks them as no longer
+    /// replayable; returns whether nothing is left.
+    pub fn forget_through(&mut self, through: EventId) -> bool {
+        while self.events.front().is_some_and(|e| e.id <= through) {
+            let dropped = self
+                .events
+                .pop_front()
+                .expect("the loop only runs while an event is held");
+            self.data_bytes -= dropped.data_len;
+        }
+        self.mark = self.mark.max(through);
+        self.events.is_empty()
+    }
+
     /// The events after `after`, and whether that list is provably complete
     /// (nothing after `after` was ever dropped).
     pub fn since(&self, after: EventId) -> (bool, impl Iterator<Item = &Event>) {

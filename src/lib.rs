@@ -15,10 +15,12 @@
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
-//! - [`log`]: where an event gets its id and becomes shared: this node, or
-//!   Redis with `--redis` (many nodes, one service).
-//! - [`hub`]: channels, ids, publish and subscribe, under one lock; with
-//!   `--redis` it follows Redis's log instead of issuing ids.
+//! - [`log`]: where a published event gets its id and becomes durable or
+//!   shared (memory, `--data-dir`, `--redis`), then is handed to the hub in
+//!   id order; the contract every backend keeps.
+//! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
+//!   enter it only through [`hub::Hub::applier`], or, on a node following
+//!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`).
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`stream`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.

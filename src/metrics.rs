@@ -16,7 +16,7 @@ pub enum RejectReason {
     ShuttingDown,
     BodyTooLarge,
     BodyTimeout,
-    /// `--redis` is unreachable.
+    /// The log (disk, Redis) could not take a publish.
     BackendUnavailable,
 }
 

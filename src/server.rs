@@ -47,7 +47,7 @@ pub async fn serve(
 
     tokio::spawn(reap_channels(state.clone()));
     if let Log::Redis(redis) = &state.log {
-        redis.start(state.hub.clone(), state.shutdown.clone());
+        redis.start(state.shutdown.clone());
     }
 
     let graceful = GracefulShutdown::new();

@@ -1,6 +1,11 @@
 //! Following a shared log: the hub as a node of a service whose ids are
 //! issued by Redis ([`crate::log::redis`]).
 //!
+//! This is the second way events enter the hub, beside [`Hub::applier`]:
+//! a node follows the *whole* service's log but holds only the channels
+//! its subscribers use, so an event of a channel not held here is skipped
+//! (it stays in Redis) instead of creating the channel.
+//!
 //! Every node reads the same log in the same order and hands it here with
 //! [`Hub::apply`]: the hub appends each event to the history of the channel
 //! (if this node holds it) and sends it to the live receivers, under the
@@ -53,7 +58,7 @@ impl Hub {
         let now = Instant::now();
         let mut inner = self.lock();
         for (name, event) in entries {
-            inner.clock.advance_to(event.id);
+            inner.last = inner.last.max(event.id);
             if let Some(channel) = inner.channels.get_mut(&name) {
                 if channel.history.holds_up_to(event.id) {
                     continue;
@@ -82,7 +87,7 @@ impl Hub {
     /// starts, before any subscriber is served). This replaces the node's
     /// own clock, which may disagree with Redis's.
     pub fn start_at(&self, id: EventId) {
-        self.lock().clock.last = id.get();
+        self.lock().last = id;
         self.applied.send_replace(id);
     }
 
@@ -127,7 +132,7 @@ impl Hub {
     pub fn finish_load(&self, snapshots: Vec<Snapshot>) {
         let now = Instant::now();
         let mut inner = self.lock();
-        let applied = inner.clock.last();
+        let applied = inner.last;
         for snapshot in snapshots {
             // Gone from `loading`: a reset happened meanwhile, the snapshot
             // may predate it, drop it.
@@ -190,7 +195,6 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -199,21 +203,17 @@ mod tests {
     use crate::domain::Resume;
     use crate::history::HistoryLimits;
     use crate::hub::{Backlog, HubConfig};
-    use crate::metrics::Metrics;
 
     fn hub() -> Hub {
-        Hub::new(
-            HubConfig {
-                history: HistoryLimits {
-                    events: 3,
-                    bytes: 1 << 20,
-                },
-                max_channels: 10,
-                stream_buffer: 16,
-                channel_ttl: Duration::from_secs(60),
+        Hub::new(HubConfig {
+            history: HistoryLimits {
+                events: 3,
+                bytes: 1 << 20,
             },
-            Arc::new(Metrics::new()),
-        )
+            max_channels: 10,
+            stream_buffer: 16,
+            channel_ttl: Duration::from_secs(60),
+        })
     }
 
     fn name(s: &str) -> ChannelName {

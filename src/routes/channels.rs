@@ -7,17 +7,19 @@ use http::HeaderValue;
 use crate::app::State;
 use crate::body::{Body, Response};
 use crate::error::ApiError;
+use crate::log::PublishError;
 
 /// With `--redis`, every channel of the service (see
 /// [`crate::log::redis::RedisLog::channels`] for how current the counts are).
 pub async fn list(state: &State) -> Result<Response, ApiError> {
-    let rows = state
-        .log
-        .channels(&state.hub)
-        .await
-        .map_err(|_| ApiError::BackendUnavailable {
+    let rows = state.log.channels(&state.hub).await.map_err(|e| match e {
+        PublishError::Unavailable { retry_after, cause } => {
+            ApiError::BackendUnavailable { retry_after, cause }
+        }
+        PublishError::ChannelLimit => ApiError::ChannelLimit {
             retry_after: state.config.retry,
-        })?;
+        },
+    })?;
     let json = serde_json::to_vec(&rows).expect("channel rows always serialize");
     let mut response = http::Response::new(Body::Full(json.into()));
     response

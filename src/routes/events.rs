@@ -10,7 +10,6 @@ use crate::body::{Body, Response};
 use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
 use crate::hub::SubscribeError;
-use crate::log::LogError;
 use crate::metrics::RejectReason;
 use crate::sse;
 use crate::stream::{self, EventStream, StreamContext};
@@ -45,15 +44,7 @@ pub async fn subscribe(
         return Ok(event_stream_response(Body::Empty));
     }
 
-    if let Err(e) = state
-        .log
-        .prepare_subscribe(&state.hub, &channels, resume)
-        .await
-    {
-        let reason = match e {
-            LogError::ChannelLimit => RejectReason::ChannelLimit,
-            LogError::Unavailable => RejectReason::BackendUnavailable,
-        };
+    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
         state.metrics.rejected(reason);
         return Ok(retry_later(state, reason));
     }
@@ -121,7 +112,7 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
-        RejectReason::BackendUnavailable => "this node cannot reach Redis, retry later",
+        RejectReason::BackendUnavailable => "event store unavailable, retry later",
         RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
     };
     event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))

@@ -39,19 +39,27 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, HistoryLimits};
-use crate::hub::{ChannelInfo, Hub, PublishItem, Published, Snapshot};
-use crate::metrics::Metrics;
+use crate::hub::{ChannelInfo, Hub, Snapshot};
+use crate::log::{PublishError, PublishItem, Published};
+use crate::metrics::{Metrics, RejectReason};
 use crate::sse::PendingEvent;
 use link::{Arg, Link, Lua};
 use values::{array, bulk, int, stream_id, text};
 
-/// Why the log cannot take a publish or serve a subscribe now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LogError {
-    #[error("Redis is unreachable")]
+/// Why Redis could not serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogError {
     Unavailable,
-    #[error("the service holds its maximum number of channels")]
     ChannelLimit,
+}
+
+impl LogError {
+    fn reason(self) -> RejectReason {
+        match self {
+            LogError::Unavailable => RejectReason::BackendUnavailable,
+            LogError::ChannelLimit => RejectReason::ChannelLimit,
+        }
+    }
 }
 
 /// The key names, all under one hash tag (`{h}`) so every script touches a
@@ -97,6 +105,7 @@ struct Health {
 }
 
 pub struct RedisLog {
+    hub: Arc<Hub>,
     client: redis::Client,
     /// Commands of requests (publish, load, /channels) and the heartbeat.
     link: Link,
@@ -115,11 +124,17 @@ pub struct RedisLog {
 
 impl RedisLog {
     /// Checks the URL; connects nothing yet ([`RedisLog::start`] does).
-    pub fn new(config: &Config, url: &str, metrics: Arc<Metrics>) -> Result<RedisLog, String> {
+    pub fn new(
+        config: &Config,
+        url: &str,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisLog, String> {
         // The URL may carry a password: never repeat it in a message.
         let client = redis::Client::open(url)
             .map_err(|e| format!("--redis: not a usable redis:// URL ({:?})", e.kind()))?;
         Ok(RedisLog {
+            hub,
             link: Link::new(client.clone(), config.redis_timeout),
             client,
             keys: Keys::new(&config.redis_prefix),
@@ -146,10 +161,10 @@ impl RedisLog {
 
     /// Starts the log reader, the heartbeat and the outage watchdog; they
     /// stop at `shutdown`.
-    pub fn start(self: &Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
-        tokio::spawn(reader::run(self.clone(), hub.clone(), shutdown.clone()));
-        tokio::spawn(self.clone().heartbeat(hub.clone(), shutdown.clone()));
-        tokio::spawn(self.clone().watchdog(hub, shutdown));
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(reader::run(self.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        tokio::spawn(self.clone().watchdog(shutdown));
     }
 
     /// Whether Redis answers this node now.
@@ -195,7 +210,7 @@ impl RedisLog {
     /// Ends every open stream once Redis has been unreachable for
     /// `--redis-timeout`, so their clients resume on a node that can serve
     /// them.
-    async fn watchdog(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
         let tick = (self.timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -206,7 +221,7 @@ impl RedisLog {
                 && self.down_for() >= self.timeout
                 && !self.health.streams_ended.swap(true, Ordering::AcqRel)
             {
-                let streams = hub.reset();
+                let streams = self.hub.reset();
                 self.metrics.redis_resyncs.inc();
                 tracing::warn!(
                     streams,
@@ -216,12 +231,31 @@ impl RedisLog {
         }
     }
 
-    /// Publishes `items` in one script call: all or nothing.
-    pub async fn publish(
-        &self,
-        hub: &Hub,
-        items: Vec<PublishItem>,
-    ) -> Result<Vec<Published>, LogError> {
+    /// Publishes `items` in one script call, all or nothing, and answers
+    /// once this node's hub has applied them from the log (the log contract,
+    /// [`crate::log`]).
+    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        let answers = self.publish_in_redis(items).await.map_err(|e| match e {
+            LogError::ChannelLimit => PublishError::ChannelLimit,
+            LogError::Unavailable => self.unavailable(),
+        })?;
+        if let Some(last) = answers.last() {
+            // The reader applies it within a round trip; if it does not, the
+            // event is published all the same (it is in Redis and reaches
+            // every node's subscribers), so the answer stays 200.
+            self.hub.wait_applied(last.id, self.timeout).await;
+        }
+        Ok(answers)
+    }
+
+    fn unavailable(&self) -> PublishError {
+        PublishError::Unavailable {
+            retry_after: self.timeout.max(Duration::from_secs(1)),
+            cause: "Redis is unreachable".to_owned(),
+        }
+    }
+
+    async fn publish_in_redis(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, LogError> {
         if !self.is_up() {
             return Err(LogError::Unavailable);
         }
@@ -264,14 +298,13 @@ impl RedisLog {
             ) else {
                 return Err(self.unexpected("publish"));
             };
-            let subscribers = others.max(0) as usize + hub.subscribers(&item.channel);
+            let subscribers = others.max(0) as usize + self.hub.subscribers(&item.channel);
             answers.push(Published {
                 id: EventId::new(id),
                 channel: item.channel,
                 subscribers,
             });
         }
-        self.metrics.events_published.inc_by(answers.len() as u64);
         Ok(answers)
     }
 
@@ -285,17 +318,17 @@ impl RedisLog {
     /// serve the subscribe exactly as a single node would.
     pub async fn prepare_subscribe(
         &self,
-        hub: &Hub,
         channels: &[ChannelName],
         resume: Resume,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), RejectReason> {
         if !self.is_up() {
-            return Err(LogError::Unavailable);
+            return Err(RejectReason::BackendUnavailable);
         }
+        let hub = &*self.hub;
         if let Resume::After(id) = resume {
             // Published through another node, and this node's reader has not
             // got there yet: wait for it, unless no such id was ever issued.
-            if id > hub.applied() && id <= self.issued().await? {
+            if id > hub.applied() && id <= self.issued().await.map_err(LogError::reason)? {
                 hub.wait_applied(id, self.timeout).await;
             }
         }
@@ -307,7 +340,7 @@ impl RedisLog {
                     Ok(snapshots) => hub.finish_load(snapshots),
                     Err(e) => {
                         hub.cancel_load(&plan.load);
-                        return Err(e);
+                        return Err(e.reason());
                     }
                 }
             } else if plan.wait {
@@ -380,9 +413,9 @@ impl RedisLog {
     /// `GET /channels` for the whole service. Other nodes' subscribers are
     /// as of their last heartbeat (at most [`RedisLog::beat_interval`] old);
     /// this node's are current.
-    pub async fn channels(&self, hub: &Hub) -> Result<Vec<ChannelInfo>, LogError> {
+    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, PublishError> {
         if !self.is_up() {
-            return Err(LogError::Unavailable);
+            return Err(self.unavailable());
         }
         let keys = [self.keys.key("channels"), self.keys.key("nodes")];
         let args = [Arg::Str(&self.keys.base), Arg::Str(&self.node)];
@@ -390,8 +423,14 @@ impl RedisLog {
             .link
             .eval(&self.scripts.channels, &keys, &args)
             .await
-            .map_err(|e| self.failed("channels", e))?;
-        let flat = array(&reply).ok_or_else(|| self.unexpected("channels"))?;
+            .map_err(|e| {
+                self.failed("channels", e);
+                self.unavailable()
+            })?;
+        let Some(flat) = array(&reply) else {
+            self.unexpected("channels");
+            return Err(self.unavailable());
+        };
         let mut rows = Vec::with_capacity(flat.len() / 4);
         for row in flat.chunks_exact(4) {
             let Some(channel) = text(&row[0]).and_then(|s| ChannelName::parse(s).ok()) else {
@@ -399,7 +438,7 @@ impl RedisLog {
             };
             let others = int(&row[3]).unwrap_or(0).max(0) as usize;
             rows.push(ChannelInfo {
-                subscribers: others + hub.subscribers(&channel),
+                subscribers: others + self.hub.subscribers(&channel),
                 retained: int(&row[1]).unwrap_or(0).max(0) as usize,
                 last_event_id: text(&row[2]).and_then(|s| s.parse().ok()).map(EventId::new),
                 channel,
@@ -417,7 +456,7 @@ impl RedisLog {
 
     /// Writes this node's heartbeat and subscriber counts, and keeps the
     /// channels it serves alive in Redis (every `--channel-ttl`/4).
-    async fn heartbeat(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
         let beat = self.beat_interval();
         let refresh_every = (self.channel_ttl / 4).max(beat);
         // A node that stops beating drops out of the counts after this.
@@ -433,7 +472,7 @@ impl RedisLog {
                 last_counts = None;
                 continue;
             }
-            let mut counts = hub.subscriber_counts();
+            let mut counts = self.hub.subscriber_counts();
             counts.sort_unstable();
             let changed = last_counts.as_ref() != Some(&counts);
             let refresh = last_refresh.is_none_or(|at| at.elapsed() >= refresh_every);

@@ -29,7 +29,8 @@ use crate::sse::PendingEvent;
 /// Entries taken per `XREAD`.
 const BATCH: usize = 1000;
 
-pub async fn run(log: Arc<RedisLog>, hub: Arc<Hub>, shutdown: CancellationToken) {
+pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
+    let hub = log.hub.clone();
     let block = (log.timeout / 5).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let config = link::config(log.timeout / 2, block + log.timeout / 2);
     let mut reader = Reader {

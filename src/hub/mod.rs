@@ -18,6 +18,10 @@
 //! receivers), and the expensive work, encoding the frame, happens before
 //! the lock is taken.
 //!
+//! The hub never numbers events itself: a [`crate::log`] issues the ids
+//! (and makes the events durable or shared) and hands them over through the
+//! one entry point, [`Hub::applier`] (see `apply.rs`), in id order.
+//!
 //! With a shared log (Redis, [`crate::log`]) ids are issued elsewhere and
 //! the hub *follows* the log: see [`follow`] for how events with given ids
 //! are applied in log order, and how a channel's history is loaded from the
@@ -27,17 +31,20 @@ mod follow;
 pub use follow::{LoadPlan, Snapshot};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
+mod apply;
+
+pub use apply::{Applier, OutOfOrder};
+
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, History, HistoryLimits};
-use crate::metrics::Metrics;
-use crate::sse::{self, GapReason, PendingEvent};
+use crate::sse::{self, GapReason};
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -63,24 +70,6 @@ pub enum SubscribeError {
     /// The hub was closed for shutdown.
     #[error("the server is shutting down")]
     Closed,
-}
-
-/// One event to publish, encoded but not yet numbered.
-#[derive(Debug)]
-pub struct PublishItem {
-    pub channel: ChannelName,
-    pub event: PendingEvent,
-    pub data_len: usize,
-}
-
-/// The answer to one published event.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Published {
-    #[serde(serialize_with = "as_string")]
-    pub id: EventId,
-    pub channel: ChannelName,
-    /// Live subscribers the event was handed to.
-    pub subscribers: usize,
 }
 
 /// A new stream's starting state, taken atomically with respect to publishes.
@@ -129,7 +118,6 @@ pub struct ChannelInfo {
 pub struct Hub {
     inner: Mutex<Inner>,
     config: HubConfig,
-    metrics: Arc<Metrics>,
     /// Following a shared log: the id of the last log entry applied, for
     /// subscribers that present an id this node has not reached yet.
     applied: watch::Sender<EventId>,
@@ -140,7 +128,10 @@ pub struct Hub {
 
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
-    clock: IdClock,
+    /// The newest id applied (or, before any, a floor no earlier id can
+    /// pass): new channels take it as their mark, and a resume id above it
+    /// is unknown.
+    last: EventId,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
     /// Following a shared log: channels whose history is being loaded, and
@@ -192,59 +183,29 @@ impl Channel {
     }
 }
 
-/// Issues ids: unique, strictly increasing, and after a restart greater than
-/// any id issued before it, with no state kept on disk.
-///
-/// An id is the current Unix time in microseconds, or the previous id plus
-/// one if that is larger. A restarted server starts from its clock, which is
-/// past every id of the previous run unless that run sustained more than a
-/// million publishes per second (ids would then run ahead of the clock) or
-/// the wall clock was set back across the restart.
-struct IdClock {
-    last: u64,
-}
-
-impl IdClock {
-    fn starting_now() -> IdClock {
-        IdClock {
-            last: unix_micros(),
-        }
-    }
-
-    fn next(&mut self) -> EventId {
-        self.last = (self.last + 1).max(unix_micros());
-        EventId::new(self.last)
-    }
-
-    fn last(&self) -> EventId {
-        EventId::new(self.last)
-    }
-
-    /// Following a shared log: `id` was issued elsewhere.
-    fn advance_to(&mut self, id: EventId) {
-        self.last = self.last.max(id.get());
-    }
-}
-
-fn unix_micros() -> u64 {
+/// The current Unix time in microseconds: the floor of every id issued
+/// now (see [`crate::log`]).
+pub fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Hub {
-        let clock = IdClock::starting_now();
+    pub fn new(config: HubConfig) -> Hub {
+        let start = EventId::new(unix_micros());
         Hub {
-            applied: watch::Sender::new(clock.last()),
+            applied: watch::Sender::new(start),
             inner: Mutex::new(Inner {
                 channels: HashMap::new(),
-                clock,
+                // Ids of an earlier run are below the clock at start (see
+                // `crate::log`), so a channel created now marks them as
+                // possibly missed.
+                last: start,
                 closed: false,
                 loading: HashMap::new(),
             }),
             config,
-            metrics,
             loaded: Notify::new(),
         }
     }
@@ -254,45 +215,6 @@ impl Hub {
     /// ignored rather than spread to every later request.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Publishes every item or none: the channel limit is checked for the
-    /// whole batch before the first id is issued.
-    pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, ChannelLimit> {
-        let mut inner = self.lock();
-        if !inner.has_room_for(items.iter().map(|item| &item.channel), &self.config) {
-            return Err(ChannelLimit);
-        }
-
-        let now = Instant::now();
-        let mut answers = Vec::with_capacity(items.len());
-        for item in items {
-            let Inner {
-                channels, clock, ..
-            } = &mut *inner;
-            let issued_before = clock.last();
-            let id = clock.next();
-            let channel = channel_entry(channels, &item.channel, &self.config, issued_before, now);
-            let event = Event {
-                id,
-                frame: item.event.finish(id),
-                data_len: item.data_len,
-            };
-            channel.history.push(event.clone());
-            channel.active_at = now;
-            let subscribers = match &channel.sender {
-                Some(sender) => sender.send(event).unwrap_or(0),
-                None => 0,
-            };
-            answers.push(Published {
-                id,
-                channel: item.channel,
-                subscribers,
-            });
-        }
-        drop(inner);
-        self.metrics.events_published.inc_by(answers.len() as u64);
-        Ok(answers)
     }
 
     /// Opens a stream on `channels` (distinct names) resuming from `resume`:
@@ -311,7 +233,7 @@ impl Hub {
             return Err(ChannelLimit.into());
         }
 
-        let last_issued = inner.clock.last();
+        let last_issued = inner.last;
         // An id past the newest ever issued comes from another server or an
         // earlier run; nothing can be proven about it.
         let resume = match resume {
@@ -325,10 +247,10 @@ impl Hub {
         for name in channels {
             let Inner {
                 channels: map,
-                clock,
+                last,
                 ..
             } = &mut *inner;
-            let channel = channel_entry(map, name, &self.config, clock.last(), now);
+            let channel = channel_entry(map, name, &self.config, *last, now);
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
                 channel: name.clone(),
@@ -493,10 +415,6 @@ fn channel_entry<'a>(
     })
 }
 
-fn as_string<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
-}
-
 fn opt_as_string<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),
@@ -513,20 +431,19 @@ impl serde::Serialize for ChannelName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{memory, PublishError, PublishItem};
+    use crate::sse::PendingEvent;
 
     fn hub(history: usize, max_channels: usize) -> Hub {
-        Hub::new(
-            HubConfig {
-                history: HistoryLimits {
-                    events: history,
-                    bytes: 1 << 20,
-                },
-                max_channels,
-                stream_buffer: 16,
-                channel_ttl: Duration::from_secs(60),
+        Hub::new(HubConfig {
+            history: HistoryLimits {
+                events: history,
+                bytes: 1 << 20,
             },
-            Arc::new(Metrics::new()),
-        )
+            max_channels,
+            stream_buffer: 16,
+            channel_ttl: Duration::from_secs(60),
+        })
     }
 
     fn name(s: &str) -> ChannelName {
@@ -534,11 +451,14 @@ mod tests {
     }
 
     fn publish(hub: &Hub, channel: &str, data: &str) -> EventId {
-        hub.publish(vec![PublishItem {
-            channel: name(channel),
-            event: PendingEvent::encode(None, data),
-            data_len: data.len(),
-        }])
+        memory::publish(
+            hub,
+            vec![PublishItem {
+                channel: name(channel),
+                event: PendingEvent::encode(None, data),
+                data_len: data.len(),
+            }],
+        )
         .unwrap()[0]
             .id
     }
@@ -623,7 +543,10 @@ mod tests {
                 data_len: 1,
             })
             .collect();
-        assert_eq!(hub.publish(items).unwrap_err(), ChannelLimit);
+        assert!(matches!(
+            memory::publish(&hub, items),
+            Err(PublishError::ChannelLimit)
+        ));
         assert_eq!(hub.channel_count(), 1);
         assert_eq!(hub.channels()[0].retained, 1, "nothing of the batch landed");
     }
