@@ -303,6 +303,8 @@ pub struct Binary {
     child: tokio::process::Child,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Everything the server logged (stderr), line by line.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -337,10 +339,17 @@ impl Binary {
         .await
         .expect("the binary logs its address");
         // Keep draining logs so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Binary {
             child,
             addr,
+            logs,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .build()
@@ -355,6 +364,17 @@ impl Binary {
     /// `GET /channels` as JSON.
     pub async fn channels(&self) -> serde_json::Value {
         get_channels(&self.client, &self.url("/channels")).await
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no goodbye).
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("the binary is running");
+        let _ = self.child.wait().await;
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     fn pid(&self) -> u32 {

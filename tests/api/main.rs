@@ -2,6 +2,7 @@
 
 mod browser;
 mod chaos;
+mod cluster;
 mod endpoints;
 mod helpers;
 mod hostile;

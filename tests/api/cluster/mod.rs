@@ -1,0 +1,345 @@
+//! Several herald nodes on one real Redis (SPEC §9), with real faults: a
+//! node killed with SIGKILL, Redis killed and restarted with and without
+//! AOF, a stalled connection, `CLIENT KILL`. Every test checks the promise
+//! users rely on: each stream sees ids strictly increase, and every
+//! acknowledged event is delivered or announced by a `herald.gap`.
+//!
+//! The long randomized version is `scripts/cluster-chaos.sh`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{
+    assert_no_silent_loss, health, node, publish_retrying, publishers, wait_health, Follower, Item,
+    Proxy, Redis,
+};
+
+use crate::helpers::{eventually, WAIT};
+
+/// Publishes one event to each channel and returns the last id: a stream
+/// that resumes from it is owed everything after it on all of them (a
+/// channel created later would rightly announce a gap for its earlier life).
+async fn warm_up(client: &reqwest::Client, nodes: &[String], channels: &[&str]) -> u64 {
+    let mut last = 0;
+    for channel in channels {
+        last = publish_retrying(client, nodes, 0, channel, "start").await;
+    }
+    last
+}
+
+fn urls(nodes: &[&crate::helpers::Binary]) -> Vec<String> {
+    nodes.iter().map(|n| n.url("")).collect()
+}
+
+#[tokio::test]
+async fn three_nodes_deliver_every_event_everywhere_in_one_id_order() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = node(&redis.url(), &["--history", "50"]).await;
+    let b = node(&redis.url(), &["--history", "50"]).await;
+    let c = node(&redis.url(), &["--history", "50"]).await;
+    let all = urls(&[&a, &b, &c]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all, &["a", "b"]).await;
+
+    // One multi-channel stream per node, each pinned to its node.
+    let followers: Vec<Follower> = all
+        .iter()
+        .map(|u| Follower::start(vec![u.clone()], "/events?channel=a&channel=b", Some(start)))
+        .collect();
+    // Publishers on all three nodes, to the same two channels at once; in
+    // the middle Redis drops every client connection (readers included).
+    let running = publishers(
+        all.clone(),
+        &[0, 1, 2],
+        &["a", "b"],
+        30,
+        Duration::from_millis(5),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    let acked = running.await.unwrap();
+    let newest = acked.last().unwrap().0;
+
+    let mut sequences = Vec::new();
+    for f in &followers {
+        f.wait_for(newest, WAIT).await;
+        let items = f.items();
+        assert_no_silent_loss(&items, &acked, true);
+        assert_eq!(
+            f.streams.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "no stream ended"
+        );
+        sequences.push(items);
+    }
+    assert!(
+        sequences.windows(2).all(|w| w[0] == w[1]),
+        "every node delivers the same events with the same ids"
+    );
+
+    // /channels is service-wide: each node counts the three streams.
+    for n in [&a, &b, &c] {
+        let url = n.url("/channels");
+        let counted = || async {
+            let rows: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["channel"] == "a")
+                .map(|r| r["subscribers"].as_u64().unwrap())
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while counted().await != Some(3) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/channels never counted 3"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(followers);
+
+    // A subscriber resumes on another node from the middle: exactly the
+    // rest, and the history limit (50) is enforced in Redis with its gap.
+    let middle = acked[acked.len() / 2].0;
+    let resumed = Follower::start(vec![c.url("")], "/events?channel=a&channel=b", Some(middle));
+    resumed.wait_for(newest, WAIT).await;
+    let expected: Vec<_> = acked
+        .iter()
+        .filter(|(id, _)| *id > middle)
+        .cloned()
+        .collect();
+    let items = resumed.items();
+    assert_no_silent_loss(&items, &expected, true);
+    assert_eq!(items.len(), expected.len());
+
+    let mut trimmed = Vec::new();
+    for i in 0..60 {
+        trimmed.push(a.publish("t", &i.to_string()).await.parse::<u64>().unwrap());
+    }
+    let old = Follower::start(vec![b.url("")], "/events/t", Some(trimmed[0]));
+    old.wait_for(trimmed[59], WAIT).await;
+    let items = old.items();
+    assert!(matches!(&items[0], Item::Gap { channel } if channel == "t"));
+    assert_eq!(items.len(), 1 + 50, "the gap, then the 50 retained events");
+    assert_eq!(
+        items[1],
+        Item::Event {
+            id: trimmed[10],
+            data: "10".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_node_killed_with_sigkill_loses_nothing() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let mut a = node(&redis.url(), &[]).await;
+    let b = node(&redis.url(), &[]).await;
+    let c = node(&redis.url(), &[]).await;
+    let all = urls(&[&a, &b, &c]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all[1..], &["k1", "k2"]).await;
+
+    // Subscribers start on node A; when it dies they move on like
+    // EventSource does, with Last-Event-ID.
+    let followers: Vec<Follower> = (0..3)
+        .map(|_| Follower::start(all.clone(), "/events?channel=k1&channel=k2", Some(start)))
+        .collect();
+    let running = publishers(
+        all[1..].to_vec(),
+        &[0, 1],
+        &["k1", "k2"],
+        60,
+        Duration::from_millis(5),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.kill().await;
+    let acked = running.await.unwrap();
+    let newest = acked.last().unwrap().0;
+    for f in &followers {
+        f.wait_for(newest, WAIT).await;
+        assert_no_silent_loss(&f.items(), &acked, true);
+        assert!(
+            f.streams.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+            "moved to another node"
+        );
+    }
+}
+
+async fn redis_restart(aof: bool) {
+    let extra: &[&str] = if aof {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &[]
+    };
+    let Some(mut redis) = Redis::start(extra).await else {
+        return;
+    };
+    let a = node(&redis.url(), &[]).await;
+    let b = node(&redis.url(), &[]).await;
+    let all = urls(&[&a, &b]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all, &["r1", "r2"]).await;
+    let followers: Vec<Follower> = [0, 1]
+        .iter()
+        .map(|&i| {
+            let mut order = all.clone();
+            order.rotate_left(i);
+            Follower::start(order, "/events?channel=r1&channel=r2", Some(start))
+        })
+        .collect();
+    let running = publishers(
+        all.clone(),
+        &[0, 1],
+        &["r1", "r2"],
+        40,
+        Duration::from_millis(20),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Redis away for 3 s: the nodes say so, and refuse what they cannot do.
+    redis.kill();
+    wait_health(&a, 503).await;
+    wait_health(&b, 503).await;
+    let refused = client
+        .post(a.url("/publish/r1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "backend_unavailable");
+    let retry = client.get(b.url("/events/r1")).send().await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert!(retry.text().await.unwrap().starts_with("retry: "));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart().await;
+
+    let acked = running.await.unwrap();
+    let newest = acked.last().unwrap().0;
+    for f in &followers {
+        f.wait_for(newest, 2 * WAIT).await;
+        assert_no_silent_loss(&f.items(), &acked, aof);
+    }
+    assert_eq!(health(&a).await, Some(200));
+    if !aof {
+        // Redis came back empty: every node noticed and said so.
+        for n in [&a, &b] {
+            eventually("the node resynced", || n.logged("lost its data")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_restarted_without_persistence_is_never_a_silent_loss() {
+    redis_restart(false).await;
+}
+
+#[tokio::test]
+async fn redis_restarted_with_aof_loses_nothing() {
+    redis_restart(true).await;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_connection_is_noticed_within_the_timeout() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let proxy = Proxy::start(redis.port).await;
+    let a = node(
+        &proxy.url(),
+        &["--redis-timeout", "1s", "--redis-log-len", "100"],
+    )
+    .await;
+    let b = node(&redis.url(), &[]).await;
+    let client = reqwest::Client::new();
+    let start = publish_retrying(&client, &[b.url("")], 0, "s", "start").await;
+    let follower = Follower::start(urls(&[&a, &b]), "/events/s", Some(start));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.stall(true);
+    let stalled_at = tokio::time::Instant::now();
+    wait_health(&a, 503).await;
+    let noticed = stalled_at.elapsed();
+    assert!(
+        noticed <= Duration::from_millis(2500),
+        "noticed after {noticed:?} (timeout 1s)"
+    );
+    let refused = client
+        .post(a.url("/publish/s"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+
+    // Meanwhile the service goes on; more events than the log keeps.
+    let mut acked = Vec::new();
+    for i in 0..250 {
+        let id = publish_retrying(&client, &[b.url("")], 0, "s", &format!("e{i}")).await;
+        acked.push((id, "s".to_owned()));
+    }
+    let newest = acked.last().unwrap().0;
+    follower.wait_for(newest, WAIT).await;
+    assert_no_silent_loss(&follower.items(), &acked, true);
+    assert!(
+        follower.streams.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "moved off A"
+    );
+
+    // Back: A catches up with Redis and serves the whole history again.
+    proxy.stall(false);
+    wait_health(&a, 200).await;
+    let fresh = Follower::start(vec![a.url("")], "/events/s", Some(start));
+    fresh.wait_for(newest, WAIT).await;
+    assert_no_silent_loss(&fresh.items(), &acked, true);
+}
+
+#[tokio::test]
+async fn channels_live_in_redis_with_their_ttl_and_eviction_is_warned_about() {
+    let Some(redis) = Redis::start(&["--maxmemory-policy", "allkeys-lru"]).await else {
+        return;
+    };
+    let a = node(&redis.url(), &["--channel-ttl", "1s"]).await;
+    let b = node(&redis.url(), &["--channel-ttl", "1s"]).await;
+    eventually("the startup warning", || a.logged("maxmemory-policy")).await;
+
+    let gone = a.publish("gone", "1").await;
+    a.publish("kept", "1").await;
+    let _keeper = Follower::start(vec![b.url("")], "/events/kept", None);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let rows = a.channels().await;
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["kept"],
+        "an idle channel expired in Redis, a subscribed one did not"
+    );
+    assert_eq!(
+        redis.cmd(&["EXISTS", "herald{h}:s:gone"]).await,
+        redis::Value::Int(0)
+    );
+    // Recreated, it cannot replay its earlier life: a gap, not silence.
+    let back = Follower::start(vec![b.url("")], "/events/gone", Some(gone.parse().unwrap()));
+    let id = a.publish("gone", "2").await;
+    back.wait_for(id.parse().unwrap(), WAIT).await;
+    assert!(
+        matches!(&back.items()[0], Item::Gap { .. }),
+        "{:?}",
+        back.items()
+    );
+}
