@@ -6,6 +6,7 @@
 //!
 //! The long randomized version is `scripts/cluster-chaos.sh`.
 
+mod chaos;
 mod support;
 
 use std::time::Duration;

@@ -279,8 +279,24 @@ pub struct Follower {
     task: JoinHandle<()>,
 }
 
+/// Node base URLs, shared so a test can replace a node that it restarted.
+pub type Nodes = Arc<Mutex<Vec<String>>>;
+
+pub fn shared(nodes: Vec<String>) -> Nodes {
+    Arc::new(Mutex::new(nodes))
+}
+
+fn pick(nodes: &Nodes, attempt: usize) -> String {
+    let nodes = nodes.lock().unwrap();
+    nodes[attempt % nodes.len()].clone()
+}
+
 impl Follower {
     pub fn start(nodes: Vec<String>, path: &str, last_id: Option<u64>) -> Follower {
+        Follower::start_shared(shared(nodes), path, last_id)
+    }
+
+    pub fn start_shared(nodes: Nodes, path: &str, last_id: Option<u64>) -> Follower {
         let items = Arc::new(Mutex::new(Vec::new()));
         let streams = Arc::new(AtomicUsize::new(0));
         let (sink, opened, path) = (items.clone(), streams.clone(), path.to_owned());
@@ -288,7 +304,7 @@ impl Follower {
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
             let mut last = last_id;
             for attempt in 0.. {
-                let base = &nodes[attempt % nodes.len()];
+                let base = pick(&nodes, attempt);
                 let mut request = client.get(format!("{base}{path}"));
                 if let Some(id) = last {
                     request = request.header("Last-Event-ID", id.to_string());
@@ -371,13 +387,24 @@ pub async fn publish_retrying(
     channel: &str,
     data: &str,
 ) -> u64 {
+    publish_shared(client, &shared(nodes.to_vec()), start, channel, data).await
+}
+
+/// [`publish_retrying`] over a list the test may change meanwhile.
+pub async fn publish_shared(
+    client: &reqwest::Client,
+    nodes: &Nodes,
+    start: usize,
+    channel: &str,
+    data: &str,
+) -> u64 {
     let deadline = tokio::time::Instant::now() + 3 * WAIT;
     for attempt in start.. {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no node took the publish to {channel}"
         );
-        let base = &nodes[attempt % nodes.len()];
+        let base = pick(nodes, attempt);
         let sent = client
             .post(format!("{base}/publish/{channel}"))
             .body(data.to_owned())
@@ -405,6 +432,17 @@ pub fn publishers(
     count: usize,
     pause: Duration,
 ) -> JoinHandle<Vec<Acked>> {
+    publishers_shared(shared(nodes), starts, channels, count, pause)
+}
+
+/// [`publishers`] over a list the test may change meanwhile.
+pub fn publishers_shared(
+    nodes: Nodes,
+    starts: &[usize],
+    channels: &'static [&'static str],
+    count: usize,
+    pause: Duration,
+) -> JoinHandle<Vec<Acked>> {
     let tasks: Vec<JoinHandle<Vec<Acked>>> = starts
         .iter()
         .map(|&start| {
@@ -415,7 +453,7 @@ pub fn publishers(
                 for i in 0..count {
                     let channel = channels[i % channels.len()];
                     let data = format!("p{start}-{i}");
-                    let id = publish_retrying(&client, &nodes, start, channel, &data).await;
+                    let id = publish_shared(&client, &nodes, start, channel, &data).await;
                     acked.push((id, channel.to_owned()));
                     tokio::time::sleep(pause).await;
                 }
@@ -439,47 +477,86 @@ pub fn publishers(
 /// it would have been. With `strict`, nothing may be missing and no gap
 /// may be sent at all.
 pub fn assert_no_silent_loss(items: &[Item], acked: &[Acked], strict: bool) {
-    let events: Vec<(usize, u64)> = items
+    let report = Report::of(items, acked);
+    assert_eq!(
+        report.out_of_order, 0,
+        "ids must strictly increase: {items:?}"
+    );
+    if strict {
+        assert!(
+            !items.iter().any(|i| matches!(i, Item::Gap { .. })),
+            "no gap expected: {items:?}"
+        );
+        assert_eq!(report.announced, 0, "nothing may be missing");
+    }
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged events lost without a herald.gap"
+    );
+}
+
+/// What one stream got, against what was acknowledged.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub received: usize,
+    /// An id received again (counted in `out_of_order` too).
+    pub duplicated: usize,
+    /// An id not above the one before it.
+    pub out_of_order: usize,
+    /// Acknowledged, never received, with no gap notice in its place.
+    pub lost: usize,
+    /// Acknowledged, never received, announced by a gap notice.
+    pub announced: usize,
+}
+
+impl Report {
+    pub fn of(items: &[Item], acked: &[Acked]) -> Report {
+        let mut report = Report::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut previous = 0;
+        for item in items {
+            if let Item::Event { id, .. } = item {
+                report.received += 1;
+                if !seen.insert(*id) {
+                    report.duplicated += 1;
+                }
+                if *id <= previous {
+                    report.out_of_order += 1;
+                }
+                previous = previous.max(*id);
+            }
+        }
+        let events = ordered_events(items);
+        for (id, channel) in acked {
+            if seen.contains(id) {
+                continue;
+            }
+            let at = events.partition_point(|(_, got)| got < id);
+            // Between the last event before it and the first after it, a
+            // gap notice for its channel must have been received.
+            let from = at.checked_sub(1).map_or(0, |i| events[i].0);
+            let to = events.get(at).map_or(items.len(), |(pos, _)| *pos);
+            let announced = items[from..to]
+                .iter()
+                .any(|i| matches!(i, Item::Gap { channel: c } if c == channel));
+            if announced {
+                report.announced += 1;
+            } else {
+                report.lost += 1;
+            }
+        }
+        report
+    }
+}
+
+/// (position, id) of each event received, for a stream whose ids increase.
+fn ordered_events(items: &[Item]) -> Vec<(usize, u64)> {
+    items
         .iter()
         .enumerate()
         .filter_map(|(pos, item)| match item {
             Item::Event { id, .. } => Some((pos, *id)),
             Item::Gap { .. } => None,
         })
-        .collect();
-    for pair in events.windows(2) {
-        assert!(
-            pair[0].1 < pair[1].1,
-            "ids must strictly increase: {} then {}",
-            pair[0].1,
-            pair[1].1
-        );
-    }
-    if strict {
-        assert!(
-            !items.iter().any(|i| matches!(i, Item::Gap { .. })),
-            "no gap expected: {items:?}"
-        );
-    }
-    for (id, channel) in acked {
-        let at = events.partition_point(|(_, got)| got < id);
-        if events.get(at).is_some_and(|(_, got)| got == id) {
-            continue;
-        }
-        assert!(
-            !strict,
-            "acknowledged event {id} on {channel} was never received"
-        );
-        // Between the last event before it and the first after it, a gap
-        // notice for its channel must have been received.
-        let from = at.checked_sub(1).map_or(0, |i| events[i].0);
-        let to = events.get(at).map_or(items.len(), |(pos, _)| *pos);
-        let announced = items[from..to]
-            .iter()
-            .any(|i| matches!(i, Item::Gap { channel: c } if c == channel));
-        assert!(
-            announced,
-            "acknowledged event {id} on {channel} was lost without a herald.gap"
-        );
-    }
+        .collect()
 }
