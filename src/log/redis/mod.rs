@@ -367,7 +367,11 @@ impl RedisLog {
     }
 
     async fn snapshot(&self, names: &[ChannelName]) -> Result<Vec<Snapshot>, LogError> {
-        let mut keys = vec![self.keys.key("seq"), self.keys.key("channels")];
+        let mut keys = vec![
+            self.keys.key("seq"),
+            self.keys.key("channels"),
+            self.keys.key("floor"),
+        ];
         for name in names {
             keys.push(self.keys.stream(name));
             keys.push(self.keys.meta(name));

@@ -107,10 +107,12 @@ impl Reader {
             conn.req_packed_command(
                 redis::cmd("EVAL")
                     .arg(include_str!("start.lua"))
-                    .arg(2)
+                    .arg(3)
                     .arg(keys.key("seq"))
                     .arg(keys.key("epoch"))
-                    .arg(format!("{:016x}", fastrand::u64(..))),
+                    .arg(keys.key("floor"))
+                    .arg(format!("{:016x}", fastrand::u64(..)))
+                    .arg(self.at.map_or(0, EventId::get)),
             )
             .await,
         )?;
@@ -127,6 +129,12 @@ impl Reader {
                 "start script",
             )));
         };
+        if array(&reply).and_then(|r| r.get(2)) == Some(&Value::Int(1)) {
+            tracing::warn!(
+                "Redis rolled back (restarted from an older snapshot or AOF): events this node \
+                 applied are gone from it; a subscriber resuming from before them gets a herald.gap"
+            );
+        }
         if self.epoch.as_deref().is_some_and(|known| known != epoch) {
             self.start_over("Redis lost its data (new epoch)");
             self.at = Some(seq);

@@ -250,6 +250,50 @@ async fn redis_restarted_with_aof_loses_nothing() {
 }
 
 #[tokio::test]
+async fn redis_rolled_back_to_an_older_snapshot_announces_what_it_lost() {
+    let Some(mut redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = node(&redis.url(), &[]).await;
+    let b = node(&redis.url(), &[]).await;
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &urls(&[&a, &b]), &["v"]).await;
+    let live = Follower::start(vec![a.url("")], "/events/v", Some(start));
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        if i == 5 {
+            redis.cmd(&["SAVE"]).await;
+        }
+        let id: u64 = b.publish("v", &i.to_string()).await.parse().unwrap();
+        acked.push((id, "v".to_owned()));
+    }
+    live.wait_for(acked[9].0, WAIT).await;
+
+    // Back to the snapshot: the last five acknowledged events are gone.
+    redis.restart().await;
+    let after = publish_retrying(&client, &urls(&[&a, &b]), 0, "v", "after").await;
+    assert!(after > acked[9].0, "no id is issued twice");
+    acked.push((after, "v".to_owned()));
+    live.wait_for(after, WAIT).await;
+    assert_no_silent_loss(&live.items(), &acked, true);
+    eventually("a node logs the rollback", || {
+        a.logged("rolled back") || b.logged("rolled back")
+    })
+    .await;
+
+    // Whoever saw less than that is told: from before the lost events, and
+    // from among them.
+    for from in [acked[4].0, acked[6].0] {
+        let f = Follower::start(vec![b.url("")], "/events/v", Some(from));
+        f.wait_for(after, WAIT).await;
+        let items = f.items();
+        assert!(matches!(&items[0], Item::Gap { .. }), "{items:?}");
+        let from_here: Vec<_> = acked.iter().filter(|(id, _)| *id > from).cloned().collect();
+        assert_no_silent_loss(&items, &from_here, false);
+    }
+}
+
+#[tokio::test]
 async fn a_stalled_redis_connection_is_noticed_within_the_timeout() {
     let Some(redis) = Redis::start(&[]).await else {
         return;
