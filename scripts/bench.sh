@@ -4,6 +4,8 @@
 #   scripts/bench.sh                 # full suite: 3 rounds, every scenario (< 20 min)
 #   scripts/bench.sh --quick         # 1 round, smaller counts (development)
 #   scripts/bench.sh --runs 5 --scenarios fanout-1k,publish
+#   scripts/bench.sh --redis [--quick]  # two nodes on Redis vs one node (issue 11,
+#                                       # scripts/bench-redis.sh)
 #
 # Builds herald (release) and scripts/herald-bench, then for each round starts
 # a fresh herald and a fresh Nchan (../shared/peers/nchan-start.sh), runs every
@@ -27,6 +29,11 @@ THREADS=${BENCH_THREADS:-1}
 RUNS=3
 QUICK=""
 SCENARIOS=""
+
+# Scale-out on Redis (issue 11) is its own suite: scripts/bench-redis.sh.
+for arg in "$@"; do
+  [ "$arg" = --redis ] && exec "$ROOT/scripts/bench-redis.sh" "$@"
+done
 
 while [ $# -gt 0 ]; do
   case "$1" in
