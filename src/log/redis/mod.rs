@@ -469,7 +469,13 @@ impl RedisLog {
         let mut last_refresh: Option<Instant> = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    // Leave the counts at once rather than after node_ttl.
+                    let mut leave = redis::cmd("ZREM");
+                    leave.arg(self.keys.key("nodes")).arg(&self.node);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.link.query(&leave)).await;
+                    return;
+                }
                 () = tokio::time::sleep(beat) => {}
             }
             if !self.is_up() {

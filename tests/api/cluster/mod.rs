@@ -388,3 +388,28 @@ async fn channels_live_in_redis_with_their_ttl_and_eviction_is_warned_about() {
         back.items()
     );
 }
+
+#[tokio::test]
+async fn the_channel_limit_counts_the_whole_service() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = node(&redis.url(), &["--max-channels", "2"]).await;
+    let b = node(&redis.url(), &["--max-channels", "2"]).await;
+    a.publish("one", "1").await;
+    b.publish("two", "2").await;
+    let refused = a
+        .client
+        .post(a.url("/publish/three"))
+        .body("3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "channel_limit");
+    let retry = b.client.get(b.url("/events/four")).send().await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert!(retry.text().await.unwrap().contains("too many channels"));
+    b.publish("one", "still fine").await;
+}
