@@ -139,6 +139,11 @@ impl Hub {
             let Some(arrived) = inner.loading.remove(&snapshot.channel) else {
                 continue;
             };
+            // Created meanwhile by a subscribe that gave up waiting (with
+            // nothing to replay): it has live receivers, keep it.
+            if inner.channels.contains_key(&snapshot.channel) {
+                continue;
+            }
             let mut events: Vec<Event> = snapshot
                 .events
                 .into_iter()

@@ -413,3 +413,40 @@ async fn the_channel_limit_counts_the_whole_service() {
     assert!(retry.text().await.unwrap().contains("too many channels"));
     b.publish("one", "still fine").await;
 }
+
+/// The publish script trims each channel in Redis exactly as one node's
+/// ring buffer does (`--history` events, `--history-bytes` of data, the
+/// newest always kept), and records the same mark: every resume point gets
+/// the same answer from a node on Redis as from a single node.
+#[tokio::test]
+async fn redis_trims_history_exactly_like_a_single_node() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let limits = ["--history", "5", "--history-bytes", "40"];
+    let clustered = node(&redis.url(), &limits).await;
+    let single = crate::helpers::Binary::start(&limits).await;
+    let sizes = [1, 30, 2, 9, 17, 40, 3, 3, 3, 3, 25, 1, 60, 2, 2, 12];
+    let (mut on_redis, mut on_one) = (Vec::new(), Vec::new());
+    for (i, n) in sizes.iter().enumerate() {
+        let data = format!("{i}{}", "x".repeat(*n));
+        on_redis.push(clustered.publish("h", &data).await.parse::<u64>().unwrap());
+        on_one.push(single.publish("h", &data).await.parse::<u64>().unwrap());
+    }
+    let answer = |f: &Follower| -> Vec<String> {
+        f.items()
+            .iter()
+            .map(|i| match i {
+                Item::Gap { .. } => "gap".to_owned(),
+                Item::Event { data, .. } => data.clone(),
+            })
+            .collect()
+    };
+    for k in 0..sizes.len() - 1 {
+        let a = Follower::start(vec![clustered.url("")], "/events/h", Some(on_redis[k]));
+        let b = Follower::start(vec![single.url("")], "/events/h", Some(on_one[k]));
+        a.wait_for(*on_redis.last().unwrap(), WAIT).await;
+        b.wait_for(*on_one.last().unwrap(), WAIT).await;
+        assert_eq!(answer(&a), answer(&b), "resuming after event {k}");
+    }
+}
