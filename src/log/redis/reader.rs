@@ -187,7 +187,15 @@ impl Reader {
             };
             if prev != at {
                 self.hub.apply(std::mem::take(&mut batch));
-                self.start_over("entries missing from the log");
+                if prev < at {
+                    // The log went on from an id before ours: Redis rolled
+                    // back past what this node applied. Those ids are gone;
+                    // whoever resumes from before them must hear so.
+                    raise_floor(conn, &self.log.keys.key("floor"), at).await?;
+                    self.start_over("Redis rolled back (restarted from an older snapshot or AOF)");
+                } else {
+                    self.start_over("entries missing from the log");
+                }
             }
             at = event.id;
             if let Some(channel) = channel {
@@ -214,6 +222,21 @@ impl Reader {
             "{why}: this node may have missed events; ended its streams so clients resume from Redis"
         );
     }
+}
+
+/// Raises the floor (see `start.lua`) to `to`.
+async fn raise_floor(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    to: EventId,
+) -> redis::RedisResult<()> {
+    const RAISE: &str = "if tonumber(redis.call('GET', KEYS[1]) or 0) < tonumber(ARGV[1]) then \
+                         redis.call('SET', KEYS[1], ARGV[1]) end";
+    link::checked(
+        conn.req_packed_command(redis::cmd("EVAL").arg(RAISE).arg(1).arg(key).arg(to.get()))
+            .await,
+    )
+    .map(drop)
 }
 
 /// The entries of an `XREAD` answer on one stream, `None` when it timed out.

@@ -293,6 +293,38 @@ async fn redis_rolled_back_to_an_older_snapshot_announces_what_it_lost() {
     }
 }
 
+/// The rollback seen from the log instead: the node that applied the lost
+/// events comes back only after others published again.
+#[tokio::test]
+async fn a_rollback_found_in_the_log_raises_the_floor_too() {
+    let Some(mut redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let proxy = Proxy::start(redis.port).await;
+    let a = node(&proxy.url(), &["--redis-timeout", "1s"]).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        if i == 5 {
+            redis.cmd(&["SAVE"]).await;
+        }
+        ids.push(a.publish("w", &i.to_string()).await.parse::<u64>().unwrap());
+    }
+    proxy.stall(true);
+    wait_health(&a, 503).await;
+    redis.restart().await; // back to the snapshot: ids[5..] are gone
+    let c = node(&redis.url(), &[]).await; // knows nothing of them
+    let after: u64 = c.publish("w", "after").await.parse().unwrap();
+    proxy.stall(false);
+    eventually("node A finds the rollback in the log", || {
+        a.logged("rolled back")
+    })
+    .await;
+
+    let f = Follower::start(vec![c.url("")], "/events/w", Some(ids[6]));
+    f.wait_for(after, WAIT).await;
+    assert!(matches!(&f.items()[0], Item::Gap { .. }), "{:?}", f.items());
+}
+
 #[tokio::test]
 async fn a_stalled_redis_connection_is_noticed_within_the_timeout() {
     let Some(redis) = Redis::start(&[]).await else {
