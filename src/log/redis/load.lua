@@ -35,7 +35,7 @@ local out = {}
 for i = 1, n do
   local stream, meta = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   if redis.call('EXISTS', meta) == 0 then
-    redis.call('HSET', meta, 'mark', seq, 'bytes', 0)
+    redis.call('HSET', meta, 'mark', seq, 'bytes', 0, 'count', 0)
   end
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
