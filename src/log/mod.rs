@@ -20,7 +20,10 @@
 //! 2. **Events reach the hub strictly in id order**, through
 //!    [`crate::hub::Hub::applier`]. The hub refuses nothing silently: an
 //!    event out of order is an [`OutOfOrder`](crate::hub::OutOfOrder)
-//!    error, a bug in the log, and is not applied.
+//!    error, a bug in the log, and is not applied. A log that many nodes
+//!    share (Redis) feeds each node through [`crate::hub::Hub::apply`]
+//!    instead, in the same order, which skips the channels that node does
+//!    not hold.
 //! 3. **The answer is sent only after the hub has applied the event**, so a
 //!    subscriber that connects after the answer with an older id receives
 //!    it (SPEC §3); with `--data-dir`, only after it is durable too, and no

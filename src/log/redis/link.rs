@@ -20,6 +20,9 @@ pub struct Link {
     /// failure. A `MultiplexedConnection` is a cheap handle: commands of all
     /// requests are pipelined on its one socket.
     conn: Mutex<Option<MultiplexedConnection>>,
+    /// Held while connecting, so a burst of requests after a failure opens
+    /// one connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Link {
@@ -29,12 +32,17 @@ impl Link {
             client,
             config: config(timeout, timeout),
             conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         }
     }
 
     async fn conn(&self) -> RedisResult<MultiplexedConnection> {
         if let Some(conn) = self.slot().clone() {
             return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.slot().clone() {
+            return Ok(conn); // another request connected meanwhile
         }
         let conn = self
             .client
