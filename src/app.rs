@@ -18,6 +18,7 @@ use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::log::disk::{DiskLog, OpenError};
 use crate::log::Log;
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
@@ -35,6 +36,8 @@ pub struct State {
 }
 
 impl State {
+    /// The state of an in-memory server (`--data-dir` is ignored: see
+    /// [`State::open`]).
     pub fn new(config: Config) -> Arc<State> {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
@@ -45,6 +48,24 @@ impl State {
             config,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The state for `config`: with `--data-dir`, recovers the directory
+    /// into the hub first (or refuses to start on it, saying why).
+    pub fn open(config: Config) -> Result<Arc<State>, OpenError> {
+        if config.data_dir.is_none() {
+            return Ok(State::new(config));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.hub()));
+        let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
+        Ok(Arc::new(State {
+            log: Log::Disk(log),
+            hub,
+            metrics,
+            config,
+            shutdown: CancellationToken::new(),
+        }))
     }
 }
 

@@ -43,5 +43,6 @@ pub mod server;
 pub mod sse;
 pub mod stream;
 
-pub use config::{Config, LogFormat};
+pub use app::State;
+pub use config::{Config, Fsync, LogFormat};
 pub use server::{run, serve};

@@ -5,7 +5,9 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Why a request was refused for a limit or state rather than for bad input;
 /// the `reason` label of `herald_requests_rejected_total`.
@@ -62,6 +64,18 @@ pub struct Metrics {
     /// be caught up from history.
     pub slow_subscribers_cut: IntCounter,
     rejected: IntCounterVec,
+    /// `fdatasync` calls of the disk log (one per group commit).
+    pub log_fsyncs: IntCounter,
+    /// Group writes of the disk log.
+    pub log_writes: IntCounter,
+    /// Writes or syncs of the disk log that failed (a full disk).
+    pub log_write_errors: IntCounter,
+    /// Snapshots written by the disk log's compaction.
+    pub log_compactions: IntCounter,
+    /// Bytes in the data directory's log files.
+    pub log_bytes: IntGauge,
+    /// How long startup recovery of the data directory took.
+    pub recovery_seconds: Gauge,
 }
 
 impl Metrics {
@@ -99,8 +113,30 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric names are valid constants"),
+            log_fsyncs: counter(
+                "herald_log_fsyncs_total",
+                "fdatasync calls of the disk log (one per group of publishes).",
+            ),
+            log_writes: counter("herald_log_writes_total", "Group writes of the disk log."),
+            log_write_errors: counter(
+                "herald_log_write_errors_total",
+                "Disk log writes or syncs that failed (publishes refused with 503).",
+            ),
+            log_compactions: counter(
+                "herald_log_compactions_total",
+                "Snapshots written by the disk log's compaction.",
+            ),
+            log_bytes: gauge(
+                "herald_log_bytes",
+                "Bytes in the data directory's log files.",
+            ),
+            recovery_seconds: Gauge::new(
+                "herald_recovery_seconds",
+                "How long startup recovery of --data-dir took.",
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -110,6 +146,12 @@ impl Metrics {
             Box::new(metrics.gaps.clone()),
             Box::new(metrics.slow_subscribers_cut.clone()),
             Box::new(metrics.rejected.clone()),
+            Box::new(metrics.log_fsyncs.clone()),
+            Box::new(metrics.log_writes.clone()),
+            Box::new(metrics.log_write_errors.clone()),
+            Box::new(metrics.log_compactions.clone()),
+            Box::new(metrics.log_bytes.clone()),
+            Box::new(metrics.recovery_seconds.clone()),
         ];
         for collector in collectors {
             metrics

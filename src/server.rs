@@ -25,7 +25,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve(listener, State::new(config), shutdown).await
+    let state = State::open(config).map_err(io::Error::other)?;
+    serve(listener, state, shutdown).await
 }
 
 /// [`run`] with a state built by the caller (tests look inside it).
@@ -85,6 +86,7 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
+    state.log.close();
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections closed"),
@@ -127,7 +129,10 @@ async fn reap_channels(state: Arc<State>) {
             () = state.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let left = state.hub.reap(tokio::time::Instant::now());
-        state.metrics.channels.set(left as i64);
+        let reaped = state.hub.reap(tokio::time::Instant::now());
+        state.metrics.channels.set(reaped.left as i64);
+        if !reaped.dropped.is_empty() {
+            state.log.forget(reaped.dropped, reaped.through).await;
+        }
     }
 }

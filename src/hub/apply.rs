@@ -9,9 +9,9 @@
 //!
 //! Recovery uses the same guard to rebuild the hub from a log before the
 //! server accepts anything: [`Applier::restore_channel`] (a channel with the
-//! mark it had), [`Applier::apply`] for each event, [`Applier::forget`] for a
-//! channel the reaper dropped, and [`Applier::raise_last`] for ids issued by
-//! an earlier run.
+//! mark it had), [`Applier::restore_event`] for each event,
+//! [`Applier::forget`] for a channel the reaper dropped, and
+//! [`Applier::raise_last`] for ids issued by an earlier run.
 
 use std::sync::MutexGuard;
 
@@ -110,6 +110,45 @@ impl Applier<'_> {
             self.now,
         );
         entry.history = history;
+    }
+
+    /// Recovery: appends `event` to `channel`'s history without sending it
+    /// live or moving the newest id (events of a snapshot come channel by
+    /// channel, not in global id order). A channel that does not exist is
+    /// created with `mark_if_new`. Each channel's events must come in id
+    /// order.
+    pub fn restore_event(&mut self, channel: &ChannelName, event: Event, mark_if_new: EventId) {
+        let entry = channel_entry(
+            &mut self.inner.channels,
+            channel,
+            &self.hub.config,
+            mark_if_new,
+            self.now,
+        );
+        entry.history.push(event);
+    }
+
+    /// Drops the events with an id below `cutoff` from every channel
+    /// (`--history-age`, after recovery).
+    pub fn expire(&mut self, cutoff: EventId) {
+        for channel in self.inner.channels.values_mut() {
+            channel.history.expire(cutoff);
+        }
+    }
+
+    /// How many channels the hub holds.
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+
+    /// Whether the hub holds `channel`.
+    pub fn has_channel(&self, channel: &ChannelName) -> bool {
+        self.inner.channels.contains_key(channel)
+    }
+
+    /// `--max-channels`.
+    pub fn max_channels(&self) -> usize {
+        self.hub.config.max_channels
     }
 
     /// Recovery: the reaper dropped `channel` when `through` was the newest

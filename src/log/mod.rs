@@ -33,6 +33,7 @@
 //!    backend unavailable with how long to wait before retrying. The route
 //!    turns them into 503 with `Retry-After`.
 
+pub mod disk;
 pub mod memory;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub enum PublishError {
 /// The log this server runs with.
 pub enum Log {
     Memory(memory::MemoryLog),
+    Disk(disk::DiskLog),
 }
 
 impl Log {
@@ -93,6 +95,26 @@ impl Log {
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
         match self {
             Log::Memory(log) => log.publish(items),
+            Log::Disk(log) => log.publish(items).await,
+        }
+    }
+
+    /// The reaper dropped `channels` (for `--channel-ttl`) when `through`
+    /// was the newest id: a log that keeps history drops them too.
+    pub async fn forget(&self, channels: Vec<ChannelName>, through: EventId) {
+        match self {
+            Log::Memory(_) => {
+                let _ = (channels, through);
+            }
+            Log::Disk(log) => log.forget(channels, through).await,
+        }
+    }
+
+    /// Stops taking publishes at shutdown, after those already queued.
+    pub fn close(&self) {
+        match self {
+            Log::Memory(_) => {}
+            Log::Disk(log) => log.close(),
         }
     }
 }
