@@ -2,6 +2,8 @@
 
 mod browser;
 mod chaos;
+mod crash;
+mod durable;
 mod endpoints;
 mod helpers;
 mod hostile;
