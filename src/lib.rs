@@ -16,8 +16,9 @@
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
 //! - [`log`]: where a published event gets its id and becomes durable or
-//!   shared (memory, `--data-dir`), then is handed to the hub in id order;
-//!   the contract every backend keeps.
+//!   shared, then is handed to the hub in id order; the contract every
+//!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
+//!   segments, group commit, recovery, compaction).
 //! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
 //!   enter it only through [`hub::Hub::applier`].
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
