@@ -86,7 +86,13 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
-    state.log.close();
+    // Commit and answer the publishes already queued; bounded like the rest.
+    if tokio::time::timeout(config.shutdown_grace, state.log.close())
+        .await
+        .is_err()
+    {
+        warn!("the log did not stop within the shutdown grace period");
+    }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections closed"),

@@ -110,11 +110,12 @@ impl Log {
         }
     }
 
-    /// Stops taking publishes at shutdown, after those already queued.
-    pub fn close(&self) {
+    /// Stops taking publishes at shutdown, after those already queued have
+    /// been committed and answered.
+    pub async fn close(&self) {
         match self {
             Log::Memory(_) => {}
-            Log::Disk(log) => log.close(),
+            Log::Disk(log) => log.close().await,
         }
     }
 }

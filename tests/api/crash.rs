@@ -226,7 +226,7 @@ async fn a_torn_tail_is_cut_at_every_byte_offset_of_the_last_records() {
             torn.len(),
             whole.len()
         );
-        state.log.close();
+        state.log.close().await;
         let kept = std::fs::metadata(case.join(name.to_str().unwrap()))
             .unwrap()
             .len() as usize;

@@ -22,7 +22,8 @@ mod recover;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +44,8 @@ const QUEUE: usize = 8192;
 pub struct DiskLog {
     queue: mpsc::Sender<Message>,
     retry_after: Duration,
+    /// The writer thread, joined by [`DiskLog::close`].
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DiskLog {
@@ -123,7 +126,7 @@ impl DiskLog {
             snapshot,
             compaction: None,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("herald-log-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| OpenError::NotWritable {
@@ -133,6 +136,7 @@ impl DiskLog {
         Ok(DiskLog {
             queue,
             retry_after: config.retry,
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -149,9 +153,19 @@ impl DiskLog {
         let _ = self.queue.send(Message::Forget { channels, through }).await;
     }
 
-    /// Lets the writer finish what is queued and stop.
-    pub fn close(&self) {
-        let _ = self.queue.try_send(Message::Stop);
+    /// Lets the writer commit and answer what is queued, then waits until
+    /// it has stopped (and any compaction has finished): after this the
+    /// directory is quiet and another server may open it.
+    pub async fn close(&self) {
+        let _ = self.queue.send(Message::Stop).await;
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
     }
 
     fn stopped(&self) -> PublishError {
