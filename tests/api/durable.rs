@@ -469,6 +469,33 @@ async fn refuses_a_bad_checksum_before_the_newest_segment() {
     assert_eq!(std::fs::read(&files[0]).unwrap(), bytes, "left as it was");
 }
 
+#[tokio::test]
+async fn refuses_a_bad_checksum_deep_inside_the_newest_segment() {
+    // Small request limits make one write's worth of torn tail small
+    // (about 1.2 MiB), so the damage is followed by more intact data than
+    // any crash can leave.
+    let dir = TempDir::new("corrupt-newest");
+    let limits = ["--max-batch-bytes", "16KiB", "--max-event-bytes", "4KiB"];
+    let app = start(&dir, |c| {
+        c.max_batch_bytes = 16 << 10;
+        c.max_event_bytes = 4 << 10;
+    })
+    .await;
+    app.publish("c", "the first event").await;
+    let data = "y".repeat(4000);
+    for _ in 0..360 {
+        app.publish("c", &data).await;
+    }
+    app.stop().await;
+    let files = log_files(&dir.path);
+    assert_eq!(files.len(), 1, "one segment: {files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes[12 + 30] ^= 0x55; // inside the first record
+    std::fs::write(&files[0], &bytes).unwrap();
+    refuses(&dir.path, &limits, "bad checksum").await;
+    assert_eq!(std::fs::read(&files[0]).unwrap(), bytes, "left as it was");
+}
+
 /// Publishes 2 KiB events until one is refused; returns the acknowledged
 /// ids and the refusal.
 async fn publish_until_refused(bin: &Binary) -> (Vec<u64>, reqwest::Response) {

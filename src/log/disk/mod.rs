@@ -64,7 +64,8 @@ impl DiskLog {
         recover::check_dir(&dir)?;
         let found = {
             let mut applier = hub.applier();
-            let found = recover::recover(&dir, &mut applier, config.history_age)?;
+            let window = recover::torn_window(config.max_batch_bytes.max(config.max_event_bytes));
+            let found = recover::recover(&dir, &mut applier, config.history_age, window)?;
             applier.raise_last(EventId::new(found.last));
             found
         };

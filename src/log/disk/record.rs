@@ -196,3 +196,68 @@ pub fn read(bytes: &[u8], at: usize) -> Read<'_> {
 pub fn frame(payload: &[u8]) -> Bytes {
     Bytes::copy_from_slice(payload)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_event() -> Vec<u8> {
+        let mut buf = Vec::new();
+        let channel = ChannelName::parse("news").unwrap();
+        encode(
+            &mut buf,
+            Kind::Event,
+            EventId::new(42),
+            5,
+            Some(&channel),
+            b"id: 42\ndata: hello\n\n",
+        );
+        buf
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let buf = one_event();
+        let Read::Record(rec, next) = read(&buf, 0) else {
+            panic!("a valid record");
+        };
+        assert_eq!(next, buf.len());
+        assert_eq!(rec.kind, Kind::Event);
+        assert_eq!(rec.id, EventId::new(42));
+        assert_eq!(rec.data_len, 5);
+        assert_eq!(rec.channel.unwrap().as_str(), "news");
+        assert_eq!(rec.payload, b"id: 42\ndata: hello\n\n");
+        assert!(matches!(read(&buf, next), Read::End));
+    }
+
+    #[test]
+    fn every_flipped_bit_and_every_cut_is_detected() {
+        let buf = one_event();
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    matches!(read(&bad, 0), Read::Bad(_)),
+                    "flip of bit {bit} of byte {byte}"
+                );
+            }
+        }
+        for cut in 1..buf.len() {
+            assert!(matches!(read(&buf[..cut], 0), Read::Bad(_)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn headers_of_newer_formats_and_other_files_are_refused() {
+        assert!(matches!(check_header(&header()), Ok(true)));
+        assert!(matches!(check_header(&header()[..5]), Ok(false)));
+        let mut newer = header();
+        newer[8] = 2;
+        assert!(matches!(check_header(&newer), Err(HeaderError::Newer(2))));
+        assert!(matches!(
+            check_header(b"something else"),
+            Err(HeaderError::NotOurs)
+        ));
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! Every record's checksum is checked. Only the end of the newest segment
 //! may be torn (a crash or power loss during its last, unsynced write): a
-//! bad record there, with at most [`TORN_WINDOW`] bytes after it, is cut
+//! bad record there, with at most one write's worth of bytes after it (see
+//! [`torn_window`]), is cut
 //! with a log line. A bad record anywhere else (an older segment, a
 //! snapshot, or deep inside the newest segment) is damage that cutting
 //! would turn into silent loss, so herald refuses to start and says where.
@@ -20,10 +21,14 @@ use crate::hub::Applier;
 use super::files::{self, Listing, LogFile};
 use super::record::{self, Kind, Read};
 
-/// How much of the newest segment's end may be torn: the largest write the
-/// writer makes in one go (a group of at most `GROUP_BYTES`, or one
-/// request larger than that) is well under it.
-pub const TORN_WINDOW: usize = 16 << 20;
+/// How much of the newest segment's end one write can leave torn: the writer
+/// stops adding requests to a group once its records reach `GROUP_BYTES`,
+/// so a write is at most that plus one request, whose records take at most
+/// 8 times its body (a data of nothing but line breaks becomes `data: `
+/// lines 7 times its size), plus slack.
+pub fn torn_window(max_request_bytes: usize) -> usize {
+    super::writer::GROUP_BYTES + 8 * max_request_bytes + (64 << 10)
+}
 
 /// Why herald will not start on a data directory.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,7 @@ pub fn recover(
     dir: &Path,
     hub: &mut Applier<'_>,
     max_age: Option<Duration>,
+    torn_window: usize,
 ) -> Result<Recovered, OpenError> {
     let unreadable = |source| OpenError::Unreadable {
         path: dir.to_owned(),
@@ -107,7 +113,8 @@ pub fn recover(
     let newest = listing.segments.len().checked_sub(1);
     for (index, segment) in listing.segments.iter_mut().enumerate() {
         let is_newest = Some(index) == newest;
-        read_segment(segment, is_newest, through, hub, &mut found)?;
+        let window = if is_newest { torn_window } else { 0 };
+        read_segment(segment, window, through, hub, &mut found)?;
     }
 
     // Files the snapshot made obsolete: every segment whose successor
@@ -199,15 +206,17 @@ fn read_snapshot(
     }
 }
 
-/// Replays one segment's records above `through`. In the newest segment a
-/// torn tail is cut (the file is truncated to its valid prefix).
+/// Replays one segment's records above `through`. In the newest segment
+/// (`torn_window` > 0) a torn tail is cut (the file is truncated to its
+/// valid prefix).
 fn read_segment(
     file: &mut LogFile,
-    is_newest: bool,
+    torn_window: usize,
     through: u64,
     hub: &mut Applier<'_>,
     found: &mut Recovered,
 ) -> Result<(), OpenError> {
+    let is_newest = torn_window > 0;
     let bytes = read_file(file)?;
     let mut at = match record::check_header(&bytes) {
         Ok(true) => record::HEADER_LEN,
@@ -222,11 +231,16 @@ fn read_segment(
             Read::Record(rec, next) => (rec, next),
             Read::End => break,
             Read::Bad(why) => {
-                if is_newest && bytes.len() - at <= TORN_WINDOW {
+                if bytes.len() - at <= torn_window {
                     cut_at = Some(at);
                     break;
                 }
-                return Err(damaged(&file.path, format!("{why} at byte {at}")));
+                let place = if is_newest {
+                    "with more intact data after it than one write leaves torn"
+                } else {
+                    "in a segment that was complete and synced"
+                };
+                return Err(damaged(&file.path, format!("{why} at byte {at}, {place}")));
             }
         };
         match (rec.kind, rec.channel) {

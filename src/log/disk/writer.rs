@@ -35,8 +35,8 @@ use super::record::{self, Kind};
 
 /// Most requests committed together.
 pub const GROUP_REQUESTS: usize = 4096;
-/// Data committed together, past which the writer stops taking requests
-/// for the current group (one request may exceed it alone).
+/// Record bytes committed together, past which the writer stops taking
+/// requests for the current group (one request may exceed it alone).
 pub const GROUP_BYTES: usize = 1 << 20;
 /// Bytes a record adds to an event's data and channel name, about: used to
 /// estimate the retained set's size on disk.
@@ -62,7 +62,10 @@ pub enum Message {
 impl Message {
     fn data_bytes(&self) -> usize {
         match self {
-            Message::Publish { items, .. } => items.iter().map(|i| i.data_len + 64).sum(),
+            Message::Publish { items, .. } => items
+                .iter()
+                .map(|i| i.event.len_bound() + i.channel.as_str().len() + 32)
+                .sum(),
             _ => 64,
         }
     }
