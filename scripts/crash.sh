@@ -8,7 +8,8 @@
 # round starts herald with a --data-dir, 16 publishers publish as fast as
 # they can, herald is killed with SIGKILL at a random point, and after the
 # restart every acknowledged event must be replayed once, in order, within
-# --history (a second test runs a fifth of the rounds with --history 30).
+# --history (a second test runs a fifth of the rounds with --history 30
+# and --fsync off).
 # Also runs the torn-tail test. Only the processes the tests start are
 # killed, by PID.
 set -euo pipefail
