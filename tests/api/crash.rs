@@ -22,7 +22,7 @@ type Acked = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
 
 /// Publishes from `PUBLISHERS` tasks until the server dies, recording every
 /// acknowledged id.
-async fn publish_until_killed(bin: &Binary, acked: &Acked, round: usize) {
+async fn publish_until_killed(bin: Binary, acked: &Acked, round: usize) {
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         let client = bin.client.clone();
@@ -55,12 +55,7 @@ async fn publish_until_killed(bin: &Binary, acked: &Acked, round: usize) {
     }
     // Kill at a random point of the publishing.
     tokio::time::sleep(Duration::from_millis(fastrand_ms(60, 300))).await;
-    let pid = bin.pid();
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    bin.kill9().await;
     for task in tasks {
         let _ = task.await;
     }
@@ -135,8 +130,7 @@ async fn crash_rounds(rounds: usize, history: usize, fsync: &str) {
         if round > 0 {
             check_after_restart(&bin, &acked, history).await;
         }
-        publish_until_killed(&bin, &acked, round).await;
-        drop(bin);
+        publish_until_killed(bin, &acked, round).await;
     }
     let bin = Binary::start(&args).await;
     check_after_restart(&bin, &acked, history).await;

@@ -578,5 +578,6 @@ async fn a_full_disk_gets_503_then_publishes_resume_when_space_returns() {
     assert!(!gap);
     assert_eq!(ids(&events), acked);
     assert_eq!(bin.metric("herald_log_write_errors_total").await, 0.0);
+    assert!(bin.metric("herald_recovery_seconds").await >= 0.0);
     bin.kill9().await;
 }
