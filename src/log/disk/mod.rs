@@ -123,6 +123,7 @@ impl DiskLog {
             file,
             file_id,
             file_len,
+            torn: false,
             closed,
             snapshot,
             compaction: None,

@@ -87,6 +87,8 @@ pub struct Writer {
     pub file_id: u64,
     /// The active segment's length up to its last good write.
     pub file_len: u64,
+    /// A failed write left bytes past `file_len` that could not be cut yet.
+    pub torn: bool,
     /// Closed segments, oldest first, with the newest snapshot: what the
     /// next compaction replaces.
     pub closed: Vec<files::LogFile>,
@@ -258,6 +260,12 @@ impl Writer {
     /// Writes `buf` at the end of the active segment and syncs it; on
     /// failure cuts the segment back to its last good length.
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.torn {
+            // An earlier failed write could not be cut off: cut it now, or
+            // write nothing after it.
+            self.file.set_len(self.file_len)?;
+            self.torn = false;
+        }
         let written = self.file.write_all(buf).and_then(|()| {
             if self.fsync {
                 self.metrics.log_fsyncs.inc();
@@ -278,7 +286,8 @@ impl Writer {
                 // good record. (Appends go to the end of the file, so the
                 // next write lands right there.)
                 if let Err(cut) = self.file.set_len(self.file_len) {
-                    tracing::error!(error = %cut, "cannot cut a failed write from the log");
+                    tracing::error!(error = %cut, "cannot cut a failed write from the log yet");
+                    self.torn = true;
                 }
                 Err(e)
             }
@@ -288,7 +297,7 @@ impl Writer {
     /// Starts a new segment once the active one is full, and compacts when
     /// the closed files hold more than twice what is retained.
     fn roll_if_full(&mut self) {
-        if self.file_len < self.segment_bytes {
+        if self.file_len < self.segment_bytes || self.torn {
             return;
         }
         // The closing segment is synced even under `--fsync off`: only the
