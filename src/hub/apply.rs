@@ -169,3 +169,90 @@ impl Applier<'_> {
         self.inner.last = self.inner.last.max(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::Resume;
+    use crate::history::HistoryLimits;
+    use crate::hub::{Backlog, HubConfig};
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            history: HistoryLimits {
+                events: 10,
+                bytes: 1 << 20,
+                age: None,
+            },
+            max_channels: 10,
+            stream_buffer: 16,
+            channel_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn event(id: u64) -> Event {
+        Event {
+            id: EventId::new(id),
+            frame: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            data_len: 1,
+        }
+    }
+
+    fn name(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn replayed_ids(hub: &Hub, channel: &str, after: u64) -> Vec<String> {
+        let sub = hub
+            .subscribe(&[name(channel)], Resume::After(EventId::new(after)))
+            .unwrap();
+        sub.backlog
+            .iter()
+            .map(|b| match b {
+                Backlog::Gap(_) => "gap".to_owned(),
+                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+            })
+            .map(|f| {
+                f.lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("id: ")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_event_not_above_the_newest_is_refused_and_not_applied() {
+        let hub = hub();
+        let last = hub.last_id().get();
+        let mut applier = hub.applier();
+        applier.apply(&name("a"), event(last + 10)).unwrap();
+        let refused = applier.apply(&name("a"), event(last + 5)).unwrap_err();
+        assert_eq!(refused.last, EventId::new(last + 10));
+        drop(applier);
+        assert_eq!(hub.channels()[0].retained, 1);
+    }
+
+    #[test]
+    fn recovery_restores_marks_events_and_forgotten_channels() {
+        let hub = hub();
+        let mut applier = hub.applier();
+        applier.restore_channel(&name("a"), EventId::new(5));
+        for id in [6, 7, 8] {
+            applier.restore_event(&name("a"), event(id), EventId::new(0));
+        }
+        applier.restore_event(&name("b"), event(3), EventId::new(2));
+        applier.forget(&name("b"), EventId::new(4));
+        applier.forget(&name("a"), EventId::new(6));
+        drop(applier);
+        assert_eq!(hub.channel_count(), 1, "b was forgotten whole");
+        // a lost 6 to the forget: resuming from 5 is a gap, from 6 is not.
+        assert_eq!(replayed_ids(&hub, "a", 5), ["gap", "7", "8"]);
+        assert_eq!(replayed_ids(&hub, "a", 6), ["7", "8"]);
+    }
+}
