@@ -88,7 +88,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates a new segment (header written and synced, directory synced) and
-/// returns it opened for appending.
+/// returns it opened for writing (the writer writes at its own offsets).
 pub fn create_segment(dir: &Path, after: u64) -> io::Result<File> {
     let path = segment_path(dir, after);
     let mut file = OpenOptions::new()
@@ -99,5 +99,5 @@ pub fn create_segment(dir: &Path, after: u64) -> io::Result<File> {
     file.write_all(&record::header())?;
     file.sync_data()?;
     sync_dir(dir)?;
-    OpenOptions::new().append(true).open(&path)
+    OpenOptions::new().write(true).open(&path)
 }

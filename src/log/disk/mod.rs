@@ -82,7 +82,7 @@ impl DiskLog {
         let (file, file_id, file_len) = match active {
             Some(segment) => {
                 let file = std::fs::OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&segment.path)
                     .map_err(not_writable)?;
                 (file, segment.id, segment.len)
@@ -123,6 +123,7 @@ impl DiskLog {
             file,
             file_id,
             file_len,
+            allocated: file_len,
             torn: false,
             closed,
             snapshot,

@@ -225,14 +225,23 @@ fn read_segment(
         Ok(false) => return Err(damaged(&file.path, "the segment has no header")),
         Err(e) => return Err(damaged(&file.path, e.to_string())),
     };
+    // Where the valid records end, if the file goes on past them, and how
+    // many of the bytes after are not zeros (a torn write, not the zeros the
+    // writer reserves ahead).
     let mut cut_at = None;
+    let mut torn_bytes = 0;
     while at < bytes.len() && at > 0 {
         let (rec, next) = match record::read(&bytes, at) {
             Read::Record(rec, next) => (rec, next),
             Read::End => break,
             Read::Bad(why) => {
-                if bytes.len() - at <= torn_window {
+                let data_end = bytes[at..]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(at, |last| at + last + 1);
+                if data_end - at <= torn_window {
                     cut_at = Some(at);
+                    torn_bytes = data_end - at;
                     break;
                 }
                 let place = if is_newest {
@@ -275,9 +284,10 @@ fn read_segment(
     }
     if at == 0 {
         cut_at = Some(0);
+        torn_bytes = bytes.len();
     }
     if let Some(cut) = cut_at {
-        let cut_bytes = (bytes.len() - cut) as u64;
+        let cut_bytes = torn_bytes as u64;
         let repaired = if cut == 0 {
             fs::write(&file.path, record::header())
                 .and_then(|()| OpenOptions::new().write(true).open(&file.path)?.sync_data())
@@ -292,13 +302,15 @@ fn read_segment(
             source,
         })?;
         file.len = (cut.max(record::HEADER_LEN)) as u64;
-        found.cut += cut_bytes;
-        tracing::warn!(
-            file = %file.path.display(),
-            cut_bytes,
-            kept_bytes = cut,
-            "cut a torn tail from the newest segment (a write the crash interrupted; it was never acknowledged under --fsync batch)"
-        );
+        if cut_bytes > 0 {
+            found.cut += cut_bytes;
+            tracing::warn!(
+                file = %file.path.display(),
+                cut_bytes,
+                kept_bytes = cut,
+                "cut a torn tail from the newest segment (a write the crash interrupted; it was never acknowledged under --fsync batch)"
+            );
+        }
     }
     Ok(())
 }

@@ -9,6 +9,13 @@
 //! `fdatasync`, no subscriber sees an event before it is durable, and the
 //! order on disk, on every stream and in the answers is the same.
 //!
+//! The active segment is extended with zeros ahead of the records (up to
+//! [`PREALLOCATE`] at a time, never past `--segment-bytes`), so most syncs
+//! flush data blocks only: a write that grows the file makes `fdatasync`
+//! commit the filesystem's journal too, which on ext4 waits for every other
+//! process's metadata changes. Recovery reads a zero tail as the end of the
+//! log; the tail is trimmed when a segment is closed.
+//!
 //! A failed write or sync (a full disk) answers the whole group
 //! `Unavailable`, cuts the segment back to its last good length, applies
 //! nothing, and the next group tries again: the server recovers by itself
@@ -16,7 +23,8 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +46,8 @@ pub const GROUP_REQUESTS: usize = 4096;
 /// Record bytes committed together, past which the writer stops taking
 /// requests for the current group (one request may exceed it alone).
 pub const GROUP_BYTES: usize = 1 << 20;
+/// How far ahead of the records the active segment is zero-filled.
+pub const PREALLOCATE: u64 = 4 << 20;
 /// Bytes a record adds to an event's data and channel name, about: used to
 /// estimate the retained set's size on disk.
 pub const RECORD_OVERHEAD: usize = 64;
@@ -87,6 +97,9 @@ pub struct Writer {
     pub file_id: u64,
     /// The active segment's length up to its last good write.
     pub file_len: u64,
+    /// The active segment's length on disk: `file_len` plus the zeros
+    /// written ahead.
+    pub allocated: u64,
     /// A failed write left bytes past `file_len` that could not be cut yet.
     pub torn: bool,
     /// Closed segments, oldest first, with the newest snapshot: what the
@@ -132,6 +145,9 @@ impl Writer {
             }
             self.commit(&mut group, &mut buf);
             self.roll_if_full();
+        }
+        if let Err(e) = self.trim() {
+            tracing::warn!(error = %e, "cannot trim the active segment at shutdown");
         }
         if let Some(compaction) = self.compaction.take() {
             let _ = compaction.finish();
@@ -264,9 +280,14 @@ impl Writer {
             // An earlier failed write could not be cut off: cut it now, or
             // write nothing after it.
             self.file.set_len(self.file_len)?;
+            self.allocated = self.file_len;
             self.torn = false;
         }
-        let written = self.file.write_all(buf).and_then(|()| {
+        let end = self.file_len + buf.len() as u64;
+        if end > self.allocated {
+            self.preallocate(end);
+        }
+        let written = self.file.write_all_at(buf, self.file_len).and_then(|()| {
             if self.fsync {
                 self.metrics.log_fsyncs.inc();
                 self.file.sync_data()
@@ -276,22 +297,57 @@ impl Writer {
         });
         match written {
             Ok(()) => {
-                self.file_len += buf.len() as u64;
+                self.file_len = end;
+                self.allocated = self.allocated.max(end);
                 self.metrics.log_writes.inc();
                 self.metrics.log_bytes.add(buf.len() as i64);
                 Ok(())
             }
             Err(e) => {
                 // Nothing half written stays: the segment ends at its last
-                // good record. (Appends go to the end of the file, so the
-                // next write lands right there.)
-                if let Err(cut) = self.file.set_len(self.file_len) {
-                    tracing::error!(error = %cut, "cannot cut a failed write from the log yet");
-                    self.torn = true;
+                // good record.
+                match self.file.set_len(self.file_len) {
+                    Ok(()) => self.allocated = self.file_len,
+                    Err(cut) => {
+                        tracing::error!(error = %cut, "cannot cut a failed write from the log yet");
+                        self.torn = true;
+                    }
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Zero-fills the active segment ahead of `end`, if there is room; if
+    /// not, the records simply grow the file.
+    fn preallocate(&mut self, end: u64) {
+        let target = end.max((self.file_len + PREALLOCATE).min(self.segment_bytes));
+        if target <= end {
+            return;
+        }
+        let zeros = vec![0u8; 64 << 10];
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64) as usize;
+            if self.file.write_all_at(&zeros[..n], at).is_err() {
+                // No room to reserve (a full disk): give it back.
+                let _ = self.file.set_len(self.allocated);
+                return;
+            }
+            at += n as u64;
+        }
+        self.allocated = target;
+    }
+
+    /// Cuts the zeros written ahead off the active segment (when it is
+    /// closed, and at shutdown), so closed segments end at their last
+    /// record.
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated > self.file_len {
+            self.file.set_len(self.file_len)?;
+            self.allocated = self.file_len;
+        }
+        self.file.sync_data()
     }
 
     /// Starts a new segment once the active one is full, and compacts when
@@ -300,9 +356,9 @@ impl Writer {
         if self.file_len < self.segment_bytes || self.torn {
             return;
         }
-        // The closing segment is synced even under `--fsync off`: only the
-        // newest segment may ever have a torn tail.
-        if let Err(e) = self.file.sync_data() {
+        // The closing segment is trimmed and synced even under `--fsync
+        // off`: only the newest segment may ever have a torn tail.
+        if let Err(e) = self.trim() {
             tracing::warn!(error = %e, "cannot sync a full segment; will try again");
             return;
         }
@@ -323,6 +379,7 @@ impl Writer {
         });
         self.file_id = id;
         self.file_len = record::HEADER_LEN as u64;
+        self.allocated = self.file_len;
         self.metrics.log_bytes.add(record::HEADER_LEN as i64);
         self.compact_if_due();
     }
