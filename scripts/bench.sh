@@ -213,11 +213,12 @@ PY
   python3 - "$runs" "$fs" "$ddir/recovery.json" "$OUT/durable.md" "$RUNS" "$(( $(date +%s) - start_s ))" "${QUICK:+quick}" <<'PY'
 import json, statistics, sys, subprocess
 runs, fs, rec, out, rounds, took, quick = sys.argv[1:8]
-rate = {}
+rate, by_round = {}, {}
 for line in open(runs):
     r = json.loads(line)
     if r.get("ok"):
         rate.setdefault((r["scenario"], r["target"]), []).append(r["metrics"]["publishes_per_s"])
+        by_round[(r["scenario"], r["target"], r["round"])] = r["metrics"]["publishes_per_s"]
 fsync = {}
 for line in open(fs):
     r = json.loads(line)
@@ -230,12 +231,16 @@ lines = [
     "",
     f"herald {rev}; {rounds} round(s){' (quick)' if quick else ''}; took {took} s. Machine shared with other work: figures vary with its load.",
     "",
+    "Rates are medians over rounds; the ratio is durable / in-memory within each round, then the median.",
+    "",
     "| publishers | in-memory publishes/s | durable publishes/s | durable / in-memory | fsyncs per publish |",
     "|---:|---:|---:|---:|---:|",
 ]
 for s, n in (("publish-1", 1), ("publish", 16), ("publish-64", 64)):
     m, d = med(rate.get((s, "herald-memory"), [])), med(rate.get((s, "herald-durable"), []))
-    lines.append(f"| {n} | {m:,.0f} | {d:,.0f} | {d / m:.2f} | {med(fsync.get(s, [])):.3f} |")
+    ratios = [by_round[(s, "herald-durable", k[2])] / v for k, v in by_round.items()
+              if k[0] == s and k[1] == "herald-memory" and (s, "herald-durable", k[2]) in by_round]
+    lines.append(f"| {n} | {m:,.0f} | {d:,.0f} | {med(ratios):.2f} | {med(fsync.get(s, [])):.3f} |")
 lines += [
     "",
     f"Recovery after kill -9 of {recovery['retained']:,} retained events "
