@@ -18,6 +18,7 @@ use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::log::disk::{DiskLog, OpenError};
 use crate::log::{self, Log};
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
@@ -35,14 +36,14 @@ pub struct State {
 }
 
 impl State {
-    /// The state for `config`; panics on a configuration [`State::try_new`]
-    /// refuses (tests).
+    /// The state of a server without `--data-dir` (see [`State::open`]):
+    /// in memory, or a node on `--redis`. Panics on a bad `--redis` URL
+    /// (tests).
     pub fn new(config: Config) -> Arc<State> {
-        State::try_new(config).expect("a valid configuration")
+        State::without_disk(config).expect("a usable --redis URL")
     }
 
-    /// The state for `config`, or why it cannot run (a bad `--redis` URL).
-    pub fn try_new(config: Config) -> Result<Arc<State>, String> {
+    fn without_disk(config: Config) -> Result<Arc<State>, String> {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
         let log = match &config.redis {
@@ -62,6 +63,42 @@ impl State {
             shutdown: CancellationToken::new(),
         }))
     }
+
+    /// The state for `config`: with `--data-dir`, recovers the directory
+    /// into the hub first (or refuses to start on it, saying why).
+    /// `--redis` with `--data-dir` is refused (SPEC §9).
+    pub fn open(config: Config) -> Result<Arc<State>, StartError> {
+        if config.data_dir.is_none() {
+            return State::without_disk(config).map_err(StartError::Redis);
+        }
+        if config.redis.is_some() {
+            return Err(StartError::RedisWithDataDir);
+        }
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.hub()));
+        let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
+        Ok(Arc::new(State {
+            log: Log::Disk(log),
+            hub,
+            metrics,
+            config,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}
+
+/// Why the server cannot start with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Disk(#[from] OpenError),
+    #[error("{0}")]
+    Redis(String),
+    #[error(
+        "--redis and --data-dir cannot be used together: with Redis, history lives in Redis \
+         and durability is Redis's persistence (AOF); drop --data-dir"
+    )]
+    RedisWithDataDir,
 }
 
 /// What the accept loop knows about one connection.

@@ -5,6 +5,7 @@
 //! README and [`Config::default`] cannot disagree.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -44,6 +45,25 @@ pub struct Config {
     /// the newest event is always retained.
     #[arg(long, env = "HERALD_HISTORY_BYTES", default_value = "1MiB", value_parser = byte_size)]
     pub history_bytes: usize,
+
+    /// Drop events older than this from every channel's history (default: no age limit).
+    #[arg(long, env = "HERALD_HISTORY_AGE", value_parser = positive_duration)]
+    pub history_age: Option<Duration>,
+
+    /// Keep every channel's history in this directory so it survives restarts and crashes
+    /// (default: in memory only).
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: `batch` answers a publish once it is on disk (fdatasync, shared by
+    /// concurrent publishes); `off` answers after the write (survives a crash of herald, not a
+    /// power loss).
+    #[arg(long, env = "HERALD_FSYNC", default_value = "batch")]
+    pub fsync: Fsync,
+
+    /// With --data-dir: size at which the log starts a new segment file (bytes, or with KiB/MiB/GiB).
+    #[arg(long, env = "HERALD_SEGMENT_BYTES", default_value = "64MiB", value_parser = byte_size)]
+    pub segment_bytes: usize,
 
     /// Drop a channel and its history after this long with no subscriber and no publish.
     #[arg(long, env = "HERALD_CHANNEL_TTL", default_value = "1h", value_parser = positive_duration)]
@@ -119,6 +139,15 @@ pub struct Config {
     pub log: String,
 }
 
+/// When a durable publish is answered (`--fsync`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After `fdatasync`: survives power loss.
+    Batch,
+    /// After `write`: survives a crash of herald, not of the machine.
+    Off,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -139,6 +168,7 @@ impl Config {
             history: HistoryLimits {
                 events: self.history as usize,
                 bytes: self.history_bytes,
+                age: self.history_age,
             },
             max_channels: self.max_channels as usize,
             stream_buffer: self.stream_buffer as usize,
@@ -230,6 +260,9 @@ mod tests {
         assert_eq!(c.cors_origin, ["*"]);
         assert_eq!(c.redis, None);
         assert_eq!(c.redis_timeout, Duration::from_secs(5));
+        assert_eq!(c.history_age, None);
+        assert_eq!(c.data_dir, None);
+        assert_eq!(c.fsync, Fsync::Batch);
     }
 
     #[test]

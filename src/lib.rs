@@ -16,8 +16,10 @@
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
 //! - [`log`]: where a published event gets its id and becomes durable or
-//!   shared (memory, `--data-dir`, `--redis`), then is handed to the hub in
-//!   id order; the contract every backend keeps.
+//!   shared, then is handed to the hub in id order; the contract every
+//!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
+//!   segments, group commit, recovery, compaction), `log::redis` (`--redis`:
+//!   many nodes, one service).
 //! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
 //!   enter it only through [`hub::Hub::applier`], or, on a node following
 //!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`).
@@ -44,5 +46,6 @@ pub mod server;
 pub mod sse;
 pub mod stream;
 
-pub use config::{Config, LogFormat};
+pub use app::State;
+pub use config::{Config, Fsync, LogFormat};
 pub use server::{run, serve};

@@ -5,7 +5,9 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Why a request was refused for a limit or state rather than for bad input;
 /// the `reason` label of `herald_requests_rejected_total`.
@@ -67,6 +69,18 @@ pub struct Metrics {
     /// With `--redis`: times this node lost track of the shared log and
     /// ended its streams so clients resume from Redis.
     pub redis_resyncs: IntCounter,
+    /// `fdatasync` calls of the disk log (one per group commit).
+    pub log_fsyncs: IntCounter,
+    /// Group writes of the disk log.
+    pub log_writes: IntCounter,
+    /// Writes or syncs of the disk log that failed (a full disk).
+    pub log_write_errors: IntCounter,
+    /// Snapshots written by the disk log's compaction.
+    pub log_compactions: IntCounter,
+    /// Bytes in the data directory's log files.
+    pub log_bytes: IntGauge,
+    /// How long startup recovery of the data directory took.
+    pub recovery_seconds: Gauge,
 }
 
 impl Metrics {
@@ -112,8 +126,30 @@ impl Metrics {
                 "herald_redis_resyncs_total",
                 "Times this node lost track of the Redis log and ended its streams.",
             ),
+            log_fsyncs: counter(
+                "herald_log_fsyncs_total",
+                "fdatasync calls of the disk log (one per group of publishes).",
+            ),
+            log_writes: counter("herald_log_writes_total", "Group writes of the disk log."),
+            log_write_errors: counter(
+                "herald_log_write_errors_total",
+                "Disk log writes or syncs that failed (publishes refused with 503).",
+            ),
+            log_compactions: counter(
+                "herald_log_compactions_total",
+                "Snapshots written by the disk log's compaction.",
+            ),
+            log_bytes: gauge(
+                "herald_log_bytes",
+                "Bytes in the data directory's log files.",
+            ),
+            recovery_seconds: Gauge::new(
+                "herald_recovery_seconds",
+                "How long startup recovery of --data-dir took.",
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -125,6 +161,12 @@ impl Metrics {
             Box::new(metrics.rejected.clone()),
             Box::new(metrics.redis_connected.clone()),
             Box::new(metrics.redis_resyncs.clone()),
+            Box::new(metrics.log_fsyncs.clone()),
+            Box::new(metrics.log_writes.clone()),
+            Box::new(metrics.log_write_errors.clone()),
+            Box::new(metrics.log_compactions.clone()),
+            Box::new(metrics.log_bytes.clone()),
+            Box::new(metrics.recovery_seconds.clone()),
         ];
         for collector in collectors {
             metrics

@@ -26,7 +26,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let state = State::try_new(config).map_err(io::Error::other)?;
+    let state = State::open(config).map_err(io::Error::other)?;
     serve(listener, state, shutdown).await
 }
 
@@ -90,6 +90,13 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
+    // Commit and answer the publishes already queued; bounded like the rest.
+    if tokio::time::timeout(config.shutdown_grace, state.log.close())
+        .await
+        .is_err()
+    {
+        warn!("the log did not stop within the shutdown grace period");
+    }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections closed"),
@@ -132,7 +139,10 @@ async fn reap_channels(state: Arc<State>) {
             () = state.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let left = state.hub.reap(tokio::time::Instant::now());
-        state.metrics.channels.set(left as i64);
+        let reaped = state.hub.reap(tokio::time::Instant::now());
+        state.metrics.channels.set(reaped.left as i64);
+        if !reaped.dropped.is_empty() {
+            state.log.forget(reaped.dropped, reaped.through).await;
+        }
     }
 }

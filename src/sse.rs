@@ -108,6 +108,12 @@ impl PendingEvent {
         PendingEvent { buf }
     }
 
+    /// An upper bound of the finished frame's length (the room reserved for
+    /// the id line included).
+    pub fn len_bound(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Writes `id: <id>` in front of the encoded fields and returns the frame.
     pub fn finish(mut self, id: EventId) -> Bytes {
         let mut digits = itoa::Buffer::new();

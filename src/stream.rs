@@ -335,6 +335,7 @@ mod tests {
             history: HistoryLimits {
                 events: history,
                 bytes: 1 << 20,
+                age: None,
             },
             max_channels: 100,
             stream_buffer,

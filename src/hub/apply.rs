@@ -9,9 +9,9 @@
 //!
 //! Recovery uses the same guard to rebuild the hub from a log before the
 //! server accepts anything: [`Applier::restore_channel`] (a channel with the
-//! mark it had), [`Applier::apply`] for each event, [`Applier::forget`] for a
-//! channel the reaper dropped, and [`Applier::raise_last`] for ids issued by
-//! an earlier run.
+//! mark it had), [`Applier::restore_event`] for each event,
+//! [`Applier::forget`] for a channel the reaper dropped, and
+//! [`Applier::raise_last`] for ids issued by an earlier run.
 
 use std::sync::MutexGuard;
 
@@ -112,6 +112,45 @@ impl Applier<'_> {
         entry.history = history;
     }
 
+    /// Recovery: appends `event` to `channel`'s history without sending it
+    /// live or moving the newest id (events of a snapshot come channel by
+    /// channel, not in global id order). A channel that does not exist is
+    /// created with `mark_if_new`. Each channel's events must come in id
+    /// order.
+    pub fn restore_event(&mut self, channel: &ChannelName, event: Event, mark_if_new: EventId) {
+        let entry = channel_entry(
+            &mut self.inner.channels,
+            channel,
+            &self.hub.config,
+            mark_if_new,
+            self.now,
+        );
+        entry.history.push(event);
+    }
+
+    /// Drops the events with an id below `cutoff` from every channel
+    /// (`--history-age`, after recovery).
+    pub fn expire(&mut self, cutoff: EventId) {
+        for channel in self.inner.channels.values_mut() {
+            channel.history.expire(cutoff);
+        }
+    }
+
+    /// How many channels the hub holds.
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+
+    /// Whether the hub holds `channel`.
+    pub fn has_channel(&self, channel: &ChannelName) -> bool {
+        self.inner.channels.contains_key(channel)
+    }
+
+    /// `--max-channels`.
+    pub fn max_channels(&self) -> usize {
+        self.hub.config.max_channels
+    }
+
     /// Recovery: the reaper dropped `channel` when `through` was the newest
     /// id. Its events up to `through` go; if later ones were applied (the
     /// channel was created again), it keeps them with `through` as mark.
@@ -128,5 +167,92 @@ impl Applier<'_> {
     /// must be above it, and a resume id up to it is not "from the future".
     pub fn raise_last(&mut self, id: EventId) {
         self.inner.last = self.inner.last.max(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::Resume;
+    use crate::history::HistoryLimits;
+    use crate::hub::{Backlog, HubConfig};
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            history: HistoryLimits {
+                events: 10,
+                bytes: 1 << 20,
+                age: None,
+            },
+            max_channels: 10,
+            stream_buffer: 16,
+            channel_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn event(id: u64) -> Event {
+        Event {
+            id: EventId::new(id),
+            frame: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            data_len: 1,
+        }
+    }
+
+    fn name(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn replayed_ids(hub: &Hub, channel: &str, after: u64) -> Vec<String> {
+        let sub = hub
+            .subscribe(&[name(channel)], Resume::After(EventId::new(after)))
+            .unwrap();
+        sub.backlog
+            .iter()
+            .map(|b| match b {
+                Backlog::Gap(_) => "gap".to_owned(),
+                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+            })
+            .map(|f| {
+                f.lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("id: ")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_event_not_above_the_newest_is_refused_and_not_applied() {
+        let hub = hub();
+        let last = hub.last_id().get();
+        let mut applier = hub.applier();
+        applier.apply(&name("a"), event(last + 10)).unwrap();
+        let refused = applier.apply(&name("a"), event(last + 5)).unwrap_err();
+        assert_eq!(refused.last, EventId::new(last + 10));
+        drop(applier);
+        assert_eq!(hub.channels()[0].retained, 1);
+    }
+
+    #[test]
+    fn recovery_restores_marks_events_and_forgotten_channels() {
+        let hub = hub();
+        let mut applier = hub.applier();
+        applier.restore_channel(&name("a"), EventId::new(5));
+        for id in [6, 7, 8] {
+            applier.restore_event(&name("a"), event(id), EventId::new(0));
+        }
+        applier.restore_event(&name("b"), event(3), EventId::new(2));
+        applier.forget(&name("b"), EventId::new(4));
+        applier.forget(&name("a"), EventId::new(6));
+        drop(applier);
+        assert_eq!(hub.channel_count(), 1, "b was forgotten whole");
+        // a lost 6 to the forget: resuming from 5 is a gap, from 6 is not.
+        assert_eq!(replayed_ids(&hub, "a", 5), ["gap", "7", "8"]);
+        assert_eq!(replayed_ids(&hub, "a", 6), ["7", "8"]);
     }
 }

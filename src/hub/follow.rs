@@ -214,6 +214,7 @@ mod tests {
             history: HistoryLimits {
                 events: 3,
                 bytes: 1 << 20,
+                age: None,
             },
             max_channels: 10,
             stream_buffer: 16,

@@ -105,6 +105,18 @@ pub struct CatchUp {
     pub events: Vec<Event>,
 }
 
+/// What [`Hub::reap`] did.
+#[derive(Debug)]
+pub struct Reaped {
+    /// Channels left.
+    pub left: usize,
+    /// Channels dropped for `--channel-ttl`.
+    pub dropped: Vec<ChannelName>,
+    /// The newest id applied when they were dropped: every event they held
+    /// is at or below it.
+    pub through: EventId,
+}
+
 /// A row of `GET /channels`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelInfo {
@@ -241,6 +253,7 @@ impl Hub {
             other => other,
         };
         let now = Instant::now();
+        let cutoff = self.config.history.age_cutoff(unix_micros());
         let mut gaps = Vec::new();
         let mut replay: Vec<&Event> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
@@ -251,6 +264,9 @@ impl Hub {
                 ..
             } = &mut *inner;
             let channel = channel_entry(map, name, &self.config, *last, now);
+            if let Some(cutoff) = cutoff {
+                channel.history.expire(cutoff);
+            }
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
                 channel: name.clone(),
@@ -302,6 +318,9 @@ impl Hub {
             return None;
         }
         let ch = inner.channels.get_mut(channel)?;
+        if let Some(cutoff) = self.config.history.age_cutoff(unix_micros()) {
+            ch.history.expire(cutoff);
+        }
         let receiver = ch.subscribe(self.config.stream_buffer);
         let (complete, events) = ch.history.since(after);
         let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
@@ -372,24 +391,66 @@ impl Hub {
     }
 
     /// Drops channels with no subscriber and no publish for `--channel-ttl`,
-    /// with their history, and live queues nobody listens to. Returns how
-    /// many channels are left.
-    pub fn reap(&self, now: Instant) -> usize {
+    /// with their history, and live queues nobody listens to; drops events
+    /// past `--history-age`.
+    pub fn reap(&self, now: Instant) -> Reaped {
         let ttl = self.config.channel_ttl;
+        let cutoff = self.config.history.age_cutoff(unix_micros());
+        let mut dropped = Vec::new();
         let mut inner = self.lock();
-        inner.channels.retain(|_, ch| {
+        inner.channels.retain(|name, ch| {
+            if let Some(cutoff) = cutoff {
+                ch.history.expire(cutoff);
+            }
             if ch.subscribers() > 0 {
                 ch.active_at = now;
                 return true;
             }
             ch.sender = None;
-            now.saturating_duration_since(ch.active_at) < ttl
+            let keep = now.saturating_duration_since(ch.active_at) < ttl;
+            if !keep {
+                dropped.push(name.clone());
+            }
+            keep
         });
-        let len = inner.channels.len();
-        if inner.channels.capacity() > 4 * len + 64 {
+        let left = inner.channels.len();
+        if inner.channels.capacity() > 4 * left + 64 {
             inner.channels.shrink_to_fit();
         }
-        len
+        Reaped {
+            left,
+            dropped,
+            through: inner.last,
+        }
+    }
+
+    /// Every channel that retains events: its name, mark and events, oldest
+    /// first (cheap clones of the shared frames), taken at one instant.
+    pub fn snapshot(&self) -> Vec<(ChannelName, EventId, Vec<Event>)> {
+        let inner = self.lock();
+        inner
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.history.is_empty())
+            .map(|(name, ch)| {
+                let events = ch.history.all().cloned().collect();
+                (name.clone(), ch.history.mark(), events)
+            })
+            .collect()
+    }
+
+    /// About how many bytes the retained events take in a log: their data
+    /// plus `overhead` per event.
+    pub fn retained_bytes(&self, overhead: usize) -> u64 {
+        let inner = self.lock();
+        inner
+            .channels
+            .iter()
+            .map(|(name, ch)| {
+                let per_event = overhead + name.as_str().len();
+                (ch.history.data_bytes() + ch.history.len() * per_event) as u64
+            })
+            .sum()
     }
 
     /// How often [`Hub::reap`] should run: often enough that a channel
@@ -439,6 +500,7 @@ mod tests {
             history: HistoryLimits {
                 events: history,
                 bytes: 1 << 20,
+                age: None,
             },
             max_channels,
             stream_buffer: 16,
@@ -557,7 +619,9 @@ mod tests {
         publish(&hub, "idle", "1");
         let _sub = hub.subscribe(&[name("busy")], Resume::Live).unwrap();
         let later = Instant::now() + Duration::from_secs(61);
-        assert_eq!(hub.reap(later), 1);
+        let reaped = hub.reap(later);
+        assert_eq!(reaped.left, 1);
+        assert_eq!(reaped.dropped, [name("idle")]);
         assert_eq!(hub.channels()[0].channel.as_str(), "busy");
     }
 }

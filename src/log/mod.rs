@@ -36,6 +36,7 @@
 //!    backend unavailable with how long to wait before retrying. The route
 //!    turns them into 503 with `Retry-After`.
 
+pub mod disk;
 pub mod memory;
 pub mod redis;
 
@@ -85,6 +86,7 @@ pub enum PublishError {
 /// The log this server runs with.
 pub enum Log {
     Memory(memory::MemoryLog),
+    Disk(disk::DiskLog),
     /// `--redis`: many nodes, one service.
     Redis(Arc<redis::RedisLog>),
 }
@@ -100,7 +102,29 @@ impl Log {
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
         match self {
             Log::Memory(log) => log.publish(items),
+            Log::Disk(log) => log.publish(items).await,
             Log::Redis(log) => log.publish(items).await,
+        }
+    }
+
+    /// The reaper dropped `channels` (for `--channel-ttl`) when `through`
+    /// was the newest id: a log that keeps history drops them too. (Redis
+    /// expires them by itself, unless another node still serves them.)
+    pub async fn forget(&self, channels: Vec<ChannelName>, through: EventId) {
+        match self {
+            Log::Memory(_) | Log::Redis(_) => {
+                let _ = (channels, through);
+            }
+            Log::Disk(log) => log.forget(channels, through).await,
+        }
+    }
+
+    /// Stops taking publishes at shutdown, after those already queued have
+    /// been committed and answered.
+    pub async fn close(&self) {
+        match self {
+            Log::Memory(_) | Log::Redis(_) => {}
+            Log::Disk(log) => log.close().await,
         }
     }
 
@@ -113,7 +137,7 @@ impl Log {
         resume: Resume,
     ) -> Result<(), RejectReason> {
         match self {
-            Log::Memory(_) => Ok(()),
+            Log::Memory(_) | Log::Disk(_) => Ok(()),
             Log::Redis(log) => log.prepare_subscribe(channels, resume).await,
         }
     }
@@ -122,7 +146,7 @@ impl Log {
     /// shared log.
     pub fn is_up(&self) -> bool {
         match self {
-            Log::Memory(_) => true,
+            Log::Memory(_) | Log::Disk(_) => true,
             Log::Redis(log) => log.is_up(),
         }
     }
@@ -130,7 +154,7 @@ impl Log {
     /// `GET /channels`: every channel of the service, sorted by name.
     pub async fn channels(&self, hub: &Hub) -> Result<Vec<ChannelInfo>, PublishError> {
         match self {
-            Log::Memory(_) => Ok(hub.channels()),
+            Log::Memory(_) | Log::Disk(_) => Ok(hub.channels()),
             Log::Redis(log) => log.channels().await,
         }
     }

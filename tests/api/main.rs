@@ -3,6 +3,8 @@
 mod browser;
 mod chaos;
 mod cluster;
+mod crash;
+mod durable;
 mod endpoints;
 mod helpers;
 mod hostile;

@@ -28,6 +28,8 @@ pub const SCENARIOS: &[&str] = &[
     "channels",
     "publish",
     "replay",
+    "publish-1",
+    "publish-64",
 ];
 
 const PAYLOAD: usize = 100;
@@ -79,6 +81,9 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<Metrics, String> {
         "fanout-10k-200hz" => fanout(ctx, 10_000, e10k, Some(200.0)).await,
         "channels" => channels(ctx, if q { 1000 } else { 5000 }, if q { 10_000 } else { 50_000 }).await,
         "publish" => publish(ctx, 16, Duration::from_secs(if q { 1 } else { 3 })).await,
+        // The durable comparison (`bench.sh --durable`): 1 and 64 publishers.
+        "publish-1" => publish(ctx, 1, Duration::from_secs(if q { 1 } else { 3 })).await,
+        "publish-64" => publish(ctx, 64, Duration::from_secs(if q { 1 } else { 3 })).await,
         "replay" => replay(ctx, if q { 200 } else { 1000 }, 10, 100).await,
         _ => Err(format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "))),
     }

@@ -482,3 +482,24 @@ async fn redis_trims_history_exactly_like_a_single_node() {
         assert_eq!(answer(&a), answer(&b), "resuming after event {k}");
     }
 }
+
+#[tokio::test]
+async fn redis_with_data_dir_is_refused_at_startup() {
+    let dir = std::env::temp_dir().join(format!("herald-redis-datadir-{}", std::process::id()));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--redis and --data-dir"), "{stderr}");
+    assert!(!dir.exists(), "nothing was written");
+}
