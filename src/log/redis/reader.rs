@@ -148,6 +148,12 @@ impl Reader {
         if !self.checked_policy {
             self.checked_policy = true;
             check_eviction_policy(&mut conn).await;
+            let log = &self.log;
+            let limits = format!(
+                "--history {} --history-bytes {} --channel-ttl {:?} --max-channels {}",
+                log.history.events, log.history.bytes, log.channel_ttl, log.max_channels
+            );
+            check_limits(&mut conn, &keys.key("limits"), &limits).await;
         }
         Ok(conn)
     }
@@ -221,6 +227,24 @@ impl Reader {
             streams,
             "{why}: this node may have missed events; ended its streams so clients resume from Redis"
         );
+    }
+}
+
+/// The limits travel with each publish, so nodes that disagree on them
+/// apply different ones to the same channel: say so when this node's differ
+/// from those of the node that started before it.
+async fn check_limits(conn: &mut MultiplexedConnection, key: &str, limits: &str) {
+    let reply = conn
+        .req_packed_command(redis::cmd("SET").arg(key).arg(limits).arg("GET"))
+        .await;
+    if let Some(previous) = reply.as_ref().ok().and_then(text) {
+        if previous != limits {
+            tracing::warn!(
+                this_node = limits,
+                previous_node = previous,
+                "nodes of this service run with different history or channel limits; give them all the same"
+            );
+        }
     }
 }
 

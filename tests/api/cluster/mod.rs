@@ -444,6 +444,14 @@ async fn the_channel_limit_counts_the_whole_service() {
     assert_eq!(retry.status(), 200);
     assert!(retry.text().await.unwrap().contains("too many channels"));
     b.publish("one", "still fine").await;
+
+    // A node started with other limits is told it disagrees.
+    assert!(!b.logged("different history or channel limits"));
+    let odd = node(&redis.url(), &["--max-channels", "2", "--history", "7"]).await;
+    eventually("the warning", || {
+        odd.logged("different history or channel limits")
+    })
+    .await;
 }
 
 /// The publish script trims each channel in Redis exactly as one node's
