@@ -4,7 +4,8 @@
 -- it has subscribers on.
 --
 -- KEYS: nodes (zset), this node's counts (hash), channels (zset)
--- ARGV: prefix, node, node ttl ms, channel ttl ms, counts changed (0/1),
+-- ARGV: prefix, node, node ttl ms, channel key lifetime ms (see publish.lua),
+--       counts changed (0/1),
 --       refresh channel ttls (0/1), then pairs: channel, count
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

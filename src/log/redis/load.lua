@@ -6,7 +6,7 @@
 -- when Redis rolled back (start.lua).
 --
 -- KEYS: seq, channels (zset), floor, then per channel: stream, meta
--- ARGV: ttl ms, max channels, then the channel names
+-- ARGV: key lifetime ms (see publish.lua), max channels, then the channel names
 -- Returns 0 past the channel limit, otherwise per channel: mark, entries.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -265,7 +265,7 @@ impl RedisLog {
             keys.push(self.keys.stream(&item.channel));
             keys.push(self.keys.meta(&item.channel));
         }
-        let ttl = self.channel_ttl.as_millis() as u64;
+        let ttl = self.key_lifetime_ms();
         let mut args = vec![
             Arg::Str(&self.keys.base),
             Arg::Str(&self.node),
@@ -306,6 +306,14 @@ impl RedisLog {
             });
         }
         Ok(answers)
+    }
+
+    /// How long a channel's keys live in Redis after their last renewal:
+    /// 1.25 × `--channel-ttl`, renewed at most every `--channel-ttl`/4 (see
+    /// `publish.lua`), so a channel lives at least `--channel-ttl` after its
+    /// last publish or subscriber.
+    fn key_lifetime_ms(&self) -> u64 {
+        (self.channel_ttl.as_millis() as u64).saturating_mul(5) / 4
     }
 
     fn unexpected(&self, what: &str) -> LogError {
@@ -377,7 +385,7 @@ impl RedisLog {
             keys.push(self.keys.meta(name));
         }
         let mut args = vec![
-            Arg::Int(self.channel_ttl.as_millis() as u64),
+            Arg::Int(self.key_lifetime_ms()),
             Arg::Int(self.max_channels as u64),
         ];
         args.extend(names.iter().map(|n| Arg::Str(n.as_str())));
@@ -495,7 +503,7 @@ impl RedisLog {
                 Arg::Str(&self.keys.base),
                 Arg::Str(&self.node),
                 Arg::Int(node_ttl.as_millis() as u64),
-                Arg::Int(self.channel_ttl.as_millis() as u64),
+                Arg::Int(self.key_lifetime_ms()),
                 Arg::Int(u64::from(changed)),
                 Arg::Int(u64::from(refresh)),
             ];

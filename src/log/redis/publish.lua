@@ -8,7 +8,9 @@
 --
 -- KEYS: seq, log, channels (zset name -> expiry ms), nodes (zset node ->
 --       expiry ms), then per item: stream, meta
--- ARGV: prefix, self node, max events, max bytes, ttl ms, log length,
+-- ARGV: prefix, self node, max events, max bytes, key lifetime ms (1.25 x
+--       --channel-ttl: keys are renewed at most every --channel-ttl/4, so
+--       a channel lives between one and 1.25 TTLs after its last use), log length,
 --       max channels, then per item: channel, fields, data length
 -- Returns 0 when the batch would pass the channel limit, otherwise one
 -- {id, subscribers on other nodes} per item.
@@ -21,6 +23,7 @@ local now_ms = math.floor(now / 1000)
 local prefix, self_node = ARGV[1], ARGV[2]
 local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ttl, log_len, max_channels = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local renew_every = math.floor(ttl / 5)
 local n_items = (#ARGV - 7) / 3
 
 -- Each channel's meta hash (mark, bytes and count retained, last id),
@@ -29,9 +32,10 @@ local metas, new = {}, 0
 for i = 1, n_items do
   local ch = ARGV[5 + 3 * i]
   if metas[ch] == nil then
-    local m = redis.call('HMGET', KEYS[4 + 2 * i], 'mark', 'bytes', 'count')
+    local m = redis.call('HMGET', KEYS[4 + 2 * i], 'mark', 'bytes', 'count', 'renew')
     if m[1] then
-      metas[ch] = {mark = m[1], bytes = tonumber(m[2] or 0), count = tonumber(m[3] or 0)}
+      metas[ch] = {mark = m[1], bytes = tonumber(m[2] or 0), count = tonumber(m[3] or 0),
+                   renew = tonumber(m[4] or 0)}
     else
       metas[ch] = false
       new = new + 1
@@ -61,9 +65,11 @@ for i = 1, n_items do
   local m = metas[ch]
   if not m then
     -- A new channel: it cannot replay anything issued before it.
-    m = {mark = prev, bytes = 0, count = 0}
+    m = {mark = prev, bytes = 0, count = 0, renew = 0}
     metas[ch] = m
   end
+  -- A stream created now has no expiry yet; otherwise renew when due.
+  local renew = m.count == 0 or now_ms >= m.renew
   redis.call('XADD', stream, sid .. '-0', 'b', fields, 'n', n)
   m.bytes = m.bytes + tonumber(n)
   m.count = m.count + 1
@@ -74,10 +80,16 @@ for i = 1, n_items do
     m.mark = string.sub(oldest[1], 1, -3)
     m.count = m.count - 1
   end
-  redis.call('HSET', meta, 'mark', m.mark, 'bytes', m.bytes, 'count', m.count, 'last', sid)
-  redis.call('PEXPIRE', stream, ttl)
-  redis.call('PEXPIRE', meta, ttl)
-  redis.call('ZADD', KEYS[3], now_ms + ttl, ch)
+  if renew then
+    m.renew = now_ms + renew_every
+  end
+  redis.call('HSET', meta, 'mark', m.mark, 'bytes', m.bytes, 'count', m.count, 'last', sid,
+    'renew', m.renew)
+  if renew then
+    redis.call('PEXPIRE', stream, ttl)
+    redis.call('PEXPIRE', meta, ttl)
+    redis.call('ZADD', KEYS[3], now_ms + ttl, ch)
+  end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, sid .. '-0',
     'c', ch, 'p', prev, 'b', fields, 'n', n)
   local subscribers = 0
