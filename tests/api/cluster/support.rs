@@ -507,6 +507,8 @@ pub struct Report {
     pub lost: usize,
     /// Acknowledged, never received, announced by a gap notice.
     pub announced: usize,
+    /// `herald.gap` notices received.
+    pub gaps: usize,
 }
 
 impl Report {
@@ -515,6 +517,9 @@ impl Report {
         let mut seen = std::collections::HashSet::new();
         let mut previous = 0;
         for item in items {
+            if matches!(item, Item::Gap { .. }) {
+                report.gaps += 1;
+            }
             if let Item::Event { id, .. } = item {
                 report.received += 1;
                 if !seen.insert(*id) {
