@@ -12,6 +12,9 @@
 # self-signed --tls-cert (subscribers over TLS + HTTP/1.1 and TLS + HTTP/2).
 # `--transports h2c,tls-h1,tls-h2` (the default) picks which; they are
 # herald-only rows in their own table (Nchan is measured over HTTP/1.1).
+#   scripts/bench.sh --redis [--quick]  # two nodes on Redis vs one node (issue 11,
+#                                       # scripts/bench-redis.sh)
+#   scripts/bench.sh --durable       # --data-dir vs in-memory herald (issue 10), no Nchan
 #
 # Builds herald (release) and scripts/herald-bench, then for each round starts
 # a fresh herald and a fresh Nchan (../shared/peers/nchan-start.sh), runs every
@@ -25,6 +28,14 @@
 # PEERS_DIR (default <repo>/../shared/peers), BENCH_THREADS (load tool
 # threads, default 1), BENCH_FANOUT_10K_EVENTS (events per 10k-subscriber
 # fanout run, default 200; the issue's 1000 takes Nchan minutes per run here). Only the processes this script starts are stopped, by PID.
+#
+# --durable: in the same run, an in-memory herald and a `--data-dir` herald
+# (`--fsync batch`, on this machine's disk under target/bench/durable) take
+# the publish scenario with 1, 16 and 64 keep-alive publishers (A B A B);
+# fsyncs per publish come from the durable server's /metrics; then 1 million
+# events (1000 channels x 1000, 100 B each) are published, the server is
+# killed with SIGKILL and restarted, and its recovery time is read from
+# herald_recovery_seconds. Writes target/bench/durable.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +51,12 @@ TRANSPORTS=h2c,tls-h1,tls-h2
 # One herald per transport, so no run reuses memory another one freed.
 declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3)))
 declare -A T_PID=()
+DURABLE=""
+
+# Scale-out on Redis (issue 11) is its own suite: scripts/bench-redis.sh.
+for arg in "$@"; do
+  [ "$arg" = --redis ] && exec "$ROOT/scripts/bench-redis.sh" "$@"
+done
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,12 +65,14 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift ;;
     --transports) TRANSPORTS=$2; shift ;;
     -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --durable) DURABLE=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
+if [ -z "$DURABLE" ] && [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
   echo "bench.sh: Nchan peer scripts not found at $PEERS" >&2
   echo "  expected nchan-start.sh and nchan-stop.sh there (../shared/peers beside the repo);" >&2
   echo "  set PEERS_DIR=/path/to/peers to point elsewhere." >&2
@@ -70,7 +89,8 @@ echo "== building herald and herald-bench (release)" >&2
 cargo build --release --quiet --manifest-path "$ROOT/scripts/herald-bench/Cargo.toml"
 HERALD=$ROOT/target/release/herald
 BENCH=$ROOT/scripts/herald-bench/target/release/herald-bench
-[ -n "$SCENARIOS" ] || SCENARIOS=$("$BENCH" list | paste -sd, -)
+# publish-1 and publish-64 belong to the durable comparison.
+[ -n "$SCENARIOS" ] || SCENARIOS=$("$BENCH" list | grep -v '^publish-' | paste -sd, -)
 
 # Both servers and the tool need ~10k sockets each; the hard limit is 20000.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -156,6 +176,135 @@ if [[ ",$TRANSPORTS," == *,tls-* ]] && [ ! -f "$OUT/tls/cert.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
     -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+# ---- --durable: --data-dir herald against in-memory herald, same run ----
+MEM_PID=""
+DUR_PID=""
+stop_pid() { # pid
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 70); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
+metric() { # port series
+  curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'
+}
+start_one() { # port log args... ; prints the pid
+  local port=$1 log=$2
+  shift 2
+  "$HERALD" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
+    --log warn,herald=info "$@" >>"$log" 2>&1 &
+  local pid=$!
+  if ! wait_http "http://127.0.0.1:$port/healthz"; then
+    echo "bench.sh: herald did not come up on port $port (see $log)" >&2
+    exit 1
+  fi
+  echo "$pid"
+}
+run_durable() {
+  local ddir=$OUT/durable mem_port=$HERALD_PORT dur_port=$((HERALD_PORT + 1))
+  rm -rf "$ddir"
+  mkdir -p "$ddir"
+  local runs=$ddir/runs.jsonl fs=$ddir/fsyncs.jsonl log=$ddir/herald.log
+  : >"$runs"; : >"$fs"; : >"$log"
+  trap 'stop_pid "$MEM_PID"; stop_pid "$DUR_PID"' EXIT
+  local start_s
+  start_s=$(date +%s)
+  for round in $(seq 1 "$RUNS"); do
+    echo "== durable round $round/$RUNS" >&2
+    MEM_PID=$(start_one "$mem_port" "$log")
+    DUR_PID=$(start_one "$dur_port" "$log" --data-dir "$ddir/data-$round" --fsync batch)
+    for s in publish-1 publish publish-64; do
+      for target in herald-memory herald-durable; do
+        local port=$mem_port pid=$MEM_PID f0=0 p0=0
+        if [ "$target" = herald-durable ]; then
+          port=$dur_port; pid=$DUR_PID
+          f0=$(metric "$port" herald_log_fsyncs_total); p0=$(metric "$port" herald_events_published_total)
+        fi
+        line=$("$BENCH" run --target "$target" --addr "127.0.0.1:$port" --pid "$pid" --scenario "$s" \
+          --round "$round" --threads "$THREADS" $QUICK --out "$runs" 2>>"$ddir/bench-tool.log" | tail -1) || true
+        printf '   %-11s %-15s %s\n' "$s" "$target" "$(echo "$line" | cut -c1-120)" >&2
+        if [ "$target" = herald-durable ]; then
+          f1=$(metric "$port" herald_log_fsyncs_total); p1=$(metric "$port" herald_events_published_total)
+          echo "{\"scenario\":\"$s\",\"round\":$round,\"fsyncs\":$((f1 - f0)),\"published\":$((p1 - p0))}" >>"$fs"
+        fi
+        sleep 1
+      done
+    done
+    stop_pid "$MEM_PID"; stop_pid "$DUR_PID"
+    du -sb "$ddir/data-$round" | awk '{print "   data dir after the round: " $1 " bytes"}' >&2
+    rm -rf "$ddir/data-$round"
+  done
+
+  echo "== recovery of 1 million retained events" >&2
+  DUR_PID=$(start_one "$dur_port" "$log" --data-dir "$ddir/recovery" --history 1000)
+  python3 - "$dur_port" <<'PY'
+import json, sys, urllib.request
+port = sys.argv[1]
+data = "x" * 100
+for start in range(0, 1000, 2):  # 2 channels x 1000 events per request
+    batch = [{"channel": f"c{c}", "data": data} for c in (start, start + 1) for _ in range(1000)]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/publish", json.dumps(batch).encode(),
+                                 {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).read()
+PY
+  kill -KILL "$DUR_PID"; wait "$DUR_PID" 2>/dev/null || true
+  local bytes
+  bytes=$(du -sb "$ddir/recovery" | awk '{print $1}')
+  DUR_PID=$(start_one "$dur_port" "$log" --data-dir "$ddir/recovery" --history 1000)
+  local rec retained
+  rec=$(metric "$dur_port" herald_recovery_seconds)
+  retained=$(curl -fsS "http://127.0.0.1:$dur_port/channels" | python3 -c 'import json,sys; print(sum(c["retained"] for c in json.load(sys.stdin)))')
+  stop_pid "$DUR_PID"
+  echo "{\"recovery_s\":$rec,\"retained\":$retained,\"bytes\":$bytes}" >"$ddir/recovery.json"
+  rm -rf "$ddir/recovery"
+
+  python3 - "$runs" "$fs" "$ddir/recovery.json" "$OUT/durable.md" "$RUNS" "$(( $(date +%s) - start_s ))" "${QUICK:+quick}" <<'PY'
+import json, statistics, sys, subprocess
+runs, fs, rec, out, rounds, took, quick = sys.argv[1:8]
+rate, by_round = {}, {}
+for line in open(runs):
+    r = json.loads(line)
+    if r.get("ok"):
+        rate.setdefault((r["scenario"], r["target"]), []).append(r["metrics"]["publishes_per_s"])
+        by_round[(r["scenario"], r["target"], r["round"])] = r["metrics"]["publishes_per_s"]
+fsync = {}
+for line in open(fs):
+    r = json.loads(line)
+    fsync.setdefault(r["scenario"], []).append(r["fsyncs"] / max(r["published"], 1))
+recovery = json.load(open(rec))
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+med = lambda v: statistics.median(v) if v else float("nan")
+lines = [
+    f"## durable herald (--data-dir, --fsync batch) vs in-memory herald, same run",
+    "",
+    f"herald {rev}; {rounds} round(s){' (quick)' if quick else ''}; took {took} s. Machine shared with other work: figures vary with its load.",
+    "",
+    "Rates are medians over rounds; the ratio is durable / in-memory within each round, then the median.",
+    "",
+    "| publishers | in-memory publishes/s | durable publishes/s | durable / in-memory | fsyncs per publish |",
+    "|---:|---:|---:|---:|---:|",
+]
+for s, n in (("publish-1", 1), ("publish", 16), ("publish-64", 64)):
+    m, d = med(rate.get((s, "herald-memory"), [])), med(rate.get((s, "herald-durable"), []))
+    ratios = [by_round[(s, "herald-durable", k[2])] / v for k, v in by_round.items()
+              if k[0] == s and k[1] == "herald-memory" and (s, "herald-durable", k[2]) in by_round]
+    lines.append(f"| {n} | {m:,.0f} | {d:,.0f} | {med(ratios):.2f} | {med(fsync.get(s, [])):.3f} |")
+lines += [
+    "",
+    f"Recovery after kill -9 of {recovery['retained']:,} retained events "
+    f"({recovery['bytes'] / 2**20:.0f} MiB on disk): {recovery['recovery_s']:.2f} s (herald_recovery_seconds).",
+]
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+  echo "wrote $OUT/durable.md" >&2
+}
+
+if [ -n "$DURABLE" ]; then
+  run_durable
+  exit 0
 fi
 
 RUNS_FILE=$OUT/runs.jsonl

@@ -20,6 +20,8 @@ use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::log::disk::{DiskLog, OpenError};
+use crate::log::{self, Log};
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
 use crate::server::reload::Reload;
@@ -28,6 +30,8 @@ use crate::server::reload::Reload;
 pub struct State {
     pub config: Config,
     pub hub: Arc<Hub>,
+    /// Where publishes go: issues ids, persists, then applies to `hub`.
+    pub log: Log,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down: streams end, new
     /// requests are refused.
@@ -37,16 +41,71 @@ pub struct State {
 }
 
 impl State {
+    /// The state of a server without `--data-dir` (see [`State::open`]):
+    /// in memory, or a node on `--redis`. Panics on a bad `--redis` URL
+    /// (tests).
     pub fn new(config: Config) -> Arc<State> {
+        State::without_disk(config).expect("a usable --redis URL")
+    }
+
+    fn without_disk(config: Config) -> Result<Arc<State>, String> {
         let metrics = Arc::new(Metrics::new());
-        Arc::new(State {
-            hub: Arc::new(Hub::new(config.hub(), metrics.clone())),
+        let hub = Arc::new(Hub::new(config.hub()));
+        let log = match &config.redis {
+            None => Log::memory(hub.clone()),
+            Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
+                &config,
+                url,
+                hub.clone(),
+                metrics.clone(),
+            )?)),
+        };
+        Ok(Arc::new(State {
+            log,
+            hub,
             metrics,
             config,
             shutdown: CancellationToken::new(),
             reload: Reload::new(),
-        })
+        }))
     }
+
+    /// The state for `config`: with `--data-dir`, recovers the directory
+    /// into the hub first (or refuses to start on it, saying why).
+    /// `--redis` with `--data-dir` is refused (SPEC §9).
+    pub fn open(config: Config) -> Result<Arc<State>, StartError> {
+        if config.data_dir.is_none() {
+            return State::without_disk(config).map_err(StartError::Redis);
+        }
+        if config.redis.is_some() {
+            return Err(StartError::RedisWithDataDir);
+        }
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.hub()));
+        let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
+        Ok(Arc::new(State {
+            log: Log::Disk(log),
+            hub,
+            metrics,
+            config,
+            shutdown: CancellationToken::new(),
+            reload: Reload::new(),
+        }))
+    }
+}
+
+/// Why the server cannot start with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Disk(#[from] OpenError),
+    #[error("{0}")]
+    Redis(String),
+    #[error(
+        "--redis and --data-dir cannot be used together: with Redis, history lives in Redis \
+         and durability is Redis's persistence (AOF); drop --data-dir"
+    )]
+    RedisWithDataDir,
 }
 
 /// What the accept loop knows about one connection. [`ConnService`] puts it
@@ -259,12 +318,12 @@ where
 
     let head = parts.method == Method::HEAD;
     let result = match route {
-        Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head),
+        Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
         Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
-        Route::Healthz => Ok(routes::health::healthz()),
+        Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
-        Route::Channels => Ok(routes::channels::list(state)),
+        Route::Channels => routes::channels::list(state).await,
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
     result.unwrap_or_else(|e| {
@@ -299,6 +358,7 @@ impl ApiError {
     fn reject_reason(&self) -> Option<RejectReason> {
         match self {
             ApiError::ChannelLimit { .. } => Some(RejectReason::ChannelLimit),
+            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 Some(RejectReason::BodyTooLarge)
             }

@@ -46,6 +46,25 @@ pub struct Config {
     #[arg(long, env = "HERALD_HISTORY_BYTES", default_value = "1MiB", value_parser = byte_size)]
     pub history_bytes: usize,
 
+    /// Drop events older than this from every channel's history (default: no age limit).
+    #[arg(long, env = "HERALD_HISTORY_AGE", value_parser = positive_duration)]
+    pub history_age: Option<Duration>,
+
+    /// Keep every channel's history in this directory so it survives restarts and crashes
+    /// (default: in memory only).
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: `batch` answers a publish once it is on disk (fdatasync, shared by
+    /// concurrent publishes); `off` answers after the write (survives a crash of herald, not a
+    /// power loss).
+    #[arg(long, env = "HERALD_FSYNC", default_value = "batch")]
+    pub fsync: Fsync,
+
+    /// With --data-dir: size at which the log starts a new segment file (bytes, or with KiB/MiB/GiB).
+    #[arg(long, env = "HERALD_SEGMENT_BYTES", default_value = "64MiB", value_parser = byte_size)]
+    pub segment_bytes: usize,
+
     /// Drop a channel and its history after this long with no subscriber and no publish.
     #[arg(long, env = "HERALD_CHANNEL_TTL", default_value = "1h", value_parser = positive_duration)]
     pub channel_ttl: Duration,
@@ -118,6 +137,26 @@ pub struct Config {
     )]
     pub cors_origin: Vec<String>,
 
+    /// Redis server that makes several herald nodes one service
+    /// (`redis://host:port/db`); without it herald is a single node.
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// With --redis: how long Redis may be unreachable before open streams
+    /// end (so clients resume on another node); also the wait for one answer.
+    #[arg(long, env = "HERALD_REDIS_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub redis_timeout: Duration,
+
+    /// With --redis: events the shared log keeps for nodes that fall behind
+    /// (about; Redis trims whole blocks); a node further behind starts over.
+    #[arg(long, env = "HERALD_REDIS_LOG_LEN", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub redis_log_len: u32,
+
+    /// With --redis: prefix of every key herald writes, so one Redis can hold
+    /// several services.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald", value_parser = key_prefix)]
+    pub redis_prefix: String,
+
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -125,6 +164,15 @@ pub struct Config {
     /// Log filter, in tracing's env-filter syntax (e.g. `info`, `herald=debug`).
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// When a durable publish is answered (`--fsync`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After `fdatasync`: survives power loss.
+    Batch,
+    /// After `write`: survives a crash of herald, not of the machine.
+    Off,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +195,7 @@ impl Config {
             history: HistoryLimits {
                 events: self.history as usize,
                 bytes: self.history_bytes,
+                age: self.history_age,
             },
             max_channels: self.max_channels as usize,
             stream_buffer: self.stream_buffer as usize,
@@ -164,6 +213,20 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d.is_zero() => Err("must be more than zero".to_owned()),
         d => Ok(d),
+    }
+}
+
+/// A Redis key prefix: letters, digits and `_ - . :`, so it needs no quoting
+/// anywhere.
+fn key_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, `_`, `-`, `.` or `:`".to_owned())
     }
 }
 
@@ -224,6 +287,11 @@ mod tests {
         assert_eq!(c.cors_origin, ["*"]);
         assert_eq!(c.max_streams_per_connection, 100);
         assert!(c.tls_cert.is_none() && !c.h2c);
+        assert_eq!(c.redis, None);
+        assert_eq!(c.redis_timeout, Duration::from_secs(5));
+        assert_eq!(c.history_age, None);
+        assert_eq!(c.data_dir, None);
+        assert_eq!(c.fsync, Fsync::Batch);
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub enum ApiError {
     ConnectionLimit { retry_after: Duration },
     #[error("the server is shutting down; retry later")]
     ShuttingDown { retry_after: Duration },
+    /// The log cannot take events now (disk full, Redis down); nothing of
+    /// the request was published.
+    #[error("the event store is unavailable ({cause}); nothing was published, retry later")]
+    BackendUnavailable {
+        retry_after: Duration,
+        cause: String,
+    },
 }
 
 impl ApiError {
@@ -69,7 +76,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ChannelLimit { .. }
             | ApiError::ConnectionLimit { .. }
-            | ApiError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::ShuttingDown { .. }
+            | ApiError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -92,6 +100,7 @@ impl ApiError {
             ApiError::ChannelLimit { .. } => "channel_limit",
             ApiError::ConnectionLimit { .. } => "connection_limit",
             ApiError::ShuttingDown { .. } => "shutting_down",
+            ApiError::BackendUnavailable { .. } => "backend_unavailable",
         }
     }
 
@@ -113,7 +122,8 @@ impl ApiError {
             }
             ApiError::ChannelLimit { retry_after }
             | ApiError::ConnectionLimit { retry_after }
-            | ApiError::ShuttingDown { retry_after } => {
+            | ApiError::ShuttingDown { retry_after }
+            | ApiError::BackendUnavailable { retry_after, .. } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
             }

@@ -5,6 +5,7 @@
 //! below cover the replay and gap rules of SPEC §2 without any I/O.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -21,12 +22,23 @@ pub struct Event {
     pub data_len: usize,
 }
 
-/// How much a channel keeps: the fewer of `events` and `bytes` of data. The
-/// newest event is always kept, whatever its size.
+/// How much a channel keeps: the fewer of `events` and `bytes` of data, and
+/// with `age` nothing older (ids are Unix microseconds, so an event's id is
+/// its time). The newest event is kept whatever its size, until it is older
+/// than `age`.
 #[derive(Clone, Copy, Debug)]
 pub struct HistoryLimits {
     pub events: usize,
     pub bytes: usize,
+    pub age: Option<Duration>,
+}
+
+impl HistoryLimits {
+    /// Events with an id below this are too old at `now_micros`.
+    pub fn age_cutoff(&self, now_micros: u64) -> Option<EventId> {
+        let age = self.age?.as_micros().min(u64::MAX as u128) as u64;
+        Some(EventId::new(now_micros.saturating_sub(age)))
+    }
 }
 
 #[derive(Debug)]
@@ -57,18 +69,55 @@ impl History {
     /// Appends the newest event, dropping the oldest ones past the limits.
     pub fn push(&mut self, event: Event) {
         debug_assert!(self.last_id().is_none_or(|last| last < event.id));
+        let cutoff = self.limits.age_cutoff(event.id.get());
         self.data_bytes += event.data_len;
         self.events.push_back(event);
         while self.events.len() > self.limits.events.max(1)
             || (self.data_bytes > self.limits.bytes && self.events.len() > 1)
         {
-            let dropped = self
-                .events
-                .pop_front()
-                .expect("the loop only runs while more than one event is held");
+            self.drop_oldest();
+        }
+        if let Some(cutoff) = cutoff {
+            self.expire(cutoff);
+        }
+    }
+
+    /// Drops the events with an id below `cutoff` (`--history-age`).
+    pub fn expire(&mut self, cutoff: EventId) {
+        while self.events.front().is_some_and(|e| e.id < cutoff) {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(dropped) = self.events.pop_front() {
             self.data_bytes -= dropped.data_len;
             self.mark = dropped.id;
         }
+    }
+
+    /// The newest id this channel can no longer replay.
+    pub fn mark(&self) -> EventId {
+        self.mark
+    }
+
+    /// Sum of the data lengths of the retained events.
+    pub fn data_bytes(&self) -> usize {
+        self.data_bytes
+    }
+
+    /// Drops the events up to `through` and marks them as no longer
+    /// replayable; returns whether nothing is left.
+    pub fn forget_through(&mut self, through: EventId) -> bool {
+        while self.events.front().is_some_and(|e| e.id <= through) {
+            let dropped = self
+                .events
+                .pop_front()
+                .expect("the loop only runs while an event is held");
+            self.data_bytes -= dropped.data_len;
+        }
+        self.mark = self.mark.max(through);
+        self.events.is_empty()
     }
 
     /// The events after `after`, and whether that list is provably complete
@@ -76,6 +125,13 @@ impl History {
     pub fn since(&self, after: EventId) -> (bool, impl Iterator<Item = &Event>) {
         let start = self.events.partition_point(|e| e.id <= after);
         (after >= self.mark, self.events.range(start..))
+    }
+
+    /// Whether `id` is at or before what this history already accounts for
+    /// (retained, or dropped under the mark): an event with that id must not
+    /// be appended again.
+    pub fn holds_up_to(&self, id: EventId) -> bool {
+        id <= self.mark || self.last_id().is_some_and(|last| id <= last)
     }
 
     /// Every retained event, oldest first.
@@ -115,7 +171,14 @@ mod tests {
     }
 
     fn history(events: usize, bytes: usize, mark: u64) -> History {
-        History::new(HistoryLimits { events, bytes }, EventId::new(mark))
+        History::new(
+            HistoryLimits {
+                events,
+                bytes,
+                age: None,
+            },
+            EventId::new(mark),
+        )
     }
 
     fn ids<'a>(it: impl Iterator<Item = &'a Event>) -> Vec<u64> {
@@ -170,6 +233,26 @@ mod tests {
         assert!(!h.since(EventId::new(5)).0);
         assert!(h.since(EventId::new(10)).0);
         assert_eq!(ids(h.since(EventId::new(10)).1), [20, 30]);
+    }
+
+    #[test]
+    fn events_older_than_the_age_limit_are_dropped_and_marked() {
+        let mut h = History::new(
+            HistoryLimits {
+                events: 100,
+                bytes: 1 << 20,
+                age: Some(Duration::from_micros(100)),
+            },
+            EventId::new(0),
+        );
+        for id in [1_000, 1_050, 1_120] {
+            h.push(event(id, 1));
+        }
+        assert_eq!(ids(h.all()), [1_050, 1_120], "1000 is over 100 µs older");
+        h.expire(EventId::new(2_000));
+        assert!(h.is_empty(), "everything expires, the newest too");
+        assert!(!h.since(EventId::new(1_050)).0, "expired events are a gap");
+        assert!(h.since(EventId::new(1_120)).0);
     }
 
     #[test]

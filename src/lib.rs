@@ -17,7 +17,14 @@
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
-//! - [`hub`]: channels, ids, publish and subscribe, under one lock.
+//! - [`log`]: where a published event gets its id and becomes durable or
+//!   shared, then is handed to the hub in id order; the contract every
+//!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
+//!   segments, group commit, recovery, compaction), `log::redis` (`--redis`:
+//!   many nodes, one service).
+//! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
+//!   enter it only through [`hub::Hub::applier`], or, on a node following
+//!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`).
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`stream`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.
@@ -34,11 +41,13 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod log;
 pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod stream;
 
-pub use config::{Config, LogFormat};
+pub use app::State;
+pub use config::{Config, Fsync, LogFormat};
 pub use server::{run, serve};

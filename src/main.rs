@@ -17,9 +17,13 @@ async fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
-    let listener =
-        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-    herald::run(listener, config, shutdown_signal()).await?;
+    ignore_file_size_signal();
+    // With --data-dir, recover history (or refuse the directory) before
+    // listening: nothing is served from a half-recovered hub.
+    let listen_on = config.listen;
+    let state = herald::State::open(config)?;
+    let listener = listen(listen_on).with_context(|| format!("cannot listen on {listen_on}"))?;
+    herald::server::run_state(listener, state, shutdown_signal()).await?;
     tracing::info!("bye");
     Ok(())
 }
@@ -53,6 +57,23 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// A write past a file size limit (`ulimit -f`) raises SIGXFSZ, which kills
+/// the process by default. Listening for it turns such a write into an
+/// `EFBIG` error, which the disk log answers like a full disk (503, then
+/// recovery once writes succeed again) instead of dying.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    {
+        let kind = tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ);
+        match tokio::signal::unix::signal(kind) {
+            Ok(mut signal) => {
+                tokio::spawn(async move { while signal.recv().await.is_some() {} });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGXFSZ"),
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -5,7 +5,9 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Why a request was refused for a limit or state rather than for bad input;
 /// the `reason` label of `herald_requests_rejected_total`.
@@ -16,15 +18,18 @@ pub enum RejectReason {
     ShuttingDown,
     BodyTooLarge,
     BodyTimeout,
+    /// The log (disk, Redis) could not take a publish.
+    BackendUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::ConnectionLimit,
         RejectReason::ChannelLimit,
         RejectReason::ShuttingDown,
         RejectReason::BodyTooLarge,
         RejectReason::BodyTimeout,
+        RejectReason::BackendUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -34,6 +39,7 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyTimeout => "body_timeout",
+            RejectReason::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -91,6 +97,23 @@ pub struct Metrics {
     pub slow_subscribers_cut: IntCounter,
     rejected: IntCounterVec,
     connections_refused: IntCounterVec,
+    /// With `--redis`: 1 while Redis answers this node.
+    pub redis_connected: IntGauge,
+    /// With `--redis`: times this node lost track of the shared log and
+    /// ended its streams so clients resume from Redis.
+    pub redis_resyncs: IntCounter,
+    /// `fdatasync` calls of the disk log (one per group commit).
+    pub log_fsyncs: IntCounter,
+    /// Group writes of the disk log.
+    pub log_writes: IntCounter,
+    /// Writes or syncs of the disk log that failed (a full disk).
+    pub log_write_errors: IntCounter,
+    /// Snapshots written by the disk log's compaction.
+    pub log_compactions: IntCounter,
+    /// Bytes in the data directory's log files.
+    pub log_bytes: IntGauge,
+    /// How long startup recovery of the data directory took.
+    pub recovery_seconds: Gauge,
 }
 
 impl Metrics {
@@ -136,8 +159,38 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric names are valid constants"),
+            redis_connected: gauge(
+                "herald_redis_connected",
+                "1 while Redis answers this node (with --redis).",
+            ),
+            redis_resyncs: counter(
+                "herald_redis_resyncs_total",
+                "Times this node lost track of the Redis log and ended its streams.",
+            ),
+            log_fsyncs: counter(
+                "herald_log_fsyncs_total",
+                "fdatasync calls of the disk log (one per group of publishes).",
+            ),
+            log_writes: counter("herald_log_writes_total", "Group writes of the disk log."),
+            log_write_errors: counter(
+                "herald_log_write_errors_total",
+                "Disk log writes or syncs that failed (publishes refused with 503).",
+            ),
+            log_compactions: counter(
+                "herald_log_compactions_total",
+                "Snapshots written by the disk log's compaction.",
+            ),
+            log_bytes: gauge(
+                "herald_log_bytes",
+                "Bytes in the data directory's log files.",
+            ),
+            recovery_seconds: Gauge::new(
+                "herald_recovery_seconds",
+                "How long startup recovery of --data-dir took.",
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -148,6 +201,14 @@ impl Metrics {
             Box::new(metrics.slow_subscribers_cut.clone()),
             Box::new(metrics.rejected.clone()),
             Box::new(metrics.connections_refused.clone()),
+            Box::new(metrics.redis_connected.clone()),
+            Box::new(metrics.redis_resyncs.clone()),
+            Box::new(metrics.log_fsyncs.clone()),
+            Box::new(metrics.log_writes.clone()),
+            Box::new(metrics.log_write_errors.clone()),
+            Box::new(metrics.log_compactions.clone()),
+            Box::new(metrics.log_bytes.clone()),
+            Box::new(metrics.recovery_seconds.clone()),
         ];
         for collector in collectors {
             metrics

@@ -92,6 +92,28 @@ impl PendingEvent {
         PendingEvent { buf }
     }
 
+    /// The encoded `event:`/`data:` lines and closing blank line, without
+    /// the id: what a shared log (Redis) stores, so every node frames the
+    /// event once with [`PendingEvent::from_fields`].
+    pub fn fields(&self) -> &[u8] {
+        &self.buf[ID_LINE_MAX..]
+    }
+
+    /// An event whose fields were encoded elsewhere (by [`PendingEvent::encode`]
+    /// on another node, carried by the shared log).
+    pub fn from_fields(fields: &[u8]) -> PendingEvent {
+        let mut buf = BytesMut::with_capacity(ID_LINE_MAX + fields.len());
+        buf.put_bytes(0, ID_LINE_MAX);
+        buf.put_slice(fields);
+        PendingEvent { buf }
+    }
+
+    /// An upper bound of the finished frame's length (the room reserved for
+    /// the id line included).
+    pub fn len_bound(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Writes `id: <id>` in front of the encoded fields and returns the frame.
     pub fn finish(mut self, id: EventId) -> Bytes {
         let mut digits = itoa::Buffer::new();
@@ -227,6 +249,17 @@ mod tests {
         assert_eq!(
             frame(None, "x", u64::MAX),
             format!("id: {}\ndata: x\n\n", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn fields_round_trip_through_a_shared_log() {
+        let ty = EventType::parse("t").unwrap();
+        let pending = PendingEvent::encode(Some(&ty), "a\nb");
+        let copy = PendingEvent::from_fields(pending.fields());
+        assert_eq!(
+            copy.finish(EventId::new(9)),
+            pending.finish(EventId::new(9))
         );
     }
 

@@ -326,7 +326,8 @@ mod tests {
     use super::*;
     use crate::domain::{EventType, Resume};
     use crate::history::HistoryLimits;
-    use crate::hub::{HubConfig, PublishItem};
+    use crate::hub::HubConfig;
+    use crate::log::{memory, PublishItem};
     use crate::sse::PendingEvent;
     use http_body_util::BodyExt;
 
@@ -341,13 +342,14 @@ mod tests {
             history: HistoryLimits {
                 events: history,
                 bytes: 1 << 20,
+                age: None,
             },
             max_channels: 100,
             stream_buffer,
             channel_ttl: Duration::from_secs(3600),
         };
         Fixture {
-            hub: Arc::new(Hub::new(config, metrics.clone())),
+            hub: Arc::new(Hub::new(config)),
             metrics,
         }
     }
@@ -373,7 +375,7 @@ mod tests {
                 event: PendingEvent::encode(None::<&EventType>, data),
                 data_len: data.len(),
             };
-            self.hub.publish(vec![item]).unwrap()[0].id
+            memory::publish(&self.hub, vec![item]).unwrap()[0].id
         }
     }
 

@@ -6,13 +6,24 @@ use http::HeaderValue;
 
 use crate::app::State;
 use crate::body::{Body, Response};
+use crate::error::ApiError;
+use crate::log::PublishError;
 
-pub fn list(state: &State) -> Response {
-    let rows = state.hub.channels();
+/// With `--redis`, every channel of the service (see
+/// [`crate::log::redis::RedisLog::channels`] for how current the counts are).
+pub async fn list(state: &State) -> Result<Response, ApiError> {
+    let rows = state.log.channels(&state.hub).await.map_err(|e| match e {
+        PublishError::Unavailable { retry_after, cause } => {
+            ApiError::BackendUnavailable { retry_after, cause }
+        }
+        PublishError::ChannelLimit => ApiError::ChannelLimit {
+            retry_after: state.config.retry,
+        },
+    })?;
     let json = serde_json::to_vec(&rows).expect("channel rows always serialize");
     let mut response = http::Response::new(Body::Full(json.into()));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    Ok(response)
 }

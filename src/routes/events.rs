@@ -19,7 +19,7 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 
 /// Opens a stream, or answers HEAD with the same headers and no body (and no
 /// side effect: no channel is created).
-pub fn subscribe(
+pub async fn subscribe(
     state: &State,
     req: &Parts,
     path_channel: Option<&str>,
@@ -35,10 +35,18 @@ pub fn subscribe(
     };
 
     if head {
+        if !state.log.is_up() {
+            return Ok(retry_later(state, RejectReason::BackendUnavailable));
+        }
         if !state.hub.would_accept(&channels) {
             return Ok(retry_later(state, RejectReason::ChannelLimit));
         }
         return Ok(event_stream_response(Body::Empty));
+    }
+
+    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+        state.metrics.rejected(reason);
+        return Ok(retry_later(state, reason));
     }
 
     let subscription = match state.hub.subscribe(&channels, resume) {
@@ -104,6 +112,7 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
+        RejectReason::BackendUnavailable => "event store unavailable, retry later",
         RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
     };
     event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))

@@ -6,8 +6,14 @@ use http::HeaderValue;
 use crate::app::State;
 use crate::body::{Body, Response};
 
-pub fn healthz() -> Response {
-    let mut response = http::Response::new(Body::from("ok"));
+/// 200 `ok`; with `--redis`, 503 while Redis is unreachable, so a load
+/// balancer routes new clients to another node.
+pub fn healthz(state: &State) -> Response {
+    let up = state.log.is_up();
+    let mut response = http::Response::new(Body::from(if up { "ok" } else { "redis unreachable" }));
+    if !up {
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    }
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -1,8 +1,9 @@
 //! `POST /publish/{channel}` (the body is the data) and `POST /publish` (a
 //! JSON batch, published all or nothing).
 //!
-//! Everything is validated and encoded before the hub is asked to publish,
-//! so a refused request changes nothing.
+//! Everything is validated and encoded before [`publish`] hands the items to
+//! the log, so a refused request changes nothing. Every way of publishing
+//! (this route, and later others) goes through [`publish`].
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -14,7 +15,7 @@ use crate::app::State;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, EventType};
 use crate::error::ApiError;
-use crate::hub::{PublishItem, Published};
+use crate::log::{PublishError, PublishItem, Published};
 use crate::routes::{query_param, read_body, BoxError};
 use crate::sse::PendingEvent;
 
@@ -44,7 +45,7 @@ where
     .await?;
     let data = std::str::from_utf8(&body).map_err(|_| ApiError::NotUtf8)?;
     let item = item(channel, event.as_ref(), data, limit)?;
-    let published = publish(state, vec![item])?;
+    let published = publish(state, vec![item]).await?;
     Ok(json_response(&published[0]))
 }
 
@@ -62,7 +63,7 @@ where
     )
     .await?;
     let items = parse_batch(&body, state.config.max_event_bytes)?;
-    let published = publish(state, items)?;
+    let published = publish(state, items).await?;
     Ok(json_response(&published))
 }
 
@@ -146,13 +147,26 @@ fn item(
     })
 }
 
-fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
-    state
-        .hub
-        .publish(items)
-        .map_err(|_| ApiError::ChannelLimit {
+/// Publishes validated items as one batch through the log and returns the
+/// answers in request order: the one publish path every route and
+/// transport calls (after its own checks, such as auth).
+pub async fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+    match state.log.publish(items).await {
+        Ok(published) => {
+            state
+                .metrics
+                .events_published
+                .inc_by(published.len() as u64);
+            Ok(published)
+        }
+        Err(PublishError::ChannelLimit) => Err(ApiError::ChannelLimit {
             retry_after: state.config.retry,
-        })
+        }),
+        Err(PublishError::Unavailable { retry_after, cause }) => {
+            tracing::warn!(%cause, "publish refused: the event store is unavailable");
+            Err(ApiError::BackendUnavailable { retry_after, cause })
+        }
+    }
 }
 
 fn json_response<T: serde::Serialize>(value: &T) -> Response {

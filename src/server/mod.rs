@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::app::{self, Conn, ConnService, State};
 use crate::config::Config;
+use crate::log::Log;
 use crate::metrics::Metrics;
 use connection::Protocols;
 use tls::Tls;
@@ -37,7 +38,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let state = State::new(config);
+    let state = State::open(config).map_err(io::Error::other)?;
+    run_state(listener, state, shutdown).await
+}
+
+/// [`serve`] with SIGHUP forwarded to `state.reload` while it runs.
+pub async fn run_state(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     #[cfg(unix)]
     tokio::spawn(reload::forward_sighup(
         state.clone(),
@@ -74,6 +84,9 @@ pub async fn serve(
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
+    if let Log::Redis(redis) = &state.log {
+        redis.start(state.shutdown.clone());
+    }
 
     let connections = TaskTracker::new();
     // Asks every open connection to finish once the accept loop has stopped
@@ -115,6 +128,13 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
+    // Commit and answer the publishes already queued; bounded like the rest.
+    if tokio::time::timeout(config.shutdown_grace, state.log.close())
+        .await
+        .is_err()
+    {
+        warn!("the log did not stop within the shutdown grace period");
+    }
     drop(listener);
     connections.close();
     close_connections.cancel();
@@ -165,7 +185,10 @@ async fn reap_channels(state: Arc<State>) {
             () = state.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let left = state.hub.reap(tokio::time::Instant::now());
-        state.metrics.channels.set(left as i64);
+        let reaped = state.hub.reap(tokio::time::Instant::now());
+        state.metrics.channels.set(reaped.left as i64);
+        if !reaped.dropped.is_empty() {
+            state.log.forget(reaped.dropped, reaped.through).await;
+        }
     }
 }

@@ -64,7 +64,7 @@ pub async fn spawn_app_at(addr: SocketAddr, configure: impl FnOnce(&mut Config))
     configure(&mut config);
     let listener = bind_retrying(addr).await;
     let addr = listener.local_addr().unwrap();
-    let state = State::new(config);
+    let state = State::open(config).expect("the test's --data-dir opens");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(herald::serve(listener, state.clone(), async {
         let _ = stopped.await;
@@ -303,6 +303,8 @@ pub struct Binary {
     child: tokio::process::Child,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Everything the server logged (stderr), line by line.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -313,7 +315,7 @@ impl Binary {
     /// [`Binary::start`] with extra environment variables for the child.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        let mut child = tokio::process::Command::new(herald_bin())
             .args(["--listen", "127.0.0.1:0", "--log", "warn,herald=info"])
             .args(args)
             .envs(env.iter().copied())
@@ -340,10 +342,17 @@ impl Binary {
         .await
         .expect("the binary logs its address");
         // Keep draining logs so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Binary {
             child,
             addr,
+            logs,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .build()
@@ -370,7 +379,25 @@ impl Binary {
         assert!(status.success());
     }
 
-    fn pid(&self) -> u32 {
+    /// Kills the server with SIGKILL (no shutdown, no goodbye).
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("the binary is running");
+        let _ = self.child.wait().await;
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and waits
+    /// until it is gone.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("the binary can be killed");
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+
+    pub fn pid(&self) -> u32 {
         self.child.id().expect("the binary is running")
     }
 
@@ -453,6 +480,15 @@ impl Binary {
         let health = self.client.get(self.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
     }
+}
+
+/// The herald binary the binary tests run: `HERALD_TEST_BIN` if set (e.g.
+/// `target/release/herald` from `scripts/crash.sh`), else the one cargo
+/// built for these tests.
+pub fn herald_bin() -> std::path::PathBuf {
+    std::env::var_os("HERALD_TEST_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into())
 }
 
 /// Waits until `condition` holds, checking every 20 ms (panics after [`WAIT`]).

@@ -2,6 +2,9 @@
 
 mod browser;
 mod chaos;
+mod cluster;
+mod crash;
+mod durable;
 mod endpoints;
 mod helpers;
 mod hostile;

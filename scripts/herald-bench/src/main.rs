@@ -4,6 +4,7 @@
 //! herald-bench run --target NAME --addr 127.0.0.1:PORT --pid PID --scenario S
 //!                  [--round N] [--quick] [--threads N] [--out runs.jsonl]
 //!                  [--transport h1|h2c|tls-h1|tls-h2] [--tls-ca cert.pem]
+//!                  [--pub-addr 127.0.0.1:PORT] [--watch name=pid,name=pid]
 //! herald-bench report --in runs.jsonl --md results.md --json results.json [--title TEXT]
 //! herald-bench list
 //! ```
@@ -125,7 +126,23 @@ fn cmd_run(args: &[String]) -> i32 {
             pub_rt.shutdown_timeout(Duration::from_secs(2));
         })
         .expect("publisher thread");
-    let ctx = scenario::Ctx { addr, server, quick, nonce, pubs };
+    let pub_addr = match opt(args, "--pub-addr").map(str::parse::<SocketAddr>) {
+        None => addr,
+        Some(Ok(a)) if a.ip().is_loopback() => a,
+        Some(_) => {
+            eprintln!("bad --pub-addr (a loopback HOST:PORT)");
+            return 2;
+        }
+    };
+    let mut watch = Vec::new();
+    for spec in opt(args, "--watch").unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+        let Some((name, pid)) = spec.split_once('=').and_then(|(n, p)| Some((n, p.parse::<i32>().ok()?))) else {
+            eprintln!("bad --watch {spec} (name=pid)");
+            return 2;
+        };
+        watch.push((name.to_owned(), sys::Server::discover(pid)));
+    }
+    let ctx = scenario::Ctx { addr, pub_addr, watch, server, quick, nonce, pubs };
     // One thread (the default) is the cheapest client: no work stealing, no
     // cross-thread wake-ups; the server gets the other core.
     let rt = if threads <= 1 {

@@ -28,6 +28,8 @@ pub const SCENARIOS: &[&str] = &[
     "channels",
     "publish",
     "replay",
+    "publish-1",
+    "publish-64",
 ];
 
 const PAYLOAD: usize = 100;
@@ -35,6 +37,12 @@ const PUBLISHERS: u32 = 4;
 
 pub struct Ctx {
     pub addr: SocketAddr,
+    /// Where publishers connect: `addr`, or another node of the same
+    /// service (`--pub-addr`: subscribers on node A, publishers on node B).
+    pub pub_addr: SocketAddr,
+    /// Other processes whose CPU is measured over the same window
+    /// (`--watch name=pid`: the publishing node, Redis).
+    pub watch: Vec<(String, Server)>,
     pub server: Server,
     pub quick: bool,
     /// Makes channel names unique per run, so runs never see each other's history.
@@ -73,6 +81,9 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<Metrics, String> {
         "fanout-10k-200hz" => fanout(ctx, 10_000, e10k, Some(200.0)).await,
         "channels" => channels(ctx, if q { 1000 } else { 5000 }, if q { 10_000 } else { 50_000 }).await,
         "publish" => publish(ctx, 16, Duration::from_secs(if q { 1 } else { 3 })).await,
+        // The durable comparison (`bench.sh --durable`): 1 and 64 publishers.
+        "publish-1" => publish(ctx, 1, Duration::from_secs(if q { 1 } else { 3 })).await,
+        "publish-64" => publish(ctx, 64, Duration::from_secs(if q { 1 } else { 3 })).await,
         "replay" => replay(ctx, if q { 200 } else { 1000 }, 10, 100).await,
         _ => Err(format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "))),
     }
@@ -273,7 +284,7 @@ impl<R: Send + 'static> Gang<R> {
         let connected = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for i in 0..n {
-            let (mut rx, addr, connected, job) = (go_rx.clone(), ctx.addr, connected.clone(), job.clone());
+            let (mut rx, addr, connected, job) = (go_rx.clone(), ctx.pub_addr, connected.clone(), job.clone());
             handles.push(ctx.pubs.spawn(async move {
                 let publ = Publisher::connect(addr).await;
                 connected.fetch_add(1, Relaxed);
@@ -353,7 +364,7 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     let phase = Phase::spawn(ctx.addr, specs, 512);
     let prep = async {
         phase.wait_open().await?;
-        phase.warm(ctx.addr, std::slice::from_ref(&name)).await?;
+        phase.warm(ctx.pub_addr, std::slice::from_ref(&name)).await?;
         let name = name.clone();
         Gang::connect(ctx, PUBLISHERS as usize, move |p, mut publ, start| {
             let name = name.clone();
@@ -387,12 +398,14 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     hist::reset();
     let io0 = ctx.server.syscalls();
     let (cpu0, tool0) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let watched0 = watched_cpu(ctx);
     let t0 = gang.go();
     let deliveries = n as f64 * events as f64;
     let pace = rate.map_or(0.0, |r| events as f64 / r);
     let limit = Duration::from_secs_f64(30.0 + pace + deliveries / 100_000.0);
     phase.wait_done(limit).await;
     let (cpu1, tool1, t_end) = (ctx.server.cpu_s(), sys::self_cpu_s(), now_ns());
+    let watched1 = watched_cpu(ctx);
     let io1 = ctx.server.syscalls();
     let (pub_errors, t_pub_end, pub_error) = match gang.join().await {
         Ok(v) => v.into_iter().fold((0, 0, None), |(e, t, m), (e2, t2, m2)| (e + e2, t.max(t2), m.or(m2))),
@@ -404,7 +417,22 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     tokio::time::sleep(Duration::from_millis(200)).await; // late duplicates still count
     let results = phase.finish().await;
     let span = Span { t0, t_end, t_pub_end, cpu: (cpu0, cpu1), tool: (tool0, tool1), io: (io0, io1), events: events as u64, pub_errors, pub_error };
-    Ok(delivery_metrics(&results, &span))
+    let mut m = delivery_metrics(&results, &span);
+    put_watched(&mut m, ctx, &watched0, &watched1, events as f64, "event");
+    Ok(m)
+}
+
+/// CPU seconds of each `--watch` process now.
+fn watched_cpu(ctx: &Ctx) -> Vec<f64> {
+    ctx.watch.iter().map(|(_, s)| s.cpu_s()).collect()
+}
+
+/// `<name>_cpu_s` and `<name>_cpu_us_per_<unit>` for each watched process.
+fn put_watched(m: &mut Metrics, ctx: &Ctx, before: &[f64], after: &[f64], units: f64, unit: &str) {
+    for (((name, _), b), a) in ctx.watch.iter().zip(before).zip(after) {
+        m.insert(format!("{name}_cpu_s"), json!(a - b));
+        m.insert(format!("{name}_cpu_us_per_{unit}"), json!((a - b) * 1e6 / units.max(1.0)));
+    }
 }
 
 /// `channels`: `nch` channels with one subscriber each, `events` events round-robin.
@@ -477,8 +505,13 @@ async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, St
             let (mut ok, mut errors) = (0u64, 0u64);
             let mut k = 0u32;
             while tokio::time::Instant::now() < deadline {
+                let sent = now_ns();
                 match publ.publish_bench(&name, c as u32, k, PAYLOAD).await {
-                    Ok(st) if (200..300).contains(&st) => ok += 1,
+                    Ok(st) if (200..300).contains(&st) => {
+                        // Publish latency: request written to answer read.
+                        hist::record(now_ns() - sent);
+                        ok += 1;
+                    }
                     Ok(_) => errors += 1,
                     Err(_) => {
                         errors += 1;
@@ -491,8 +524,10 @@ async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, St
         }
     })
     .await?;
+    hist::reset();
     let io0 = ctx.server.syscalls();
     let (cpu0, tool0) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let watched0 = watched_cpu(ctx);
     let t0 = gang.go();
     let (mut ok, mut errors, mut t_end) = (0, 0, 0);
     for (o, e, te) in gang.join().await? {
@@ -501,9 +536,12 @@ async fn publish(ctx: &Ctx, clients: usize, dur: Duration) -> Result<Metrics, St
         t_end = t_end.max(te);
     }
     let (cpu1, tool1) = (ctx.server.cpu_s(), sys::self_cpu_s());
+    let watched1 = watched_cpu(ctx);
     let io1 = ctx.server.syscalls();
     let secs = (t_end - t0) as f64 / 1e9;
     let mut m = Metrics::new();
+    put_latency(&mut m);
+    put_watched(&mut m, ctx, &watched0, &watched1, ok as f64, "publish");
     m.insert("clients".into(), json!(clients));
     m.insert("publishes".into(), json!(ok));
     m.insert("publish_errors".into(), json!(errors));

@@ -18,21 +18,33 @@
 //! receivers), and the expensive work, encoding the frame, happens before
 //! the lock is taken.
 //!
-//! A later shared backend (Redis) replaces what is under this lock; the
-//! public methods are the seam.
+//! The hub never numbers events itself: a [`crate::log`] issues the ids
+//! (and makes the events durable or shared) and hands them over through the
+//! one entry point, [`Hub::applier`] (see `apply.rs`), in id order.
+//!
+//! With a shared log (Redis, [`crate::log`]) ids are issued elsewhere and
+//! the hub *follows* the log: see [`follow`] for how events with given ids
+//! are applied in log order, and how a channel's history is loaded from the
+//! log before its first local subscriber is served.
+
+mod follow;
+pub use follow::{LoadPlan, Snapshot};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
+
+mod apply;
+
+pub use apply::{Applier, OutOfOrder};
 
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, History, HistoryLimits};
-use crate::metrics::Metrics;
-use crate::sse::{self, GapReason, PendingEvent};
+use crate::sse::{self, GapReason};
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -58,24 +70,6 @@ pub enum SubscribeError {
     /// The hub was closed for shutdown.
     #[error("the server is shutting down")]
     Closed,
-}
-
-/// One event to publish, encoded but not yet numbered.
-#[derive(Debug)]
-pub struct PublishItem {
-    pub channel: ChannelName,
-    pub event: PendingEvent,
-    pub data_len: usize,
-}
-
-/// The answer to one published event.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Published {
-    #[serde(serialize_with = "as_string")]
-    pub id: EventId,
-    pub channel: ChannelName,
-    /// Live subscribers the event was handed to.
-    pub subscribers: usize,
 }
 
 /// A new stream's starting state, taken atomically with respect to publishes.
@@ -111,6 +105,18 @@ pub struct CatchUp {
     pub events: Vec<Event>,
 }
 
+/// What [`Hub::reap`] did.
+#[derive(Debug)]
+pub struct Reaped {
+    /// Channels left.
+    pub left: usize,
+    /// Channels dropped for `--channel-ttl`.
+    pub dropped: Vec<ChannelName>,
+    /// The newest id applied when they were dropped: every event they held
+    /// is at or below it.
+    pub through: EventId,
+}
+
 /// A row of `GET /channels`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelInfo {
@@ -124,14 +130,25 @@ pub struct ChannelInfo {
 pub struct Hub {
     inner: Mutex<Inner>,
     config: HubConfig,
-    metrics: Arc<Metrics>,
+    /// Following a shared log: the id of the last log entry applied, for
+    /// subscribers that present an id this node has not reached yet.
+    applied: watch::Sender<EventId>,
+    /// Woken whenever a channel load finishes (or is given up), for other
+    /// subscribers waiting on the same channel.
+    loaded: Notify,
 }
 
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
-    clock: IdClock,
+    /// The newest id applied (or, before any, a floor no earlier id can
+    /// pass): new channels take it as their mark, and a resume id above it
+    /// is unknown.
+    last: EventId,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
+    /// Following a shared log: channels whose history is being loaded, and
+    /// the log's events for them that arrived meanwhile.
+    loading: HashMap<ChannelName, Vec<Event>>,
 }
 
 impl Inner {
@@ -178,51 +195,30 @@ impl Channel {
     }
 }
 
-/// Issues ids: unique, strictly increasing, and after a restart greater than
-/// any id issued before it, with no state kept on disk.
-///
-/// An id is the current Unix time in microseconds, or the previous id plus
-/// one if that is larger. A restarted server starts from its clock, which is
-/// past every id of the previous run unless that run sustained more than a
-/// million publishes per second (ids would then run ahead of the clock) or
-/// the wall clock was set back across the restart.
-struct IdClock {
-    last: u64,
-}
-
-impl IdClock {
-    fn starting_now() -> IdClock {
-        IdClock {
-            last: unix_micros(),
-        }
-    }
-
-    fn next(&mut self) -> EventId {
-        self.last = (self.last + 1).max(unix_micros());
-        EventId::new(self.last)
-    }
-
-    fn last(&self) -> EventId {
-        EventId::new(self.last)
-    }
-}
-
-fn unix_micros() -> u64 {
+/// The current Unix time in microseconds: the floor of every id issued
+/// now (see [`crate::log`]).
+pub fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(config: HubConfig) -> Hub {
+        let start = EventId::new(unix_micros());
         Hub {
+            applied: watch::Sender::new(start),
             inner: Mutex::new(Inner {
                 channels: HashMap::new(),
-                clock: IdClock::starting_now(),
+                // Ids of an earlier run are below the clock at start (see
+                // `crate::log`), so a channel created now marks them as
+                // possibly missed.
+                last: start,
                 closed: false,
+                loading: HashMap::new(),
             }),
             config,
-            metrics,
+            loaded: Notify::new(),
         }
     }
 
@@ -231,45 +227,6 @@ impl Hub {
     /// ignored rather than spread to every later request.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Publishes every item or none: the channel limit is checked for the
-    /// whole batch before the first id is issued.
-    pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, ChannelLimit> {
-        let mut inner = self.lock();
-        if !inner.has_room_for(items.iter().map(|item| &item.channel), &self.config) {
-            return Err(ChannelLimit);
-        }
-
-        let now = Instant::now();
-        let mut answers = Vec::with_capacity(items.len());
-        for item in items {
-            let Inner {
-                channels, clock, ..
-            } = &mut *inner;
-            let issued_before = clock.last();
-            let id = clock.next();
-            let channel = channel_entry(channels, &item.channel, &self.config, issued_before, now);
-            let event = Event {
-                id,
-                frame: item.event.finish(id),
-                data_len: item.data_len,
-            };
-            channel.history.push(event.clone());
-            channel.active_at = now;
-            let subscribers = match &channel.sender {
-                Some(sender) => sender.send(event).unwrap_or(0),
-                None => 0,
-            };
-            answers.push(Published {
-                id,
-                channel: item.channel,
-                subscribers,
-            });
-        }
-        drop(inner);
-        self.metrics.events_published.inc_by(answers.len() as u64);
-        Ok(answers)
     }
 
     /// Opens a stream on `channels` (distinct names) resuming from `resume`:
@@ -288,7 +245,7 @@ impl Hub {
             return Err(ChannelLimit.into());
         }
 
-        let last_issued = inner.clock.last();
+        let last_issued = inner.last;
         // An id past the newest ever issued comes from another server or an
         // earlier run; nothing can be proven about it.
         let resume = match resume {
@@ -296,16 +253,20 @@ impl Hub {
             other => other,
         };
         let now = Instant::now();
+        let cutoff = self.config.history.age_cutoff(unix_micros());
         let mut gaps = Vec::new();
         let mut replay: Vec<&Event> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
         for name in channels {
             let Inner {
                 channels: map,
-                clock,
+                last,
                 ..
             } = &mut *inner;
-            let channel = channel_entry(map, name, &self.config, clock.last(), now);
+            let channel = channel_entry(map, name, &self.config, *last, now);
+            if let Some(cutoff) = cutoff {
+                channel.history.expire(cutoff);
+            }
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
                 channel: name.clone(),
@@ -357,6 +318,9 @@ impl Hub {
             return None;
         }
         let ch = inner.channels.get_mut(channel)?;
+        if let Some(cutoff) = self.config.history.age_cutoff(unix_micros()) {
+            ch.history.expire(cutoff);
+        }
         let receiver = ch.subscribe(self.config.stream_buffer);
         let (complete, events) = ch.history.since(after);
         let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
@@ -404,29 +368,89 @@ impl Hub {
         }
     }
 
+    /// Live subscribers of `channel` on this server.
+    pub fn subscribers(&self, channel: &ChannelName) -> usize {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or(0, Channel::subscribers)
+    }
+
+    /// Every channel with live subscribers here, and how many.
+    pub fn subscriber_counts(&self) -> Vec<(ChannelName, usize)> {
+        self.lock()
+            .channels
+            .iter()
+            .map(|(name, ch)| (name.clone(), ch.subscribers()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub fn channel_count(&self) -> usize {
         self.lock().channels.len()
     }
 
     /// Drops channels with no subscriber and no publish for `--channel-ttl`,
-    /// with their history, and live queues nobody listens to. Returns how
-    /// many channels are left.
-    pub fn reap(&self, now: Instant) -> usize {
+    /// with their history, and live queues nobody listens to; drops events
+    /// past `--history-age`.
+    pub fn reap(&self, now: Instant) -> Reaped {
         let ttl = self.config.channel_ttl;
+        let cutoff = self.config.history.age_cutoff(unix_micros());
+        let mut dropped = Vec::new();
         let mut inner = self.lock();
-        inner.channels.retain(|_, ch| {
+        inner.channels.retain(|name, ch| {
+            if let Some(cutoff) = cutoff {
+                ch.history.expire(cutoff);
+            }
             if ch.subscribers() > 0 {
                 ch.active_at = now;
                 return true;
             }
             ch.sender = None;
-            now.saturating_duration_since(ch.active_at) < ttl
+            let keep = now.saturating_duration_since(ch.active_at) < ttl;
+            if !keep {
+                dropped.push(name.clone());
+            }
+            keep
         });
-        let len = inner.channels.len();
-        if inner.channels.capacity() > 4 * len + 64 {
+        let left = inner.channels.len();
+        if inner.channels.capacity() > 4 * left + 64 {
             inner.channels.shrink_to_fit();
         }
-        len
+        Reaped {
+            left,
+            dropped,
+            through: inner.last,
+        }
+    }
+
+    /// Every channel that retains events: its name, mark and events, oldest
+    /// first (cheap clones of the shared frames), taken at one instant.
+    pub fn snapshot(&self) -> Vec<(ChannelName, EventId, Vec<Event>)> {
+        let inner = self.lock();
+        inner
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.history.is_empty())
+            .map(|(name, ch)| {
+                let events = ch.history.all().cloned().collect();
+                (name.clone(), ch.history.mark(), events)
+            })
+            .collect()
+    }
+
+    /// About how many bytes the retained events take in a log: their data
+    /// plus `overhead` per event.
+    pub fn retained_bytes(&self, overhead: usize) -> u64 {
+        let inner = self.lock();
+        inner
+            .channels
+            .iter()
+            .map(|(name, ch)| {
+                let per_event = overhead + name.as_str().len();
+                (ch.history.data_bytes() + ch.history.len() * per_event) as u64
+            })
+            .sum()
     }
 
     /// How often [`Hub::reap`] should run: often enough that a channel
@@ -452,10 +476,6 @@ fn channel_entry<'a>(
     })
 }
 
-fn as_string<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
-}
-
 fn opt_as_string<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),
@@ -472,20 +492,20 @@ impl serde::Serialize for ChannelName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{memory, PublishError, PublishItem};
+    use crate::sse::PendingEvent;
 
     fn hub(history: usize, max_channels: usize) -> Hub {
-        Hub::new(
-            HubConfig {
-                history: HistoryLimits {
-                    events: history,
-                    bytes: 1 << 20,
-                },
-                max_channels,
-                stream_buffer: 16,
-                channel_ttl: Duration::from_secs(60),
+        Hub::new(HubConfig {
+            history: HistoryLimits {
+                events: history,
+                bytes: 1 << 20,
+                age: None,
             },
-            Arc::new(Metrics::new()),
-        )
+            max_channels,
+            stream_buffer: 16,
+            channel_ttl: Duration::from_secs(60),
+        })
     }
 
     fn name(s: &str) -> ChannelName {
@@ -493,11 +513,14 @@ mod tests {
     }
 
     fn publish(hub: &Hub, channel: &str, data: &str) -> EventId {
-        hub.publish(vec![PublishItem {
-            channel: name(channel),
-            event: PendingEvent::encode(None, data),
-            data_len: data.len(),
-        }])
+        memory::publish(
+            hub,
+            vec![PublishItem {
+                channel: name(channel),
+                event: PendingEvent::encode(None, data),
+                data_len: data.len(),
+            }],
+        )
         .unwrap()[0]
             .id
     }
@@ -582,7 +605,10 @@ mod tests {
                 data_len: 1,
             })
             .collect();
-        assert_eq!(hub.publish(items).unwrap_err(), ChannelLimit);
+        assert!(matches!(
+            memory::publish(&hub, items),
+            Err(PublishError::ChannelLimit)
+        ));
         assert_eq!(hub.channel_count(), 1);
         assert_eq!(hub.channels()[0].retained, 1, "nothing of the batch landed");
     }
@@ -593,7 +619,9 @@ mod tests {
         publish(&hub, "idle", "1");
         let _sub = hub.subscribe(&[name("busy")], Resume::Live).unwrap();
         let later = Instant::now() + Duration::from_secs(61);
-        assert_eq!(hub.reap(later), 1);
+        let reaped = hub.reap(later);
+        assert_eq!(reaped.left, 1);
+        assert_eq!(reaped.dropped, [name("idle")]);
         assert_eq!(hub.channels()[0].channel.as_str(), "busy");
     }
 }

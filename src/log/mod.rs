@@ -1,0 +1,175 @@
+//! The log: where a published event gets its id and becomes durable or
+//! shared, before the hub fans it out.
+//!
+//! One path for every event, whatever the backend:
+//!
+//! ```text
+//! POST /publish (routes::publish) ─ validate, encode once ─▶ Log::publish
+//!   ─ issue ids, persist or share ─▶ Hub::applier().apply (history + live,
+//!   in id order, under the hub lock) ─▶ streams ─▶ sockets
+//! ```
+//!
+//! Implementations: [`memory`] (the default: ids issued under the hub lock,
+//! nothing kept), `disk/` (`--data-dir`), `redis/` (`--redis`). The hub, the
+//! replay rules and the streams do not know which one runs.
+//!
+//! # The contract every implementation keeps
+//!
+//! 1. **Ids strictly increase** across the whole server, and after a
+//!    restart stay above every id issued before (see [`next_id`]).
+//! 2. **Events reach the hub strictly in id order**, through
+//!    [`crate::hub::Hub::applier`]. The hub refuses nothing silently: an
+//!    event out of order is an [`OutOfOrder`](crate::hub::OutOfOrder)
+//!    error, a bug in the log, and is not applied. A log that many nodes
+//!    share (Redis) feeds each node through [`crate::hub::Hub::apply`]
+//!    instead, in the same order, which skips the channels that node does
+//!    not hold.
+//! 3. **The answer is sent only after the hub has applied the event**, so a
+//!    subscriber that connects after the answer with an older id receives
+//!    it (SPEC §3); with `--data-dir`, only after it is durable too, and no
+//!    subscriber sees it before that (SPEC §8).
+//! 4. **A batch is all or nothing**: every item is published, in request
+//!    order with increasing ids, or none is and the error says why.
+//! 5. **The `--max-channels` check comes before any id is issued**: a
+//!    refused batch consumes no id and changes nothing.
+//! 6. **Errors are typed** ([`PublishError`]): the channel limit, or the
+//!    backend unavailable with how long to wait before retrying. The route
+//!    turns them into 503 with `Retry-After`.
+
+pub mod disk;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{ChannelName, EventId, Resume};
+use crate::hub::{unix_micros, ChannelInfo, Hub};
+use crate::metrics::RejectReason;
+use crate::sse::PendingEvent;
+
+/// One event to publish, validated and encoded but not yet numbered.
+#[derive(Debug)]
+pub struct PublishItem {
+    pub channel: ChannelName,
+    pub event: PendingEvent,
+    /// Length of the event's data, counted against `--history-bytes`.
+    pub data_len: usize,
+}
+
+/// The answer to one published event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Published {
+    #[serde(serialize_with = "as_string")]
+    pub id: EventId,
+    pub channel: ChannelName,
+    /// Live subscribers (on this server) the event was handed to.
+    pub subscribers: usize,
+}
+
+/// Why a publish was refused. Nothing of the batch was published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The batch would create a channel past `--max-channels`.
+    #[error("the server holds its maximum number of channels")]
+    ChannelLimit,
+    /// The backend cannot take events now (disk full, Redis down); retrying
+    /// after `retry_after` may succeed.
+    #[error("the event store is unavailable: {cause}")]
+    Unavailable {
+        retry_after: Duration,
+        /// For the log line; never carries input or secrets.
+        cause: String,
+    },
+}
+
+/// The log this server runs with.
+pub enum Log {
+    Memory(memory::MemoryLog),
+    Disk(disk::DiskLog),
+    /// `--redis`: many nodes, one service.
+    Redis(Arc<redis::RedisLog>),
+}
+
+impl Log {
+    /// The in-memory log over `hub` (no `--data-dir`, no `--redis`).
+    pub fn memory(hub: Arc<Hub>) -> Log {
+        Log::Memory(memory::MemoryLog::new(hub))
+    }
+
+    /// Publishes `items` as one batch and answers each, in request order,
+    /// once the hub has them (see the contract above).
+    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        match self {
+            Log::Memory(log) => log.publish(items),
+            Log::Disk(log) => log.publish(items).await,
+            Log::Redis(log) => log.publish(items).await,
+        }
+    }
+
+    /// The reaper dropped `channels` (for `--channel-ttl`) when `through`
+    /// was the newest id: a log that keeps history drops them too. (Redis
+    /// expires them by itself, unless another node still serves them.)
+    pub async fn forget(&self, channels: Vec<ChannelName>, through: EventId) {
+        match self {
+            Log::Memory(_) | Log::Redis(_) => {
+                let _ = (channels, through);
+            }
+            Log::Disk(log) => log.forget(channels, through).await,
+        }
+    }
+
+    /// Stops taking publishes at shutdown, after those already queued have
+    /// been committed and answered.
+    pub async fn close(&self) {
+        match self {
+            Log::Memory(_) | Log::Redis(_) => {}
+            Log::Disk(log) => log.close().await,
+        }
+    }
+
+    /// Gets the hub ready to serve a subscribe to `channels` from `resume`
+    /// (with `--redis`: load their history, catch up with the log), or says
+    /// why the subscribe must be told to come back later.
+    pub async fn prepare_subscribe(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+    ) -> Result<(), RejectReason> {
+        match self {
+            Log::Memory(_) | Log::Disk(_) => Ok(()),
+            Log::Redis(log) => log.prepare_subscribe(channels, resume).await,
+        }
+    }
+
+    /// Whether this node can serve now: always, unless it cannot reach the
+    /// shared log.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Log::Memory(_) | Log::Disk(_) => true,
+            Log::Redis(log) => log.is_up(),
+        }
+    }
+
+    /// `GET /channels`: every channel of the service, sorted by name.
+    pub async fn channels(&self, hub: &Hub) -> Result<Vec<ChannelInfo>, PublishError> {
+        match self {
+            Log::Memory(_) | Log::Disk(_) => Ok(hub.channels()),
+            Log::Redis(log) => log.channels().await,
+        }
+    }
+}
+
+/// The id to issue after `last`: the current Unix time in microseconds, or
+/// `last + 1` if that is larger. Unique and strictly increasing; after a
+/// restart above every id issued before, since a log starts from the largest
+/// of its clock and every id it recovered (an in-memory restart relies on the
+/// clock alone: its ids would only run ahead of the clock under more than a
+/// million publishes per second, or if the clock was set back).
+pub fn next_id(last: EventId) -> EventId {
+    EventId::new((last.get() + 1).max(unix_micros()))
+}
+
+fn as_string<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}

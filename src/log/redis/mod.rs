@@ -1,0 +1,552 @@
+//! `--redis`: many herald nodes as one service (SPEC §9).
+//!
+//! Redis holds what must be shared: the id counter, each channel's history
+//! (a stream per channel, trimmed exactly to `--history`/`--history-bytes`,
+//! with its mark in a small hash) and one *log* stream of every event, in id
+//! order. A publish is one Lua script (`publish.lua`): it issues the ids,
+//! appends to the channel streams and to the log, atomically, so the log's
+//! order is the id order.
+//!
+//! Every node reads the whole log on its own connection ([`reader`]) and
+//! applies it to its hub ([`crate::hub::Hub::apply`]), which fans events out
+//! to local streams exactly as a single node does. Each log entry names the
+//! id issued before it, so a node knows for certain whether it saw every
+//! entry; when it did not (Redis restarted empty, or the node fell behind
+//! further than the log keeps) it starts over ([`crate::hub::Hub::reset`]):
+//! its streams end and clients resume with `Last-Event-ID` from Redis's
+//! copy, which replays or announces the gap. A node holds a channel's
+//! history only while something here subscribes to it, loaded from Redis
+//! first (`load.lua`).
+//!
+//! While Redis is unreachable: publishes get 503 `backend_unavailable`, new
+//! subscribes the 200-and-retry answer, `/healthz` 503, and after
+//! `--redis-timeout` the open streams end so clients move to a node that can
+//! serve them. Each node also writes a heartbeat (`beat.lua`) with its
+//! subscriber counts, for the service-wide counts of `/channels` and the
+//! publish answer.
+
+mod link;
+mod reader;
+mod values;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::{ChannelName, EventId, Resume};
+use crate::history::{Event, HistoryLimits};
+use crate::hub::{ChannelInfo, Hub, Snapshot};
+use crate::log::{PublishError, PublishItem, Published};
+use crate::metrics::{Metrics, RejectReason};
+use crate::sse::PendingEvent;
+use link::{Arg, Link, Lua};
+use values::{array, bulk, int, stream_id, text};
+
+/// Why Redis could not serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogError {
+    Unavailable,
+    ChannelLimit,
+}
+
+impl LogError {
+    fn reason(self) -> RejectReason {
+        match self {
+            LogError::Unavailable => RejectReason::BackendUnavailable,
+            LogError::ChannelLimit => RejectReason::ChannelLimit,
+        }
+    }
+}
+
+/// The key names, all under one hash tag (`{h}`) so every script touches a
+/// single slot.
+struct Keys {
+    /// `<prefix>{h}:`, also passed to scripts that build per-channel and
+    /// per-node names themselves.
+    base: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            base: format!("{prefix}{{h}}:"),
+        }
+    }
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+    fn stream(&self, channel: &ChannelName) -> String {
+        format!("{}s:{channel}", self.base)
+    }
+    fn meta(&self, channel: &ChannelName) -> String {
+        format!("{}m:{channel}", self.base)
+    }
+}
+
+struct Scripts {
+    publish: Lua,
+    load: Lua,
+    beat: Lua,
+    channels: Lua,
+}
+
+/// Whether the node can reach Redis, as the log reader sees it: the reader
+/// hears from Redis at least every block period, so silence means trouble.
+struct Health {
+    up: AtomicBool,
+    /// The reader's last answer from Redis.
+    last_ok: Mutex<Instant>,
+    /// The streams were ended for this outage already.
+    streams_ended: AtomicBool,
+}
+
+pub struct RedisLog {
+    hub: Arc<Hub>,
+    client: redis::Client,
+    /// Commands of requests (publish, load, /channels) and the heartbeat.
+    link: Link,
+    keys: Keys,
+    /// This node's name in the node set: random per process.
+    node: String,
+    timeout: Duration,
+    log_len: u32,
+    history: HistoryLimits,
+    channel_ttl: Duration,
+    max_channels: usize,
+    health: Health,
+    scripts: Scripts,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisLog {
+    /// Checks the URL; connects nothing yet ([`RedisLog::start`] does).
+    pub fn new(
+        config: &Config,
+        url: &str,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisLog, String> {
+        if url.starts_with("rediss://") {
+            return Err(
+                "--redis: TLS to Redis (rediss://) is not supported; use redis:// on a \
+                 private network or through a local TLS tunnel"
+                    .to_owned(),
+            );
+        }
+        // The URL may carry a password: never repeat it in a message.
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("--redis: not a usable redis:// URL ({:?})", e.kind()))?;
+        Ok(RedisLog {
+            hub,
+            link: Link::new(client.clone(), config.redis_timeout),
+            client,
+            keys: Keys::new(&config.redis_prefix),
+            node: format!("{:016x}", fastrand::u64(..)),
+            timeout: config.redis_timeout,
+            log_len: config.redis_log_len,
+            history: config.hub().history,
+            channel_ttl: config.channel_ttl,
+            max_channels: config.max_channels as usize,
+            health: Health {
+                up: AtomicBool::new(false),
+                last_ok: Mutex::new(Instant::now()),
+                streams_ended: AtomicBool::new(false),
+            },
+            scripts: Scripts {
+                publish: Lua::new(include_str!("publish.lua")),
+                load: Lua::new(include_str!("load.lua")),
+                beat: Lua::new(include_str!("beat.lua")),
+                channels: Lua::new(include_str!("channels.lua")),
+            },
+            metrics,
+        })
+    }
+
+    /// Starts the log reader, the heartbeat and the outage watchdog; they
+    /// stop at `shutdown`.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(reader::run(self.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        tokio::spawn(self.clone().watchdog(shutdown));
+    }
+
+    /// Whether Redis answers this node now.
+    pub fn is_up(&self) -> bool {
+        self.health.up.load(Ordering::Acquire)
+    }
+
+    fn ok(&self) {
+        *self
+            .health
+            .last_ok
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if !self.health.up.swap(true, Ordering::AcqRel) {
+            self.health.streams_ended.store(false, Ordering::Release);
+            self.metrics.redis_connected.set(1);
+            tracing::info!("Redis reachable");
+        }
+    }
+
+    fn down(&self, why: &dyn std::fmt::Display) {
+        if self.health.up.swap(false, Ordering::AcqRel) {
+            self.metrics.redis_connected.set(0);
+            tracing::warn!(error = %why, "Redis unreachable: refusing publishes and new subscribes");
+        }
+    }
+
+    fn down_for(&self) -> Duration {
+        self.health
+            .last_ok
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    /// A command failed: the request is refused; a connection-level failure
+    /// is logged (the reader decides whether the node is down).
+    fn failed(&self, what: &str, e: redis::RedisError) -> LogError {
+        tracing::warn!(error = %e, "Redis {what} failed");
+        LogError::Unavailable
+    }
+
+    /// Ends every open stream once Redis has been unreachable for
+    /// `--redis-timeout`, so their clients resume on a node that can serve
+    /// them.
+    async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = (self.timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+            if !self.is_up()
+                && self.down_for() >= self.timeout
+                && !self.health.streams_ended.swap(true, Ordering::AcqRel)
+            {
+                let streams = self.hub.reset();
+                self.metrics.redis_resyncs.inc();
+                tracing::warn!(
+                    streams,
+                    "Redis unreachable for --redis-timeout: ended the open streams"
+                );
+            }
+        }
+    }
+
+    /// Publishes `items` in one script call, all or nothing, and answers
+    /// once this node's hub has applied them from the log (the log contract,
+    /// [`crate::log`]).
+    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        let answers = self.publish_in_redis(items).await.map_err(|e| match e {
+            LogError::ChannelLimit => PublishError::ChannelLimit,
+            LogError::Unavailable => self.unavailable(),
+        })?;
+        if let Some(last) = answers.last() {
+            // The reader applies it within a round trip; if it does not, the
+            // event is published all the same (it is in Redis and reaches
+            // every node's subscribers), so the answer stays 200.
+            self.hub.wait_applied(last.id, self.timeout).await;
+        }
+        Ok(answers)
+    }
+
+    fn unavailable(&self) -> PublishError {
+        PublishError::Unavailable {
+            retry_after: self.timeout.max(Duration::from_secs(1)),
+            cause: "Redis is unreachable".to_owned(),
+        }
+    }
+
+    async fn publish_in_redis(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, LogError> {
+        if !self.is_up() {
+            return Err(LogError::Unavailable);
+        }
+        let mut keys = Vec::with_capacity(4 + 2 * items.len());
+        keys.extend(["seq", "log", "channels", "nodes"].map(|k| self.keys.key(k)));
+        for item in &items {
+            keys.push(self.keys.stream(&item.channel));
+            keys.push(self.keys.meta(&item.channel));
+        }
+        let ttl = self.key_lifetime_ms();
+        let mut args = vec![
+            Arg::Str(&self.keys.base),
+            Arg::Str(&self.node),
+            Arg::Int(self.history.events as u64),
+            Arg::Int(self.history.bytes as u64),
+            Arg::Int(ttl),
+            Arg::Int(u64::from(self.log_len)),
+            Arg::Int(self.max_channels as u64),
+        ];
+        for item in &items {
+            args.push(Arg::Str(item.channel.as_str()));
+            args.push(Arg::Bytes(item.event.fields()));
+            args.push(Arg::Int(item.data_len as u64));
+        }
+        let reply = self
+            .link
+            .eval(&self.scripts.publish, &keys, &args)
+            .await
+            .map_err(|e| self.failed("publish", e))?;
+        if int(&reply) == Some(0) {
+            return Err(LogError::ChannelLimit);
+        }
+        let rows = array(&reply).ok_or_else(|| self.unexpected("publish"))?;
+        let mut answers = Vec::with_capacity(items.len());
+        for (item, row) in items.into_iter().zip(rows) {
+            let row = array(row).ok_or_else(|| self.unexpected("publish"))?;
+            let (Some(id), Some(others)) = (
+                row.first().and_then(text).and_then(|s| s.parse().ok()),
+                row.get(1).and_then(int),
+            ) else {
+                return Err(self.unexpected("publish"));
+            };
+            let subscribers = others.max(0) as usize + self.hub.subscribers(&item.channel);
+            answers.push(Published {
+                id: EventId::new(id),
+                channel: item.channel,
+                subscribers,
+            });
+        }
+        Ok(answers)
+    }
+
+    /// How long a channel's keys live in Redis after their last renewal:
+    /// 1.25 × `--channel-ttl`, renewed at most every `--channel-ttl`/4 (see
+    /// `publish.lua`), so a channel lives at least `--channel-ttl` after its
+    /// last publish or subscriber.
+    fn key_lifetime_ms(&self) -> u64 {
+        (self.channel_ttl.as_millis() as u64).saturating_mul(5) / 4
+    }
+
+    fn unexpected(&self, what: &str) -> LogError {
+        tracing::error!("Redis {what}: unexpected answer from the script");
+        LogError::Unavailable
+    }
+
+    /// Makes sure this node holds `channels` (loading their history from
+    /// Redis) and has applied the log up to `resume`'s id, so the hub can
+    /// serve the subscribe exactly as a single node would.
+    pub async fn prepare_subscribe(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+    ) -> Result<(), RejectReason> {
+        if !self.is_up() {
+            return Err(RejectReason::BackendUnavailable);
+        }
+        let hub = &*self.hub;
+        if let Resume::After(id) = resume {
+            // Published through another node, and this node's reader has not
+            // got there yet: wait for it, unless no such id was ever issued.
+            if id > hub.applied() && id <= self.issued().await.map_err(LogError::reason)? {
+                hub.wait_applied(id, self.timeout).await;
+            }
+        }
+        let deadline = Instant::now() + self.timeout;
+        while Instant::now() < deadline {
+            let plan = hub.begin_load(channels);
+            if !plan.load.is_empty() {
+                match self.snapshot(&plan.load).await {
+                    Ok(snapshots) => hub.finish_load(snapshots),
+                    Err(e) => {
+                        hub.cancel_load(&plan.load);
+                        return Err(e.reason());
+                    }
+                }
+            } else if plan.wait {
+                hub.wait_loaded(Duration::from_millis(50)).await;
+            } else {
+                return Ok(());
+            }
+        }
+        // Still loading elsewhere: the hub creates what is missing with
+        // nothing to replay, which errs on the side of a gap notice.
+        Ok(())
+    }
+
+    /// The newest id Redis has issued.
+    async fn issued(&self) -> Result<EventId, LogError> {
+        let reply = self
+            .link
+            .query(redis::cmd("GET").arg(self.keys.key("seq")))
+            .await
+            .map_err(|e| self.failed("GET", e))?;
+        Ok(EventId::new(
+            text(&reply).and_then(|s| s.parse().ok()).unwrap_or(0),
+        ))
+    }
+
+    async fn snapshot(&self, names: &[ChannelName]) -> Result<Vec<Snapshot>, LogError> {
+        let mut keys = vec![
+            self.keys.key("seq"),
+            self.keys.key("channels"),
+            self.keys.key("floor"),
+        ];
+        for name in names {
+            keys.push(self.keys.stream(name));
+            keys.push(self.keys.meta(name));
+        }
+        let mut args = vec![
+            Arg::Int(self.key_lifetime_ms()),
+            Arg::Int(self.max_channels as u64),
+        ];
+        args.extend(names.iter().map(|n| Arg::Str(n.as_str())));
+        let reply = self
+            .link
+            .eval(&self.scripts.load, &keys, &args)
+            .await
+            .map_err(|e| self.failed("load", e))?;
+        if int(&reply) == Some(0) {
+            return Err(LogError::ChannelLimit);
+        }
+        let parts = array(&reply).ok_or_else(|| self.unexpected("load"))?;
+        if parts.len() != 2 * names.len() {
+            return Err(self.unexpected("load"));
+        }
+        names
+            .iter()
+            .zip(parts.chunks(2))
+            .map(|(name, part)| {
+                let mark = text(&part[0])
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| self.unexpected("load"))?;
+                let entries = array(&part[1]).ok_or_else(|| self.unexpected("load"))?;
+                let events = entries
+                    .iter()
+                    .map(|entry| decode_stream_entry(entry).ok_or_else(|| self.unexpected("load")))
+                    .collect::<Result<Vec<Event>, LogError>>()?;
+                Ok(Snapshot {
+                    channel: name.clone(),
+                    mark: EventId::new(mark),
+                    events,
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /channels` for the whole service. Other nodes' subscribers are
+    /// as of their last heartbeat (at most [`RedisLog::beat_interval`] old);
+    /// this node's are current.
+    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, PublishError> {
+        if !self.is_up() {
+            return Err(self.unavailable());
+        }
+        let keys = [self.keys.key("channels"), self.keys.key("nodes")];
+        let args = [Arg::Str(&self.keys.base), Arg::Str(&self.node)];
+        let reply = self
+            .link
+            .eval(&self.scripts.channels, &keys, &args)
+            .await
+            .map_err(|e| {
+                self.failed("channels", e);
+                self.unavailable()
+            })?;
+        let Some(flat) = array(&reply) else {
+            self.unexpected("channels");
+            return Err(self.unavailable());
+        };
+        let mut rows = Vec::with_capacity(flat.len() / 4);
+        for row in flat.chunks_exact(4) {
+            let Some(channel) = text(&row[0]).and_then(|s| ChannelName::parse(s).ok()) else {
+                continue;
+            };
+            let others = int(&row[3]).unwrap_or(0).max(0) as usize;
+            rows.push(ChannelInfo {
+                subscribers: others + self.hub.subscribers(&channel),
+                retained: int(&row[1]).unwrap_or(0).max(0) as usize,
+                last_event_id: text(&row[2]).and_then(|s| s.parse().ok()).map(EventId::new),
+                channel,
+            });
+        }
+        rows.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(rows)
+    }
+
+    /// How often a node writes its heartbeat: the lag of other nodes'
+    /// subscriber counts.
+    pub fn beat_interval(&self) -> Duration {
+        (self.channel_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Writes this node's heartbeat and subscriber counts, and keeps the
+    /// channels it serves alive in Redis (every `--channel-ttl`/4).
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let beat = self.beat_interval();
+        let refresh_every = (self.channel_ttl / 4).max(beat);
+        // A node that stops beating drops out of the counts after this.
+        let node_ttl = (3 * beat).max(Duration::from_secs(3));
+        let mut last_counts: Option<Vec<(ChannelName, usize)>> = None;
+        let mut last_refresh: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    // Leave the counts at once rather than after node_ttl.
+                    let mut leave = redis::cmd("ZREM");
+                    leave.arg(self.keys.key("nodes")).arg(&self.node);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.link.query(&leave)).await;
+                    return;
+                }
+                () = tokio::time::sleep(beat) => {}
+            }
+            if !self.is_up() {
+                last_counts = None;
+                continue;
+            }
+            let mut counts = self.hub.subscriber_counts();
+            counts.sort_unstable();
+            let changed = last_counts.as_ref() != Some(&counts);
+            let refresh = last_refresh.is_none_or(|at| at.elapsed() >= refresh_every);
+            let keys = [
+                self.keys.key("nodes"),
+                self.keys.key(&format!("n:{}", self.node)),
+                self.keys.key("channels"),
+            ];
+            let mut args = vec![
+                Arg::Str(&self.keys.base),
+                Arg::Str(&self.node),
+                Arg::Int(node_ttl.as_millis() as u64),
+                Arg::Int(self.key_lifetime_ms()),
+                Arg::Int(u64::from(changed)),
+                Arg::Int(u64::from(refresh)),
+            ];
+            for (channel, n) in &counts {
+                args.push(Arg::Str(channel.as_str()));
+                args.push(Arg::Int(*n as u64));
+            }
+            match self.link.eval(&self.scripts.beat, &keys, &args).await {
+                Ok(_) => {
+                    last_counts = Some(counts);
+                    if refresh {
+                        last_refresh = Some(Instant::now());
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "Redis heartbeat failed"),
+            }
+        }
+    }
+}
+
+/// An entry of a channel stream: `[ "<id>-0", ["b", fields, "n", len] ]`.
+fn decode_stream_entry(entry: &redis::Value) -> Option<Event> {
+    let entry = array(entry)?;
+    let id = stream_id(entry.first()?)?;
+    let fields = array(entry.get(1)?)?;
+    let (mut body, mut len) = (None, None);
+    for pair in fields.chunks_exact(2) {
+        match bulk(&pair[0])? {
+            b"b" => body = bulk(&pair[1]),
+            b"n" => len = text(&pair[1]).and_then(|s| s.parse().ok()),
+            _ => {}
+        }
+    }
+    Some(Event {
+        id,
+        frame: PendingEvent::from_fields(body?).finish(id),
+        data_len: len?,
+    })
+}

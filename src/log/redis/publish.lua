@@ -1,0 +1,105 @@
+-- Publishes a batch: issues ids from one counter, appends each event to its
+-- channel's stream (trimmed exactly to the history limits, recording the
+-- mark) and to the shared log every node reads. All or nothing: the only
+-- refusal (channel limit) is decided before the first write. Each
+-- redis.call costs about a microsecond of Lua overhead on top of the
+-- command, so the channel's counters are kept in its meta hash and read
+-- once, rather than asked of the stream.
+--
+-- KEYS: seq, log, channels (zset name -> expiry ms), nodes (zset node ->
+--       expiry ms), then per item: stream, meta
+-- ARGV: prefix, self node, max events, max bytes, key lifetime ms (1.25 x
+--       --channel-ttl: keys are renewed at most every --channel-ttl/4, so
+--       a channel lives between one and 1.25 TTLs after its last use), log length,
+--       max channels, then per item: channel, fields, data length
+-- Returns 0 when the batch would pass the channel limit, otherwise one
+-- {id, subscribers on other nodes} per item.
+--
+-- Ids are doubles in Lua: exact below 2^53 (Unix microseconds stay below it
+-- until about 2255); always written with %d, never tostring.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
+local prefix, self_node = ARGV[1], ARGV[2]
+local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, log_len, max_channels = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local renew_every = math.floor(ttl / 5)
+local n_items = (#ARGV - 7) / 3
+
+-- Each channel's meta hash (mark, bytes and count retained, last id),
+-- read once; nil for a channel that does not exist yet.
+local metas, new = {}, 0
+for i = 1, n_items do
+  local ch = ARGV[5 + 3 * i]
+  if metas[ch] == nil then
+    local m = redis.call('HMGET', KEYS[4 + 2 * i], 'mark', 'bytes', 'count', 'renew')
+    if m[1] then
+      metas[ch] = {mark = m[1], bytes = tonumber(m[2] or 0), count = tonumber(m[3] or 0),
+                   renew = tonumber(m[4] or 0)}
+    else
+      metas[ch] = false
+      new = new + 1
+    end
+  end
+end
+if new > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[3]) + new > max_channels then
+    return 0
+  end
+end
+
+local v = redis.call('GET', KEYS[1])
+-- A lost counter (Redis restarted empty) starts from the clock, as a
+-- restarted single node does: new ids stay above the old ones, and the
+-- log's broken chain tells every node.
+local last = v and tonumber(v) or now
+local nodes = redis.call('ZRANGEBYSCORE', KEYS[4], now_ms, '+inf')
+local out = {}
+for i = 1, n_items do
+  local ch, fields, n = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local stream, meta = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local id = math.max(last + 1, now)
+  local sid = string.format('%d', id)
+  local prev = string.format('%d', last)
+  local m = metas[ch]
+  if not m then
+    -- A new channel: it cannot replay anything issued before it.
+    m = {mark = prev, bytes = 0, count = 0, renew = 0}
+    metas[ch] = m
+  end
+  -- A stream created now has no expiry yet; otherwise renew when due.
+  local renew = m.count == 0 or now_ms >= m.renew
+  redis.call('XADD', stream, sid .. '-0', 'b', fields, 'n', n)
+  m.bytes = m.bytes + tonumber(n)
+  m.count = m.count + 1
+  while m.count > max_events or (m.bytes > max_bytes and m.count > 1) do
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    redis.call('XDEL', stream, oldest[1])
+    m.bytes = m.bytes - tonumber(oldest[2][4])
+    m.mark = string.sub(oldest[1], 1, -3)
+    m.count = m.count - 1
+  end
+  if renew then
+    m.renew = now_ms + renew_every
+  end
+  redis.call('HSET', meta, 'mark', m.mark, 'bytes', m.bytes, 'count', m.count, 'last', sid,
+    'renew', m.renew)
+  if renew then
+    redis.call('PEXPIRE', stream, ttl)
+    redis.call('PEXPIRE', meta, ttl)
+    redis.call('ZADD', KEYS[3], now_ms + ttl, ch)
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, sid .. '-0',
+    'c', ch, 'p', prev, 'b', fields, 'n', n)
+  local subscribers = 0
+  for _, node in ipairs(nodes) do
+    if node ~= self_node then
+      subscribers = subscribers + tonumber(redis.call('HGET', prefix .. 'n:' .. node, ch) or 0)
+    end
+  end
+  out[i] = {sid, subscribers}
+  last = id
+end
+redis.call('SET', KEYS[1], string.format('%d', last))
+return out

@@ -1,0 +1,320 @@
+//! The log reader: one dedicated connection per node that follows the log
+//! stream with `XREAD BLOCK`, in order, and applies it to the hub.
+//!
+//! Continuity is checked entry by entry: each entry carries `p`, the id
+//! issued just before it, so `p` must equal the last id applied here. When
+//! it does not, this node missed entries (Redis lost its data, or the node
+//! fell further behind than `--redis-log-len`) and starts over with
+//! [`Hub::reset`]. Likewise when the epoch key changed across a reconnect.
+//! A reconnect that finds the chain intact simply resumes: nothing is lost.
+//!
+//! Each `XREAD` blocks at most a fraction of `--redis-timeout`, so an
+//! answer is due regularly: a connection that stays silent longer (a stalled
+//! socket, a proxy that stopped forwarding) is declared down and replaced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::values::{array, bulk, stream_id, text};
+use super::{link, RedisLog};
+use crate::domain::{ChannelName, EventId};
+use crate::history::Event;
+use crate::hub::Hub;
+use crate::sse::PendingEvent;
+
+/// Entries taken per `XREAD`.
+const BATCH: usize = 1000;
+
+pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
+    let hub = log.hub.clone();
+    let block = (log.timeout / 5).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let config = link::config(log.timeout / 2, block + log.timeout / 2);
+    let mut reader = Reader {
+        log,
+        hub,
+        at: None,
+        epoch: None,
+        checked_policy: false,
+    };
+    let mut backoff = Duration::from_millis(50);
+    while !shutdown.is_cancelled() {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = reader.connect(&config) => c,
+        };
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => {
+                reader.log.down(&e);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        reader.log.ok();
+        loop {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = reader.read(&mut conn, block) => r,
+            };
+            match read {
+                Ok(()) => reader.log.ok(),
+                Err(e) => {
+                    reader.log.down(&e);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct Reader {
+    log: Arc<RedisLog>,
+    hub: Arc<Hub>,
+    /// The last log entry applied; `None` before the first connection.
+    at: Option<EventId>,
+    /// The epoch seen at the last connection.
+    epoch: Option<String>,
+    checked_policy: bool,
+}
+
+impl Reader {
+    /// Connects, checks the epoch and where to resume.
+    async fn connect(
+        &mut self,
+        config: &redis::AsyncConnectionConfig,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let mut conn = self
+            .log
+            .client
+            .get_multiplexed_async_connection_with_config(config)
+            .await?;
+        let name = format!("herald-reader-{}", self.log.node);
+        link::checked(
+            conn.req_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(&name))
+                .await,
+        )?;
+        let keys = &self.log.keys;
+        let reply = link::checked(
+            conn.req_packed_command(
+                redis::cmd("EVAL")
+                    .arg(include_str!("start.lua"))
+                    .arg(3)
+                    .arg(keys.key("seq"))
+                    .arg(keys.key("epoch"))
+                    .arg(keys.key("floor"))
+                    .arg(format!("{:016x}", fastrand::u64(..)))
+                    .arg(self.at.map_or(0, EventId::get)),
+            )
+            .await,
+        )?;
+        let (Some(seq), Some(epoch)) = (
+            array(&reply)
+                .and_then(|r| r.first())
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .map(EventId::new),
+            array(&reply).and_then(|r| r.get(1)).and_then(text),
+        ) else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "start script",
+            )));
+        };
+        if array(&reply).and_then(|r| r.get(2)) == Some(&Value::Int(1)) {
+            tracing::warn!(
+                "Redis rolled back (restarted from an older snapshot or AOF): events this node \
+                 applied are gone from it; a subscriber resuming from before them gets a herald.gap"
+            );
+        }
+        if self.epoch.as_deref().is_some_and(|known| known != epoch) {
+            self.start_over("Redis lost its data (new epoch)");
+            self.at = Some(seq);
+            self.hub.start_at(seq);
+        }
+        self.epoch = Some(epoch.to_owned());
+        if self.at.is_none() {
+            self.at = Some(seq);
+            self.hub.start_at(seq);
+        }
+        if !self.checked_policy {
+            self.checked_policy = true;
+            check_eviction_policy(&mut conn).await;
+            let log = &self.log;
+            let limits = format!(
+                "--history {} --history-bytes {} --channel-ttl {:?} --max-channels {}",
+                log.history.events, log.history.bytes, log.channel_ttl, log.max_channels
+            );
+            check_limits(&mut conn, &keys.key("limits"), &limits).await;
+        }
+        Ok(conn)
+    }
+
+    /// One `XREAD`: waits up to `block` for entries after the last one
+    /// applied, and applies them.
+    async fn read(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        block: Duration,
+    ) -> redis::RedisResult<()> {
+        let at = self.at.expect("set by connect");
+        let reply = link::checked(
+            conn.req_packed_command(
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("BLOCK")
+                    .arg(block.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(self.log.keys.key("log"))
+                    .arg(format!("{at}-0")),
+            )
+            .await,
+        )?;
+        let Some(entries) = entries(&reply) else {
+            return Ok(());
+        };
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut at = at;
+        for entry in entries {
+            let Some((prev, channel, event)) = decode(entry) else {
+                // Not written by herald: nothing can be proven past it.
+                self.hub.apply(std::mem::take(&mut batch));
+                self.start_over("unreadable log entry");
+                continue;
+            };
+            if prev != at {
+                self.hub.apply(std::mem::take(&mut batch));
+                if prev < at {
+                    // The log went on from an id before ours: Redis rolled
+                    // back past what this node applied. Those ids are gone;
+                    // whoever resumes from before them must hear so.
+                    raise_floor(conn, &self.log.keys.key("floor"), at).await?;
+                    self.start_over("Redis rolled back (restarted from an older snapshot or AOF)");
+                } else {
+                    self.start_over("entries missing from the log");
+                }
+            }
+            at = event.id;
+            if let Some(channel) = channel {
+                batch.push((channel, event));
+            }
+        }
+        self.hub.apply(batch);
+        if entries
+            .last()
+            .is_some_and(|e| decode(e).is_none_or(|(_, c, _)| c.is_none()))
+        {
+            // The batch ended on an entry the hub did not see.
+            self.hub.start_at(at);
+        }
+        self.at = Some(at);
+        Ok(())
+    }
+
+    fn start_over(&self, why: &str) {
+        let streams = self.hub.reset();
+        self.log.metrics.redis_resyncs.inc();
+        tracing::warn!(
+            streams,
+            "{why}: this node may have missed events; ended its streams so clients resume from Redis"
+        );
+    }
+}
+
+/// The limits travel with each publish, so nodes that disagree on them
+/// apply different ones to the same channel: say so when this node's differ
+/// from those of the node that started before it.
+async fn check_limits(conn: &mut MultiplexedConnection, key: &str, limits: &str) {
+    let reply = conn
+        .req_packed_command(redis::cmd("SET").arg(key).arg(limits).arg("GET"))
+        .await;
+    if let Some(previous) = reply.as_ref().ok().and_then(text) {
+        if previous != limits {
+            tracing::warn!(
+                this_node = limits,
+                previous_node = previous,
+                "nodes of this service run with different history or channel limits; give them all the same"
+            );
+        }
+    }
+}
+
+/// Raises the floor (see `start.lua`) to `to`.
+async fn raise_floor(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    to: EventId,
+) -> redis::RedisResult<()> {
+    const RAISE: &str = "if tonumber(redis.call('GET', KEYS[1]) or 0) < tonumber(ARGV[1]) then \
+                         redis.call('SET', KEYS[1], ARGV[1]) end";
+    link::checked(
+        conn.req_packed_command(redis::cmd("EVAL").arg(RAISE).arg(1).arg(key).arg(to.get()))
+            .await,
+    )
+    .map(drop)
+}
+
+/// The entries of an `XREAD` answer on one stream, `None` when it timed out.
+fn entries(reply: &Value) -> Option<&[Value]> {
+    let streams = array(reply)?;
+    let stream = array(streams.first()?)?;
+    array(stream.get(1)?)
+}
+
+/// A log entry: `[ "<id>-0", ["c", channel, "p", prev, "b", fields, "n", len] ]`.
+/// The channel is `None` if it is not a valid name (the entry still counts
+/// for continuity).
+fn decode(entry: &Value) -> Option<(EventId, Option<ChannelName>, Event)> {
+    let entry = array(entry)?;
+    let id = stream_id(entry.first()?)?;
+    let fields = array(entry.get(1)?)?;
+    let (mut channel, mut prev, mut body, mut len) = (None, None, None, None);
+    for pair in fields.chunks_exact(2) {
+        match bulk(&pair[0])? {
+            b"c" => channel = text(&pair[1]),
+            b"p" => prev = text(&pair[1]).and_then(|s| s.parse().ok()),
+            b"b" => body = bulk(&pair[1]),
+            b"n" => len = text(&pair[1]).and_then(|s| s.parse().ok()),
+            _ => {}
+        }
+    }
+    let event = Event {
+        id,
+        frame: PendingEvent::from_fields(body?).finish(id),
+        data_len: len?,
+    };
+    Some((
+        EventId::new(prev?),
+        channel.and_then(|c| ChannelName::parse(c).ok()),
+        event,
+    ))
+}
+
+/// SPEC §9: herald relies on Redis never evicting its keys; say so at
+/// startup when the server would.
+async fn check_eviction_policy(conn: &mut MultiplexedConnection) {
+    let reply = conn
+        .req_packed_command(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+        .await;
+    match reply.as_ref().ok().and_then(array).and_then(|r| r.get(1)).and_then(text) {
+        Some("noeviction") => {}
+        Some(policy) => tracing::warn!(
+            policy,
+            "Redis maxmemory-policy is not noeviction: when Redis fills up it may evict herald's \
+             history or id counter, and subscribers could miss events without a gap notice; \
+             set `maxmemory-policy noeviction`"
+        ),
+        None => tracing::warn!(
+            "could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction"
+        ),
+    }
+}

@@ -1,0 +1,154 @@
+//! The long randomized multi-node run behind `scripts/cluster-chaos.sh`
+//! (ignored in `cargo test`; the fault tests of this module are its short
+//! version). Three nodes, Redis with AOF (`appendfsync always`), publishers
+//! on every node, followers moving between nodes; every 1.5–3 s one fault:
+//! a node killed with SIGKILL and replaced, Redis killed and restarted after
+//! 1–3 s, or every Redis client connection killed. Reports, per stream and
+//! in total, events lost without a gap, duplicated and out of order (all
+//! must be 0) and events announced by a gap.
+//!
+//! `HERALD_CLUSTER_CHAOS_SECS` (default 60), `HERALD_CLUSTER_CHAOS_SEED`,
+//! `HERALD_CLUSTER_CHAOS_AOF=0` to run Redis without persistence (losses
+//! must then all be announced).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::support::{node, publish_shared, shared, Acked, Follower, Redis, Report};
+
+const CHANNELS: [&str; 3] = ["c1", "c2", "c3"];
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run scripts/cluster-chaos.sh"]
+async fn chaos() {
+    let secs = env("HERALD_CLUSTER_CHAOS_SECS").unwrap_or(60);
+    let seed = env("HERALD_CLUSTER_CHAOS_SEED").unwrap_or_else(|| fastrand::u64(..));
+    let aof = env("HERALD_CLUSTER_CHAOS_AOF") != Some(0);
+    eprintln!("cluster chaos: {secs}s, seed {seed}, aof {aof}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let extra: &[&str] = if aof {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &[]
+    };
+    let mut redis = Redis::start(extra).await.expect("redis-server");
+    let args = ["--redis-timeout", "2s", "--history", "10000"];
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis.url(), &args).await);
+    }
+    let list = shared(nodes.iter().map(|n| n.url("")).collect());
+    let client = reqwest::Client::new();
+    let mut start = 0;
+    for channel in CHANNELS {
+        start = publish_shared(&client, &list, 0, channel, "start").await;
+    }
+
+    let followers: Vec<Follower> = (0..6)
+        .map(|_| {
+            Follower::start_shared(
+                list.clone(),
+                "/events?channel=c1&channel=c2&channel=c3",
+                Some(start),
+            )
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = (0..3)
+        .map(|p| {
+            let (list, stop) = (list.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked: Vec<Acked> = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let channel = CHANNELS[(i + p) % CHANNELS.len()];
+                    let id =
+                        publish_shared(&client, &list, p + i, channel, &format!("p{p}-{i}")).await;
+                    acked.push((id, channel.to_owned()));
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let (mut node_kills, mut redis_kills, mut client_kills) = (0, 0, 0);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.u64(1500..3000))).await;
+        match rng.u8(0..3) {
+            0 => {
+                let i = rng.usize(0..nodes.len());
+                nodes[i].kill().await;
+                nodes[i] = node(&redis.url(), &args).await;
+                list.lock().unwrap()[i] = nodes[i].url("");
+                node_kills += 1;
+            }
+            1 => {
+                redis.kill();
+                tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
+                redis.restart().await;
+                redis_kills += 1;
+            }
+            _ => {
+                redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+                client_kills += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for p in publishers {
+        acked.extend(p.await.unwrap());
+    }
+    acked.sort_unstable();
+    let newest = acked.last().unwrap().0;
+    eprintln!(
+        "faults: {node_kills} node kills, {redis_kills} Redis kills, {client_kills} CLIENT KILLs; {} events acknowledged",
+        acked.len()
+    );
+
+    let mut total = Report::default();
+    for (n, f) in followers.iter().enumerate() {
+        f.wait_for(newest, Duration::from_secs(60)).await;
+        let r = Report::of(&f.items(), &acked);
+        eprintln!(
+            "stream {n}: received {}, lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, streams opened {}",
+            r.received, r.lost, r.duplicated, r.out_of_order, r.announced, r.gaps,
+            f.streams.load(Ordering::Relaxed)
+        );
+        total.received += r.received;
+        total.lost += r.lost;
+        total.duplicated += r.duplicated;
+        total.out_of_order += r.out_of_order;
+        total.announced += r.announced;
+        total.gaps += r.gaps;
+    }
+    eprintln!(
+        "TOTAL: lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, received {}",
+        total.lost,
+        total.duplicated,
+        total.out_of_order,
+        total.announced,
+        total.gaps,
+        total.received
+    );
+    assert_eq!(
+        (total.lost, total.duplicated, total.out_of_order),
+        (0, 0, 0)
+    );
+    if aof {
+        assert_eq!(
+            (total.announced, total.gaps),
+            (0, 0),
+            "with AOF always nothing is missing"
+        );
+    }
+}
