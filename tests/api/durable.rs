@@ -188,6 +188,17 @@ async fn history_survives_a_restart_and_resumes_with_no_gap() {
             .collect::<Vec<_>>(),
         "the events after the resume id, and no gap notice"
     );
+    let empty: serde_json::Value = app
+        .client
+        .post(app.url("/publish"))
+        .body("[]")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty, serde_json::json!([]), "an empty batch answers []");
     let next = publish_id(&app, "news", "after").await;
     assert!(next > sent[4], "ids keep increasing across the restart");
     assert_eq!(sse.next().await.data, "after");
