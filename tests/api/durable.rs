@@ -454,6 +454,20 @@ async fn refuses_a_data_dir_it_cannot_write() {
 }
 
 #[tokio::test]
+async fn refuses_a_data_dir_another_herald_is_using() {
+    let dir = TempDir::new("in-use");
+    let first = Binary::start(&["--data-dir", dir.arg()]).await;
+    first.publish("c", "kept").await;
+    refuses(&dir.path, &[], "in use by another herald").await;
+    first.serves_others("c").await;
+    first.kill9().await;
+    // kill -9 releases the lock with the process.
+    let second = Binary::start(&["--data-dir", dir.arg()]).await;
+    assert_eq!(second.channels().await[0]["retained"], 2);
+    second.kill9().await;
+}
+
+#[tokio::test]
 async fn refuses_files_from_a_newer_format() {
     let dir = TempDir::new("newer");
     let mut header = b"HERALDLG".to_vec();
