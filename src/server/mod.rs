@@ -128,21 +128,26 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
-    // Commit and answer the publishes already queued; bounded like the rest.
-    if tokio::time::timeout(config.shutdown_grace, state.log.close())
-        .await
-        .is_err()
-    {
-        warn!("the log did not stop within the shutdown grace period");
-    }
     drop(listener);
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     connections.close();
     close_connections.cancel();
     tokio::select! {
         () = connections.wait() => info!("all connections closed"),
-        () = tokio::time::sleep(config.shutdown_grace) => {
+        () = tokio::time::sleep_until(deadline) => {
             warn!("shutdown grace period over; closing the remaining connections");
         }
+    }
+    // Requests in flight have had their answers (publishes included, since
+    // a publish is answered only once the log has committed it): let the
+    // log finish and stop, with what is left of the grace period (at least
+    // a second).
+    let log_deadline = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(log_deadline, state.log.close())
+        .await
+        .is_err()
+    {
+        warn!("the log did not stop within the shutdown grace period");
     }
     Ok(())
 }

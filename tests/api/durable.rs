@@ -188,6 +188,17 @@ async fn history_survives_a_restart_and_resumes_with_no_gap() {
             .collect::<Vec<_>>(),
         "the events after the resume id, and no gap notice"
     );
+    let empty: serde_json::Value = app
+        .client
+        .post(app.url("/publish"))
+        .body("[]")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty, serde_json::json!([]), "an empty batch answers []");
     let next = publish_id(&app, "news", "after").await;
     assert!(next > sent[4], "ids keep increasing across the restart");
     assert_eq!(sse.next().await.data, "after");
@@ -440,6 +451,20 @@ async fn refuses_a_data_dir_it_cannot_write() {
         }
     }
     refuses(&dir.path, &[], "cannot create or write").await;
+}
+
+#[tokio::test]
+async fn refuses_a_data_dir_another_herald_is_using() {
+    let dir = TempDir::new("in-use");
+    let first = Binary::start(&["--data-dir", dir.arg()]).await;
+    first.publish("c", "kept").await;
+    refuses(&dir.path, &[], "in use by another herald").await;
+    first.serves_others("c").await;
+    first.kill9().await;
+    // kill -9 releases the lock with the process.
+    let second = Binary::start(&["--data-dir", dir.arg()]).await;
+    assert_eq!(second.channels().await[0]["retained"], 2);
+    second.kill9().await;
 }
 
 #[tokio::test]

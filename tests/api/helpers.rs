@@ -62,6 +62,7 @@ pub async fn spawn_app_at(addr: SocketAddr, configure: impl FnOnce(&mut Config))
     init_logs();
     let mut config = test_config();
     configure(&mut config);
+    durable_if_asked(&mut config);
     let listener = bind_retrying(addr).await;
     let addr = listener.local_addr().unwrap();
     let state = State::open(config).expect("the test's --data-dir opens");
@@ -79,6 +80,23 @@ pub async fn spawn_app_at(addr: SocketAddr, configure: impl FnOnce(&mut Config))
         state,
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// `HERALD_TEST_DURABLE=1` runs every in-process server of the suite with a
+/// fresh `--data-dir` (under the system's temp dir), so the whole API suite
+/// checks that the disk log keeps every promise the in-memory one does.
+fn durable_if_asked(config: &mut Config) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    if config.data_dir.is_none() && std::env::var_os("HERALD_TEST_DURABLE").is_some() {
+        let dir = std::env::temp_dir().join(format!(
+            "herald-durable-suite-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        config.data_dir = Some(dir);
     }
 }
 

@@ -7,6 +7,7 @@
 //!                                   events and mark up to that id
 //! DIR/*.tmp                         a snapshot being written (deleted at
 //!                                   start: it never completed)
+//! DIR/LOCK                          held (flock) by the running herald
 //! ```
 //!
 //! Other files are left alone. A segment is named when it is created, by

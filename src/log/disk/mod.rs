@@ -61,7 +61,7 @@ impl DiskLog {
             .clone()
             .expect("DiskLog::open is called with --data-dir");
         let started = Instant::now();
-        recover::check_dir(&dir)?;
+        let lock = recover::check_dir(&dir)?;
         let found = {
             let mut applier = hub.applier();
             let window = recover::torn_window(config.max_batch_bytes.max(config.max_event_bytes));
@@ -131,7 +131,12 @@ impl DiskLog {
         };
         let writer = std::thread::Builder::new()
             .name("herald-log-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                writer.run(receiver);
+                // The directory is free for another server once the writer
+                // has stopped.
+                drop(lock);
+            })
             .map_err(|source| OpenError::NotWritable {
                 path: PathBuf::from("(writer thread)"),
                 source,

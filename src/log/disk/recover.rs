@@ -37,6 +37,8 @@ pub enum OpenError {
     NotADirectory(PathBuf),
     #[error("--data-dir {path}: cannot create or write to it: {source}")]
     NotWritable { path: PathBuf, source: io::Error },
+    #[error("--data-dir {0}: in use by another herald process (two processes would corrupt each other's log)")]
+    InUse(PathBuf),
     #[error("--data-dir {path}: cannot read it: {source}")]
     Unreadable { path: PathBuf, source: io::Error },
     #[error("{path}: {what}; herald will not start on a directory it cannot read safely (move the file away to start without it, losing its events)")]
@@ -57,8 +59,10 @@ pub struct Recovered {
 }
 
 /// Checks `dir` (creating it if missing) and that this process can write
-/// to it.
-pub fn check_dir(dir: &Path) -> Result<(), OpenError> {
+/// to it, and takes its lock: the returned file holds an exclusive `flock`
+/// on `DIR/LOCK` for as long as it is open (the kernel releases it when the
+/// process dies, `kill -9` included).
+pub fn check_dir(dir: &Path) -> Result<fs::File, OpenError> {
     match fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(OpenError::NotADirectory(dir.to_owned())),
         Ok(_) => {}
@@ -80,7 +84,24 @@ pub fn check_dir(dir: &Path) -> Result<(), OpenError> {
     written.map_err(|source| OpenError::NotWritable {
         path: dir.to_owned(),
         source,
-    })
+    })?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|source| OpenError::NotWritable {
+            path: dir.to_owned(),
+            source,
+        })?;
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(lock),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(OpenError::InUse(dir.to_owned())),
+        Err(e) => Err(OpenError::NotWritable {
+            path: dir.to_owned(),
+            source: e.into(),
+        }),
+    }
 }
 
 /// Rebuilds the hub from `dir` through `hub` (locked, before the server

@@ -167,10 +167,12 @@ impl Writer {
                 record::encode(buf, Kind::Forget, through, 0, Some(channel), &[]);
             }
         }
-        if buf.is_empty() {
-            return;
-        }
-        if let Err(e) = self.append(buf) {
+        // (An empty batch has nothing to write but still gets its answer.)
+        if let Err(e) = if buf.is_empty() {
+            Ok(())
+        } else {
+            self.append(buf)
+        } {
             self.metrics.log_write_errors.inc();
             tracing::warn!(error = %e, "the log cannot write; publishes get 503 until it can");
             for request in admitted {
