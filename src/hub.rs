@@ -12,7 +12,7 @@
 //! channel because a stream may subscribe to several channels and must see
 //! their events in id order: with a single lock, an event with a smaller id
 //! is always in its receiver's queue before any event with a larger id is
-//! sent anywhere, which is what lets [`crate::stream`] merge receivers in id
+//! sent anywhere, which is what lets [`crate::transport`] merge receivers in id
 //! order. It is a std mutex, never held across an `.await`: every critical
 //! section is a few pointer moves and a broadcast send (which never waits on
 //! receivers), and the expensive work, encoding the frame, happens before

@@ -17,7 +17,7 @@
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
 //! - [`hub`]: channels, ids, publish and subscribe, under one lock.
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
-//! - [`stream`]: one subscriber's response body: backlog, live events merged
+//! - [`transport`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.
 //! - [`sse`]: the wire format, and nothing else.
 //!
@@ -36,7 +36,7 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod sse;
-pub mod stream;
+pub mod transport;
 
 pub use config::{Config, LogFormat};
 pub use server::{run, serve};

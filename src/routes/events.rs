@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
-use crate::stream::{self, EventStream, StreamContext};
+use crate::transport::sse::{self as stream, EventStream, StreamContext};
 
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
