@@ -25,14 +25,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::domain::{ChannelName, EventId, Resume};
-use crate::history::{Event, History, HistoryLimits};
+use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
 use crate::metrics::Metrics;
-use crate::sse::{self, GapReason, PendingEvent};
+use crate::sse::PendingEvent;
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -87,10 +86,14 @@ pub struct Subscription {
     pub sources: Vec<Source>,
 }
 
-/// A frame of a stream's backlog, and what it counts as in the metrics.
+/// An item of a stream's backlog, and what it counts as in the metrics.
 pub enum Backlog {
-    Gap(Bytes),
-    Replayed(Bytes),
+    Gap(Notice),
+    /// A retained event of the `channel`-th channel subscribed to.
+    Replayed {
+        channel: usize,
+        event: Event,
+    },
 }
 
 /// One channel of a stream: its live receiver, and the id up to which the
@@ -107,7 +110,7 @@ pub struct Source {
 /// not seen.
 pub struct CatchUp {
     pub receiver: broadcast::Receiver<Event>,
-    pub gap: Option<Bytes>,
+    pub gap: Option<Notice>,
     pub events: Vec<Event>,
 }
 
@@ -250,11 +253,7 @@ impl Hub {
             let issued_before = clock.last();
             let id = clock.next();
             let channel = channel_entry(channels, &item.channel, &self.config, issued_before, now);
-            let event = Event {
-                id,
-                frame: item.event.finish(id),
-                data_len: item.data_len,
-            };
+            let event = Event::new(id, item.event.finish(id), item.data_len);
             channel.history.push(event.clone());
             channel.active_at = now;
             let subscribers = match &channel.sender {
@@ -297,7 +296,7 @@ impl Hub {
         };
         let now = Instant::now();
         let mut gaps = Vec::new();
-        let mut replay: Vec<&Event> = Vec::new();
+        let mut replay: Vec<(usize, &Event)> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
         for name in channels {
             let Inner {
@@ -315,34 +314,34 @@ impl Hub {
                 last_id: last_issued,
             });
         }
-        for name in channels {
+        for (index, name) in channels.iter().enumerate() {
             let history = &inner.channels[name].history;
+            let tagged = |e| (index, e);
             match resume {
                 Resume::Live => {}
                 Resume::After(after) => {
                     let (complete, events) = history.since(after);
                     if complete {
-                        replay.extend(events);
+                        replay.extend(events.map(tagged));
                     } else {
-                        gaps.push(sse::gap(name, GapReason::History, Some(after)));
-                        replay.extend(history.all());
+                        gaps.push(Notice::gap(name, GapReason::History, Some(after)));
+                        replay.extend(history.all().map(tagged));
                     }
                 }
                 Resume::Unknown => {
-                    gaps.push(sse::gap(name, GapReason::UnknownId, None));
-                    replay.extend(history.all());
+                    gaps.push(Notice::gap(name, GapReason::UnknownId, None));
+                    replay.extend(history.all().map(tagged));
                 }
             }
         }
-        replay.sort_unstable_by_key(|e| e.id);
+        replay.sort_unstable_by_key(|(_, e)| e.id);
         let backlog = gaps
             .into_iter()
             .map(Backlog::Gap)
-            .chain(
-                replay
-                    .into_iter()
-                    .map(|e| Backlog::Replayed(e.frame.clone())),
-            )
+            .chain(replay.into_iter().map(|(channel, e)| Backlog::Replayed {
+                channel,
+                event: e.clone(),
+            }))
             .collect();
         Ok(Subscription { backlog, sources })
     }
@@ -359,7 +358,7 @@ impl Hub {
         let ch = inner.channels.get_mut(channel)?;
         let receiver = ch.subscribe(self.config.stream_buffer);
         let (complete, events) = ch.history.since(after);
-        let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
+        let gap = (!complete).then(|| Notice::gap(channel, GapReason::SlowSubscriber, Some(after)));
         Some(CatchUp {
             receiver,
             gap,
@@ -507,7 +506,7 @@ mod tests {
             .iter()
             .map(|b| match b {
                 Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+                Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
             })
             .collect()
     }

@@ -1,7 +1,7 @@
 //! The Server-Sent Events wire format, and nothing else.
 //!
 //! Every byte herald writes on an event stream is built here: the opening
-//! `retry:` preamble, event frames, `herald.gap` notices, heartbeat comments
+//! `retry:` preamble, event frames, `herald.*` notices, heartbeat comments
 //! and the "come back later" answer. Nothing outside this module writes
 //! `id:`, `event:`, `data:` or `retry:`.
 //!
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::domain::{ChannelName, EventId, EventType};
+use crate::domain::{EventId, EventType};
+use crate::history::Notice;
 
 /// A heartbeat: a comment line that keeps proxies from closing an idle stream.
 /// Constant, so sending it costs no allocation.
@@ -126,41 +127,15 @@ fn split_lines(data: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Why a `herald.gap` notice is sent; its text appears in the notice's JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GapReason {
-    /// The presented id is older than what the channel still retains.
-    History,
-    /// The presented `Last-Event-ID` is not an id this server could have issued.
-    UnknownId,
-    /// The subscriber fell behind the live buffer and events it missed were
-    /// no longer retained.
-    SlowSubscriber,
-}
-
-impl GapReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            GapReason::History => "history",
-            GapReason::UnknownId => "unknown_id",
-            GapReason::SlowSubscriber => "slow_subscriber",
-        }
-    }
-}
-
-/// A `herald.gap` event: no `id:` field (so it does not move the browser's
-/// last event id), JSON data naming the channel, the reason, and the last id
-/// the subscriber is known to have (if any).
-pub fn gap(channel: &ChannelName, reason: GapReason, after: Option<EventId>) -> Bytes {
-    let data = serde_json::json!({
-        "channel": channel.as_str(),
-        "reason": reason.as_str(),
-        "last_event_id": after.map(|id| id.to_string()),
-    });
-    let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
-    buf.put_slice(b"event: herald.gap\ndata: ");
+/// A `herald.*` notice: `event:` and `data:` lines and no `id:` field, so it
+/// does not move the browser's last event id.
+pub fn notice(notice: &Notice) -> Bytes {
+    let mut buf = BytesMut::with_capacity(24 + notice.event.len() + notice.data.len());
+    buf.put_slice(b"event: ");
+    buf.put_slice(notice.event.as_bytes());
+    buf.put_slice(b"\ndata: ");
     // Compact JSON never contains a raw line break: strings escape them.
-    buf.put_slice(data.to_string().as_bytes());
+    buf.put_slice(notice.data.as_bytes());
     buf.put_slice(b"\n\n");
     buf.freeze()
 }
@@ -248,8 +223,12 @@ mod tests {
 
     #[test]
     fn gap_notice_has_no_id_and_json_data() {
-        let ch = ChannelName::parse("news").unwrap();
-        let text = gap(&ch, GapReason::History, Some(EventId::new(5)));
+        let ch = crate::domain::ChannelName::parse("news").unwrap();
+        let text = notice(&Notice::gap(
+            &ch,
+            crate::history::GapReason::History,
+            Some(EventId::new(5)),
+        ));
         assert_eq!(
             &text[..],
             &b"event: herald.gap\ndata: {\"channel\":\"news\",\"last_event_id\":\"5\",\"reason\":\"history\"}\n\n"[..]

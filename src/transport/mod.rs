@@ -1,6 +1,10 @@
 //! How events leave the server: the subscription core shared by every
 //! transport, and the writers that put it on the wire.
 //!
-//! - [`sse`]: the event stream body (`text/event-stream`).
+//! - [`core`]: what one subscriber is owed, in order: backlog, live events
+//!   merged across channels in id order, catch-up after lag, heartbeats.
+//! - [`sse`]: the event stream body (`text/event-stream`), a thin writer
+//!   over the core.
 
+pub mod core;
 pub mod sse;

@@ -1,232 +1,35 @@
-//! One subscriber's response body: preamble, backlog, live events merged
-//! across channels in id order, heartbeats, catching up after lag, and
-//! ending on shutdown.
+//! The event stream body: the SSE writer over the subscription core.
 //!
 //! [`EventStream`] is an [`http_body::Body`] polled directly by hyper: no
 //! task per subscriber, no channel between a task and the connection. Every
-//! frame it yields is a clone of bytes encoded once at publish.
+//! event frame it yields is a clone of bytes encoded once at publish.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::Stream;
 
-use crate::domain::{ChannelName, EventId};
-use crate::history::Event;
-use crate::hub::{Backlog, Hub, Source, Subscription};
-use crate::metrics::Metrics;
+use crate::hub::Subscription;
 use crate::sse;
+use crate::transport::core::{Item, Subscriber};
 
-/// What a stream needs besides its subscription.
-pub struct StreamContext {
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub heartbeat: Duration,
-}
+pub use crate::transport::core::StreamContext;
 
 pub struct EventStream {
     /// The `retry:` field and opening comment, written first.
     preamble: Option<Bytes>,
-    /// Gap notices and replayed events, written before any live event.
-    backlog: VecDeque<Backlog>,
-    channels: Vec<Channel>,
-    ctx: StreamContext,
-    /// Fires when nothing was written for `heartbeat`; re-armed lazily from
-    /// `last_write` so a busy stream does not touch the timer per event.
-    heartbeat: Pin<Box<Sleep>>,
-    /// When the stream last went idle after writing: the clock is read once
-    /// per wake-up that wrote something, not once per frame.
-    last_write: Instant,
-    /// Something was written since `last_write` was taken.
-    wrote: bool,
-    /// Live events written since the shared counter was last updated;
-    /// batching keeps the hot path off a contended atomic.
-    delivered: u64,
-    /// The stream ended: the hub closed its channels (shutdown), so graceful
-    /// shutdown is never held up by an open stream.
-    done: bool,
-}
-
-/// One subscribed channel of a stream.
-struct Channel {
-    name: ChannelName,
-    receiver: BroadcastStream<Event>,
-    /// Events taken from the receiver (or from history after a lag) and not
-    /// written yet, in id order. The merge looks at the head of each.
-    ready: VecDeque<Ready>,
-    /// The id up to which this stream has every event of the channel it is
-    /// owed: where a catch-up after lag starts.
-    last_id: EventId,
-}
-
-enum Ready {
-    Live(Event),
-    /// From history, after this subscriber fell behind.
-    Replayed(Event),
-    /// A `herald.gap` notice, written just before the events after the hole.
-    Gap(Bytes),
-}
-
-impl Ready {
-    /// Merge order: a gap notice goes before anything else of its channel,
-    /// and sorts first overall so it is never held back behind another
-    /// channel's events.
-    fn order(&self) -> Option<EventId> {
-        match self {
-            Ready::Live(e) | Ready::Replayed(e) => Some(e.id),
-            Ready::Gap(_) => None,
-        }
-    }
+    core: Subscriber,
 }
 
 impl EventStream {
     pub fn new(preamble: Bytes, sub: Subscription, ctx: StreamContext) -> EventStream {
-        let channels = sub
-            .sources
-            .into_iter()
-            .map(
-                |Source {
-                     channel,
-                     receiver,
-                     last_id,
-                 }| Channel {
-                    name: channel,
-                    receiver: BroadcastStream::new(receiver),
-                    ready: VecDeque::new(),
-                    last_id,
-                },
-            )
-            .collect();
-        ctx.metrics.streams_open.inc();
-        let now = Instant::now();
         EventStream {
             preamble: Some(preamble),
-            backlog: sub.backlog.into(),
-            channels,
-            heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
-            last_write: now,
-            wrote: false,
-            delivered: 0,
-            done: false,
-            ctx,
+            core: Subscriber::new(sub, ctx),
         }
-    }
-
-    /// The next frame of live traffic, merged across channels in id order.
-    ///
-    /// Correctness of the merge rests on the hub's single lock: events are
-    /// sent in id order, so an event smaller than a head we hold was sent
-    /// before that head, and is in its receiver's queue by the time the head
-    /// is taken. One pass over the receivers is not enough: a receiver found
-    /// empty early in the pass may be sent a smaller event before a later
-    /// receiver of the same pass yields a larger one (the chaos test caught
-    /// this as ids going backwards on a multi-channel stream, which a client
-    /// that reconnects with the larger id turns into a silent loss). So the
-    /// empty queues are polled again until a whole pass takes nothing: every
-    /// head was then taken before that last pass, and every empty queue was
-    /// polled after. Each extra pass fills a queue that was empty, so at most
-    /// there is one pass more than there are channels.
-    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        loop {
-            let mut took = false;
-            for i in 0..self.channels.len() {
-                if self.channels[i].ready.is_empty() {
-                    if !self.fill(i, cx) {
-                        return Poll::Ready(None);
-                    }
-                    took |= !self.channels[i].ready.is_empty();
-                }
-            }
-            if !took {
-                break;
-            }
-        }
-        let Some(next) = self
-            .channels
-            .iter()
-            .enumerate()
-            .filter_map(|(i, ch)| ch.ready.front().map(|r| (r.order(), i)))
-            .min()
-            .map(|(_, i)| i)
-        else {
-            return Poll::Pending;
-        };
-        let channel = &mut self.channels[next];
-        let frame = match channel.ready.pop_front().expect("picked a non-empty queue") {
-            Ready::Live(event) => {
-                channel.last_id = event.id;
-                self.delivered += 1;
-                event.frame
-            }
-            Ready::Replayed(event) => {
-                channel.last_id = event.id;
-                self.ctx.metrics.events_replayed.inc();
-                event.frame
-            }
-            Ready::Gap(notice) => {
-                self.ctx.metrics.gaps.inc();
-                notice
-            }
-        };
-        Poll::Ready(Some(frame))
-    }
-
-    /// Takes what the receiver of channel `i` has ready, if anything. After a
-    /// lag, swaps in a new receiver and queues the catch-up from history.
-    /// Returns false when the stream must end.
-    fn fill(&mut self, i: usize, cx: &mut Context<'_>) -> bool {
-        let channel = &mut self.channels[i];
-        loop {
-            match Pin::new(&mut channel.receiver).poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    channel.ready.push_back(Ready::Live(event));
-                    return true;
-                }
-                Poll::Pending => return true,
-                // The hub closed the channel: shutdown.
-                Poll::Ready(None) => return false,
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
-                    self.ctx.metrics.slow_subscribers_cut.inc();
-                    let Some(catch_up) = self.ctx.hub.catch_up(&channel.name, channel.last_id)
-                    else {
-                        return false;
-                    };
-                    channel.receiver = BroadcastStream::new(catch_up.receiver);
-                    channel.ready.clear();
-                    channel.ready.extend(catch_up.gap.map(Ready::Gap));
-                    channel
-                        .ready
-                        .extend(catch_up.events.into_iter().map(Ready::Replayed));
-                    if !channel.ready.is_empty() {
-                        return true;
-                    }
-                    // Nothing retained after our last id: poll the new
-                    // receiver so it registers our waker.
-                }
-            }
-        }
-    }
-
-    fn flush_delivered(&mut self) {
-        if self.delivered > 0 {
-            self.ctx.metrics.events_delivered.inc_by(self.delivered);
-            self.delivered = 0;
-        }
-    }
-
-    fn wrote(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.wrote = true;
-        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 }
 
@@ -239,70 +42,26 @@ impl Body for EventStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
         if let Some(preamble) = this.preamble.take() {
-            return this.wrote(preamble);
+            return Poll::Ready(Some(Ok(Frame::data(preamble))));
         }
-        if let Some(item) = this.backlog.pop_front() {
-            let frame = match item {
-                Backlog::Gap(b) => {
-                    this.ctx.metrics.gaps.inc();
-                    b
-                }
-                Backlog::Replayed(b) => {
-                    this.ctx.metrics.events_replayed.inc();
-                    b
-                }
-            };
-            return this.wrote(frame);
-        }
-        match this.poll_live(cx) {
-            Poll::Ready(Some(frame)) => return this.wrote(frame),
-            Poll::Ready(None) => {
-                this.done = true;
-                return Poll::Ready(None);
-            }
-            Poll::Pending => this.flush_delivered(),
-        }
-        if this.wrote {
-            // hyper writes what it was given as soon as the body is pending,
-            // so "now" is when those frames go out.
-            this.last_write = Instant::now();
-            this.wrote = false;
-        }
-        // Idle. The timer is only re-armed when it fires: if something was
-        // written since it was set, it is pushed to `heartbeat` after that
-        // write; otherwise the heartbeat is due now. So a busy stream costs
-        // the timer nothing per event.
-        while this.heartbeat.as_mut().poll(cx).is_ready() {
-            let due = this.last_write + this.ctx.heartbeat;
-            if due <= Instant::now() {
-                this.last_write = Instant::now();
-                this.heartbeat
-                    .as_mut()
-                    .reset(this.last_write + this.ctx.heartbeat);
-                return Poll::Ready(Some(Ok(Frame::data(sse::HEARTBEAT))));
-            }
-            this.heartbeat.as_mut().reset(due);
-        }
-        Poll::Pending
+        this.core.poll_next(cx).map(|item| {
+            item.map(|item| {
+                Ok(Frame::data(match item {
+                    Item::Event { event, .. } => event.frame,
+                    Item::Notice(notice) => sse::notice(&notice),
+                    Item::Heartbeat => sse::HEARTBEAT,
+                }))
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.core.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.flush_delivered();
-        self.ctx.metrics.streams_open.dec();
     }
 }
 
@@ -317,11 +76,15 @@ pub fn retry_later(retry: Duration, reason: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventType, Resume};
+    use crate::domain::{ChannelName, EventId, EventType, Resume};
     use crate::history::HistoryLimits;
+    use crate::hub::Hub;
     use crate::hub::{HubConfig, PublishItem};
+    use crate::metrics::Metrics;
     use crate::sse::PendingEvent;
     use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tokio::time::Instant;
 
     struct Fixture {
         hub: Arc<Hub>,
