@@ -5,8 +5,10 @@
 //! below cover the replay and gap rules of SPEC §2 without any I/O.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::domain::{ChannelName, EventId};
 
@@ -19,6 +21,10 @@ pub struct Event {
     pub frame: Bytes,
     /// Length of the published data, counted against `--history-bytes`.
     pub data_len: usize,
+    /// The WebSocket text message, encoded from `frame` by the first
+    /// WebSocket subscriber that writes the event and shared by all the
+    /// others: an event no WebSocket carries is never encoded twice.
+    pub ws: Arc<OnceLock<Utf8Bytes>>,
 }
 
 impl Event {
@@ -27,6 +33,7 @@ impl Event {
             id,
             frame,
             data_len,
+            ws: Arc::default(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Why a request was refused for a limit or state rather than for bad input;
 /// the `reason` label of `herald_requests_rejected_total`.
@@ -38,12 +40,71 @@ impl RejectReason {
     }
 }
 
+/// Why the server refused a WebSocket message or closed a socket; the
+/// `reason` label of `herald_ws_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsRejectReason {
+    /// A binary message (answered with an error).
+    Binary,
+    /// Text that is not JSON (answered with an error).
+    NotJson,
+    /// JSON of the wrong shape (answered with an error).
+    BadMessage,
+    /// A publish `POST /publish` would refuse too (answered with an error).
+    BadPublish,
+    /// A message past the size limit (closed, 1009).
+    TooLarge,
+    /// A message that never finished (closed, 1008).
+    Incomplete,
+    /// Too many pings (closed, 1008).
+    PingFlood,
+    /// Two pings unanswered (closed, 1008).
+    PingTimeout,
+    /// Did not read what it was sent for two heartbeats (dropped).
+    NotReading,
+    /// Broke the WebSocket protocol (closed, 1002).
+    Protocol,
+}
+
+impl WsRejectReason {
+    pub const ALL: [WsRejectReason; 10] = [
+        WsRejectReason::Binary,
+        WsRejectReason::NotJson,
+        WsRejectReason::BadMessage,
+        WsRejectReason::BadPublish,
+        WsRejectReason::TooLarge,
+        WsRejectReason::Incomplete,
+        WsRejectReason::PingFlood,
+        WsRejectReason::PingTimeout,
+        WsRejectReason::NotReading,
+        WsRejectReason::Protocol,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WsRejectReason::Binary => "binary",
+            WsRejectReason::NotJson => "not_json",
+            WsRejectReason::BadMessage => "bad_message",
+            WsRejectReason::BadPublish => "bad_publish",
+            WsRejectReason::TooLarge => "too_large",
+            WsRejectReason::Incomplete => "incomplete",
+            WsRejectReason::PingFlood => "ping_flood",
+            WsRejectReason::PingTimeout => "ping_timeout",
+            WsRejectReason::NotReading => "not_reading",
+            WsRejectReason::Protocol => "protocol",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open TCP connections, rejected ones included while they are answered.
     pub connections_open: IntGauge,
-    /// Open event streams.
+    /// Open streams, all transports together.
     pub streams_open: IntGauge,
+    /// Open streams by transport (`sse`, `ws`).
+    pub streams_sse: IntGauge,
+    pub streams_ws: IntGauge,
     /// Channels the hub holds; set from the hub at scrape time.
     pub channels: IntGauge,
     pub events_published: IntCounter,
@@ -58,6 +119,7 @@ pub struct Metrics {
     /// be caught up from history.
     pub slow_subscribers_cut: IntCounter,
     rejected: IntCounterVec,
+    ws_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -68,10 +130,23 @@ impl Metrics {
         let counter = |name: &str, help: &str| {
             IntCounter::new(name, help).expect("metric names are valid constants")
         };
+        let transport = IntGaugeVec::new(
+            Opts::new(
+                "herald_transport_streams_open",
+                "Open streams by transport.",
+            ),
+            &["transport"],
+        )
+        .expect("metric names are valid constants");
         let metrics = Metrics {
             registry: Registry::new(),
             connections_open: gauge("herald_connections_open", "Open TCP connections."),
-            streams_open: gauge("herald_streams_open", "Open event streams."),
+            streams_open: gauge(
+                "herald_streams_open",
+                "Open streams (event streams and WebSockets).",
+            ),
+            streams_sse: transport.with_label_values(&["sse"]),
+            streams_ws: transport.with_label_values(&["ws"]),
             channels: gauge("herald_channels", "Channels held in memory."),
             events_published: counter("herald_events_published_total", "Events published."),
             events_delivered: counter(
@@ -95,8 +170,18 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric names are valid constants"),
+            ws_rejected: IntCounterVec::new(
+                Opts::new(
+                    "herald_ws_rejected_total",
+                    "WebSocket messages refused (answered with an error) and sockets closed for cause.",
+                ),
+                &["reason"],
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(transport),
+            Box::new(metrics.ws_rejected.clone()),
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -116,11 +201,18 @@ impl Metrics {
         for reason in RejectReason::ALL {
             metrics.rejected.with_label_values(&[reason.label()]);
         }
+        for reason in WsRejectReason::ALL {
+            metrics.ws_rejected.with_label_values(&[reason.label()]);
+        }
         metrics
     }
 
     pub fn rejected(&self, reason: RejectReason) {
         self.rejected.with_label_values(&[reason.label()]).inc();
+    }
+
+    pub fn ws_rejected(&self, reason: WsRejectReason) {
+        self.ws_rejected.with_label_values(&[reason.label()]).inc();
     }
 
     /// The text exposition format (version 0.0.4) and its content type.

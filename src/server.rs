@@ -71,7 +71,7 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(app::app(state.clone(), conn));
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -85,9 +85,16 @@ pub async fn serve(
     info!("shutting down: ending streams, finishing requests");
     state.shutdown.cancel();
     state.hub.close();
+    state.sessions.close();
     drop(listener);
+    let all_closed = async {
+        graceful.shutdown().await;
+        // WebSockets close themselves with a close frame once the hub is
+        // closed; they left hyper's watch when they were upgraded.
+        state.sessions.wait().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => info!("all connections closed"),
+        () = all_closed => info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_grace) => {
             warn!("shutdown grace period over; closing the remaining connections");
         }

@@ -107,6 +107,29 @@ impl PendingEvent {
     }
 }
 
+/// The event type and the data of a frame built by [`PendingEvent`], as an
+/// EventSource would hand them to a page: the `data:` lines joined with
+/// `\n`. `None` for the type means `message`. Used to give another
+/// transport the very event an SSE client sees.
+pub fn frame_fields(frame: &[u8]) -> (Option<&str>, String) {
+    let text = std::str::from_utf8(frame).unwrap_or_default();
+    let mut event = None;
+    let mut data = String::with_capacity(text.len());
+    let mut first = true;
+    for line in text.split('\n') {
+        if let Some(value) = line.strip_prefix("data: ") {
+            if !first {
+                data.push('\n');
+            }
+            data.push_str(value);
+            first = false;
+        } else if let Some(value) = line.strip_prefix("event: ") {
+            event = Some(value);
+        }
+    }
+    (event, data)
+}
+
 /// Splits on CRLF, CR and LF, the three line endings of the SSE grammar.
 /// `"a\n"` gives `["a", ""]`, so a trailing line break survives the trip.
 fn split_lines(data: &str) -> impl Iterator<Item = &str> {
@@ -203,6 +226,18 @@ mod tests {
             frame(None, "x", u64::MAX),
             format!("id: {}\ndata: x\n\n", u64::MAX)
         );
+    }
+
+    #[test]
+    fn frame_fields_give_back_the_type_and_the_data_a_browser_sees() {
+        let ty = EventType::parse("chat").unwrap();
+        let frame = PendingEvent::encode(Some(&ty), "a\r\nb\n\ndata: c").finish(EventId::new(9));
+        assert_eq!(
+            frame_fields(&frame),
+            (Some("chat"), "a\nb\n\ndata: c".to_owned())
+        );
+        let frame = PendingEvent::encode(None, "x").finish(EventId::new(1));
+        assert_eq!(frame_fields(&frame), (None, "x".to_owned()));
     }
 
     #[test]

@@ -190,6 +190,10 @@ impl Subscriber {
         Poll::Pending
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.ctx.metrics
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }

@@ -26,6 +26,7 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn new(preamble: Bytes, sub: Subscription, ctx: StreamContext) -> EventStream {
+        ctx.metrics.streams_sse.inc();
         EventStream {
             preamble: Some(preamble),
             core: Subscriber::new(sub, ctx),
@@ -62,6 +63,12 @@ impl Body for EventStream {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.core.metrics().streams_sse.dec();
     }
 }
 

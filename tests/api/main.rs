@@ -10,4 +10,5 @@ mod publish;
 mod replay;
 mod shutdown;
 mod subscribe;
+mod websocket;
 mod wire;
