@@ -193,6 +193,34 @@ async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
 }
 
 #[tokio::test]
+async fn a_burst_of_publishes_gets_every_answer_in_order() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "/events/a").await;
+    for i in 0..100 {
+        ws.feed(Message::text(
+            json!({"type": "publish", "channel": "elsewhere", "data": i.to_string()}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut last = 0u64;
+    for _ in 0..100 {
+        let answer = next_json(&mut ws).await;
+        assert_eq!(answer["type"], "published", "{answer}");
+        let id: u64 = answer["id"].as_str().unwrap().parse().unwrap();
+        assert!(id > last, "answers in the order of the messages");
+        last = id;
+    }
+    let mut sse = app.subscribe("/events/elsewhere?lastEventId=0", None).await;
+    let _gap = sse.next().await;
+    assert_eq!(
+        sse.data(100).await,
+        (0..100).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_message_closes_the_socket_with_1009_and_others_are_unaffected() {
     let app = spawn_app_with(|c| c.max_event_bytes = 1000).await;
     let mut other = connect(&app, "/events/a").await;

@@ -142,8 +142,14 @@ impl Session {
         if let Some(end) = self.poll_read(cx) {
             return Poll::Ready(end);
         }
+        let reading_paused = self.replies.len() >= MAX_REPLIES;
         if let Some(end) = self.poll_write(cx) {
             return Poll::Ready(end);
+        }
+        if reading_paused && self.replies.len() < MAX_REPLIES {
+            // The socket was not polled for reading, so nothing would wake
+            // this session for the client's next message: come back now.
+            cx.waker().wake_by_ref();
         }
         if poll_timer(&mut self.incomplete, cx) {
             return Poll::Ready(self.refuse(
