@@ -4,6 +4,7 @@
 #   scripts/bench.sh                 # full suite: 3 rounds, every scenario (< 20 min)
 #   scripts/bench.sh --quick         # 1 round, smaller counts (development)
 #   scripts/bench.sh --runs 5 --scenarios fanout-1k,publish
+#   scripts/bench.sh --quick --scenarios idle,idle-ws,fanout-1k,fanout-1k-ws   # WebSocket vs SSE
 #
 # Builds herald (release) and scripts/herald-bench, then for each round starts
 # a fresh herald and a fresh Nchan (../shared/peers/nchan-start.sh), runs every
@@ -125,7 +126,16 @@ for round in $(seq 1 "$RUNS"); do
   start_nchan
   for s in "${SCEN[@]}"; do
     for target in herald nchan; do
+      # *-ws scenarios subscribe over WebSockets: herald only (the peer
+      # scripts' Nchan serves event streams); compared with herald's SSE runs.
+      if [ "$target" = nchan ] && [[ "$s" == *-ws ]]; then continue; fi
       if [ "$target" = herald ]; then
+        # Memory per idle subscriber is measured on a fresh herald: memory an
+        # earlier scenario freed would otherwise be reused and hide the cost.
+        if [[ "$s" == idle* ]] && [ "$s" != "${SCEN[0]}" ]; then
+          stop_herald
+          start_herald
+        fi
         if ! kill -0 "$HERALD_PID" 2>/dev/null; then
           echo "   herald died; restarting it (see $OUT/herald.log)" >&2
           start_herald

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::sse::{self, Data, EventType};
+use crate::ws;
 use crate::{hist, now_ns};
 
 /// Read buffer per subscriber. 16 KiB holds ~100 events, enough to drain a
@@ -42,6 +43,8 @@ pub struct SubSpec {
     /// `k < prefill` counts as already received (a duplicate if seen again).
     pub prefill: u32,
     pub record_latency: bool,
+    /// Subscribe over a WebSocket instead of an event stream.
+    pub ws: bool,
 }
 
 /// Counters shared by all subscribers of a phase, polled by the controller.
@@ -143,7 +146,15 @@ impl Sub {
         let mut buf = vec![0u8; SUB_BUF];
         for attempt in 0..=MAX_RECONNECTS {
             let permit = connect_limit.acquire().await;
-            let opened = timeout(Duration::from_secs(20), open_stream(addr, &spec.channel, last_event_id.as_deref(), &mut buf)).await;
+            let opened = timeout(Duration::from_secs(20), async {
+                if spec.ws {
+                    let (stream, len) = ws::open(addr, &spec.channel, last_event_id.as_deref(), &mut buf).await?;
+                    Ok((stream, len, false))
+                } else {
+                    open_stream(addr, &spec.channel, last_event_id.as_deref(), &mut buf).await
+                }
+            })
+            .await;
             drop(permit);
             let (mut stream, len, chunked) = match opened {
                 Ok(Ok(x)) => x,
@@ -157,6 +168,8 @@ impl Sub {
             self.parser.new_stream();
             let Sub { res, parser, progress, warm, .. } = self;
             let mut dechunk = sse::Dechunker::default();
+            // A WebSocket's messages are turned back into SSE text here.
+            let mut from_ws = Vec::new();
             // Bytes of the body that came with the head are processed like a read.
             let (mut len, mut pending) = (0, len);
             loop {
@@ -176,7 +189,16 @@ impl Sub {
                 let now = now_ns();
                 let end = if chunked { dechunk.decode(&mut buf, len, len + pending) } else { len + pending };
                 pending = 0;
-                let used = parser.feed(&buf[..end], |ev| {
+                let (text, ws_used) = if spec.ws {
+                    let (used, closed) = ws_to_sse(&buf[..end], &mut from_ws);
+                    if closed {
+                        dechunk.finished = true;
+                    }
+                    (&from_ws[..], Some(used))
+                } else {
+                    (&buf[..end], None)
+                };
+                let parsed = parser.feed(text, |ev| {
                     if ev.etype == EventType::Gap {
                         res.gaps += 1;
                         return;
@@ -219,6 +241,13 @@ impl Sub {
                         Data::Other | Data::None => res.other += 1,
                     }
                 });
+                let used = match ws_used {
+                    Some(used) => {
+                        from_ws.drain(..parsed);
+                        used
+                    }
+                    None => parsed,
+                };
                 buf.copy_within(used..end, 0);
                 len = end - used;
                 if len == buf.len() {
@@ -241,6 +270,21 @@ impl Sub {
         }
         self.res.error = Some(format!("server ended the stream {} times", self.res.ended_by_server));
     }
+}
+
+/// Converts the complete WebSocket frames at the start of `buf` into SSE text
+/// appended to `out`; returns the bytes used and whether a close frame came.
+fn ws_to_sse(buf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+    let mut pos = 0;
+    while let Some((frame, len)) = ws::frame(&buf[pos..]) {
+        match frame {
+            ws::Frame::Text(payload) => ws::to_sse(&buf[pos + payload.start..pos + payload.end], out),
+            ws::Frame::Close => return (pos + len, true),
+            ws::Frame::Other => {}
+        }
+        pos += len;
+    }
+    (pos, false)
 }
 
 /// Connects, sends the GET, reads the head into `buf`. Returns the stream, how

@@ -21,6 +21,7 @@ mod report;
 mod scenario;
 mod sse;
 mod sys;
+mod ws;
 
 use std::io::Write;
 use std::net::SocketAddr;

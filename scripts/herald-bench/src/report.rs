@@ -50,6 +50,8 @@ const fn row(scenario: &'static str, key: &'static str, label: &'static str, uni
 const ROWS: &[Row] = &[
     row("idle", "rss_kib_per_sub", "server RSS per idle subscriber (KiB)", Unit::Kib, Check::RatioMax(0.5), "≤ 0.5× (≈ 5 KiB)"),
     row("idle", "pss_kib_per_sub", "server PSS per idle subscriber (KiB)", Unit::Kib, Check::None, ""),
+    row("idle-ws", "rss_kib_per_sub", "server RSS per idle WebSocket subscriber (KiB)", Unit::Kib, Check::AbsMax(6.0), "≤ 6 KiB"),
+    row("idle-ws", "pss_kib_per_sub", "server PSS per idle WebSocket subscriber (KiB)", Unit::Kib, Check::None, ""),
     row("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS, Check::RatioMin(3.0), "≥ 3×"),
     row("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us, Check::AbsMax(0.5), "≤ 0.5 µs"),
     row("fanout-1k", "srv_write_syscalls_per_delivery", "server write syscalls per delivery", Unit::Ratio, Check::None, ""),
@@ -58,6 +60,11 @@ const ROWS: &[Row] = &[
     row("fanout-1k", "lat_p999_us", "latency p99.9 (ms)", Unit::LatMs, Check::None, ""),
     row("fanout-1k", "lat_max_us", "latency max (ms)", Unit::LatMs, Check::None, ""),
     row("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count, Check::Zero, "0"),
+    row("fanout-1k-ws", "deliveries_per_s", "deliveries/s", Unit::PerS, Check::None, ""),
+    row("fanout-1k-ws", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us, Check::None, ""),
+    row("fanout-1k-ws", "lat_p50_us", "latency p50 (ms)", Unit::LatMs, Check::None, ""),
+    row("fanout-1k-ws", "lat_p99_us", "latency p99 (ms)", Unit::LatMs, Check::None, ""),
+    row("fanout-1k-ws", "loss", "lost + dup + out-of-order", Unit::Count, Check::Zero, "0"),
     row("fanout-10k", "deliveries_per_s", "deliveries/s", Unit::PerS, Check::RatioMin(3.0), "≥ 3×"),
     row("fanout-10k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us, Check::AbsMax(1.0), "≤ 1 µs"),
     row("fanout-10k", "srv_write_syscalls_per_delivery", "server write syscalls per delivery", Unit::Ratio, Check::None, ""),
@@ -222,6 +229,7 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
         last_scenario = row.scenario;
     }
     let _ = writeln!(md, "\nTargets met: {met_n}, missed: {missed_n}.");
+    transports(&mut md, &get);
     let mut errors = String::new();
     for r in runs {
         if r["ok"] != json!(true) {
@@ -282,4 +290,33 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
     );
     let summary = json!({ "title": title_meta, "targets_met": met_n, "targets_missed": missed_n, "rows": rows_json, "runs": runs });
     (md, summary)
+}
+
+/// herald over WebSockets against herald over event streams, same run: the
+/// `*-ws` scenarios beside their SSE twins, ratios taken within each round.
+fn transports<'a>(md: &mut String, get: &dyn Fn(&str, &str) -> Option<&'a BTreeMap<i64, &'a Value>>) {
+    const PAIRS: &[(&str, &str, &str, Unit)] = &[
+        ("idle", "rss_kib_per_sub", "server RSS per idle subscriber (KiB)", Unit::Kib),
+        ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
+        ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
+        ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
+    ];
+    let mut table = String::new();
+    for &(sse, key, label, unit) in PAIRS {
+        let ws = format!("{sse}-ws");
+        let (Some(s), Some(w)) = (get(sse, "herald"), get(&ws, "herald")) else { continue };
+        let vals = |m: &BTreeMap<i64, &Value>| median(m.values().filter_map(|r| metric(r, key)).collect());
+        let ratios = w
+            .iter()
+            .filter_map(|(round, wr)| Some(metric(wr, key)? / metric(s.get(round)?, key)?))
+            .filter(|r| r.is_finite())
+            .collect();
+        let ratio = median(ratios).map_or("—".into(), |r| format!("{r:.2}"));
+        let _ = writeln!(table, "| `{sse}` / `{ws}` | {label} | {} | {} | {ratio} |", fmt(unit, vals(s)), fmt(unit, vals(w)));
+    }
+    if !table.is_empty() {
+        let _ = writeln!(md, "\nherald over WebSocket vs over event streams (same run):\n");
+        let _ = writeln!(md, "| scenarios | metric | SSE | WebSocket | WS/SSE |\n|---|---|---:|---:|---:|");
+        md.push_str(&table);
+    }
 }

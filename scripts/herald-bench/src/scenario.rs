@@ -21,7 +21,9 @@ use crate::{hist, now_ns};
 
 pub const SCENARIOS: &[&str] = &[
     "idle",
+    "idle-ws",
     "fanout-1k",
+    "fanout-1k-ws",
     "fanout-10k",
     "fanout-1k-200hz",
     "fanout-10k-200hz",
@@ -66,8 +68,10 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<Metrics, String> {
     let q = ctx.quick;
     let e10k = events_10k(q);
     match name {
-        "idle" => idle(ctx, if q { 2000 } else { 10_000 }, 100).await,
+        "idle" => idle(ctx, if q { 2000 } else { 10_000 }, 100, false).await,
+        "idle-ws" => idle(ctx, if q { 2000 } else { 10_000 }, 100, true).await,
         "fanout-1k" => fanout(ctx, 1000, if q { 200 } else { 1000 }, None).await,
+        "fanout-1k-ws" => fanout_on(ctx, 1000, if q { 200 } else { 1000 }, None, true).await,
         "fanout-10k" => fanout(ctx, 10_000, e10k, None).await,
         "fanout-1k-200hz" => fanout(ctx, 1000, if q { 200 } else { 1000 }, Some(200.0)).await,
         "fanout-10k-200hz" => fanout(ctx, 10_000, e10k, Some(200.0)).await,
@@ -308,18 +312,19 @@ impl<R: Send + 'static> Gang<R> {
 }
 
 fn bench_spec(channel: &Arc<str>, expect: u32, nk: u32, prefill: u32, latency: bool) -> SubSpec {
-    SubSpec { channel: channel.clone(), last_event_id: None, expect, nk, prefill, record_latency: latency }
+    SubSpec { channel: channel.clone(), last_event_id: None, expect, nk, prefill, record_latency: latency, ws: false }
 }
 
-/// `idle`: `n` subscribers over `nch` channels; server memory per subscriber.
-async fn idle(ctx: &Ctx, n: usize, nch: usize) -> Result<Metrics, String> {
+/// `idle`: `n` subscribers over `nch` channels; server memory per subscriber
+/// (`idle-ws`: over WebSockets).
+async fn idle(ctx: &Ctx, n: usize, nch: usize, ws: bool) -> Result<Metrics, String> {
     let names: Vec<String> = (0..nch).map(|c| format!("i{}_{c}", ctx.nonce)).collect();
     let chans: Vec<Arc<str>> = names.iter().map(|s| Arc::from(s.as_str())).collect();
     // Create the channels first so their cost is not charged to subscribers.
     publish_all(ctx.addr, &names, b"w").await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss0, pss0) = (ctx.server.rss_kib(), ctx.server.pss_kib());
-    let specs = (0..n).map(|i| bench_spec(&chans[i % nch], 0, 1, 0, false)).collect();
+    let specs = (0..n).map(|i| SubSpec { ws, ..bench_spec(&chans[i % nch], 0, 1, 0, false) }).collect();
     let phase = Phase::spawn(ctx.addr, specs, 512);
     let r = async {
         phase.wait_open().await?;
@@ -347,9 +352,14 @@ async fn idle(ctx: &Ctx, n: usize, nch: usize) -> Result<Metrics, String> {
 /// `fanout`: one channel, `n` subscribers, `events` events from 4 publishers,
 /// as fast as they go or at `rate` events/s in total.
 async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<Metrics, String> {
+    fanout_on(ctx, n, events, rate, false).await
+}
+
+/// [`fanout`], over event streams or (`ws`) WebSockets.
+async fn fanout_on(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>, ws: bool) -> Result<Metrics, String> {
     let name = format!("f{}", ctx.nonce);
     let ch: Arc<str> = Arc::from(name.as_str());
-    let specs = (0..n).map(|_| bench_spec(&ch, events, events, 0, true)).collect();
+    let specs = (0..n).map(|_| SubSpec { ws, ..bench_spec(&ch, events, events, 0, true) }).collect();
     let phase = Phase::spawn(ctx.addr, specs, 512);
     let prep = async {
         phase.wait_open().await?;
