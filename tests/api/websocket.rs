@@ -118,6 +118,55 @@ async fn an_id_no_longer_retained_gets_a_gap_notice_first() {
     assert_eq!(next_json(&mut ws).await["data"], "4");
 }
 
+/// 100 events in one batch reach a socket's live queue at once: past
+/// `--stream-buffer` it falls behind and is caught up (SPEC §2).
+async fn lagging_socket(history: u32) -> (TestApp, Vec<Value>) {
+    let app = spawn_app_with(|c| {
+        c.stream_buffer = 4;
+        c.history = history;
+    })
+    .await;
+    let mut ws = connect(&app, "/events/a").await;
+    let batch: Vec<Value> = (0..100)
+        .map(|i| json!({"channel": "a", "data": i.to_string()}))
+        .collect();
+    app.publish_to("/publish", &Value::from(batch).to_string())
+        .await;
+    let mut got = Vec::new();
+    while got.last().and_then(|m: &Value| m["data"].as_str()) != Some("99") {
+        got.push(next_json(&mut ws).await);
+    }
+    (app, got)
+}
+
+#[tokio::test]
+async fn a_lagging_socket_is_caught_up_from_history_without_loss() {
+    let (app, got) = lagging_socket(1000).await;
+    let data: Vec<&str> = got.iter().map(|m| m["data"].as_str().unwrap()).collect();
+    assert_eq!(data, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(app.metric("herald_slow_subscribers_cut_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_lagging_socket_is_told_of_a_gap_when_history_lost_events() {
+    let (_app, got) = lagging_socket(10).await;
+    let gap = got
+        .iter()
+        .position(|m| m["event"] == "herald.gap")
+        .expect("a gap notice");
+    assert!(got[gap].get("id").is_none());
+    let after: Vec<&str> = got[gap + 1..]
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(after, (90..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    let ids: Vec<u64> = got
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(|id| id.parse().unwrap()))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids only increase");
+}
+
 #[tokio::test]
 async fn a_publish_over_the_socket_reaches_event_stream_subscribers() {
     let app = spawn_app().await;
