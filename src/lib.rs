@@ -1,4 +1,4 @@
-//! herald: a Server-Sent Events push server.
+//! herald: a Server-Sent Events (and WebSocket) push server.
 //!
 //! Publishers `POST` events to named channels; subscribers hold an
 //! `text/event-stream` open and receive them; a subscriber that comes back
@@ -17,8 +17,9 @@
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
 //! - [`hub`]: channels, ids, publish and subscribe, under one lock.
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
-//! - [`transport`]: one subscriber's response body: backlog, live events merged
-//!   in id order, heartbeats, catching up after lag, shutdown.
+//! - [`transport`]: the subscription core (backlog, live events merged in
+//!   id order, heartbeats, catching up after lag, shutdown) and its two thin
+//!   writers: the SSE response body and the WebSocket session.
 //! - [`sse`]: the wire format, and nothing else.
 //!
 //! Beside them: [`config`] (flags), [`domain`] (parsed input types),

@@ -48,8 +48,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// its read buffer (tungstenite's default is 128 KiB).
 const READ_BUFFER: usize = 1024;
 /// What tungstenite gathers before writing to the socket; the session
-/// flushes whenever the core has nothing more ready anyway.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// flushes whenever the core has nothing more ready anyway. Small, because
+/// tungstenite's write buffer keeps the capacity it grew to for the life of
+/// the socket: a burst of small events leaves about this much behind.
+const WRITE_BUFFER: usize = 4 * 1024;
 
 /// The tungstenite limits for a server whose events hold at most
 /// `max_event_bytes` of data: a publish message may escape its data (a
