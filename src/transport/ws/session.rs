@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::State;
@@ -84,12 +84,18 @@ pub async fn run(state: Arc<State>, on_upgrade: OnUpgrade, sub: Subscription) {
 
 type Socket = WebSocketStream<Metered<TokioIo<Upgraded>>>;
 
+/// A publish going through the log, resolving to its answer.
+type Publishing = Pin<Box<dyn Future<Output = Utf8Bytes> + Send>>;
+
 struct Session {
     ws: Socket,
     core: Subscriber,
     state: Arc<State>,
     /// Answers to client messages, written before anything else.
     replies: VecDeque<Message>,
+    /// The publish in flight: its answer is the next reply, and no other
+    /// client message is read until it is in.
+    publishing: Option<Publishing>,
     /// Something was written since the last flush.
     unflushed: bool,
     /// Pings sent since the last pong.
@@ -131,6 +137,7 @@ impl Session {
             ws,
             core: Subscriber::new(sub, ctx),
             replies: VecDeque::new(),
+            publishing: None,
             unflushed: false,
             unanswered: 0,
             pings: (Instant::now(), 0),
@@ -170,6 +177,15 @@ impl Session {
     /// Reads client messages until none is ready, or until answers pile up.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Option<End> {
         while self.replies.len() < MAX_REPLIES {
+            // One publish at a time, so answers keep the messages' order.
+            if let Some(publishing) = self.publishing.as_mut() {
+                let Poll::Ready(answer) = publishing.as_mut().poll(cx) else {
+                    return None;
+                };
+                self.publishing = None;
+                self.reply(answer);
+                continue;
+            }
             let before = self.ws.get_ref().read;
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Pending => {
@@ -228,27 +244,31 @@ impl Session {
     /// A client text message: a publish, answered either way.
     fn on_text(&mut self, text: &str) {
         let max = self.state.config.max_event_bytes;
-        let answer = match message::parse_publish(text, max) {
-            Ok(item) => match publish(&self.state, vec![item]) {
-                Ok(published) => message::published(&published[0]),
-                Err(e) => {
-                    self.state.metrics.rejected(RejectReason::ChannelLimit);
-                    message::error(&e)
-                }
-            },
+        match message::parse_publish(text, max) {
+            Ok(item) => {
+                let state = self.state.clone();
+                self.publishing = Some(Box::pin(async move {
+                    match publish(&state, vec![item]) {
+                        Ok(published) => message::published(&published[0]),
+                        Err(e) => {
+                            state.metrics.rejected(RejectReason::ChannelLimit);
+                            message::error(&e)
+                        }
+                    }
+                }));
+            }
             Err((why, e)) => {
                 self.state.metrics.ws_rejected(match why {
                     Refused::NotJson => WsRejectReason::NotJson,
                     Refused::BadMessage => WsRejectReason::BadMessage,
                     Refused::BadPublish => WsRejectReason::BadPublish,
                 });
-                message::error(&e)
+                self.reply(message::error(&e));
             }
-        };
-        self.reply(answer);
+        }
     }
 
-    fn reply(&mut self, text: tokio_tungstenite::tungstenite::Utf8Bytes) {
+    fn reply(&mut self, text: Utf8Bytes) {
         self.replies.push_back(Message::Text(text));
     }
 
