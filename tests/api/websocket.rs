@@ -430,3 +430,37 @@ async fn a_bad_upgrade_or_channel_is_refused_before_the_handshake() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_upgrade");
 }
+
+#[tokio::test]
+async fn a_socket_counts_as_a_connection_and_past_the_limit_the_upgrade_is_503() {
+    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let mut first = connect(&app, "/events/a").await;
+    let mut second = connect(&app, "/events/a").await;
+    let url = format!("ws://{}/events/a", app.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    // Once a socket closes, its connection is free again.
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    crate::helpers::eventually_async("a connection is free again", || async {
+        let publish = app.client.post(app.url("/publish/a")).body("freed").send();
+        matches!(publish.await, Ok(response) if response.status() == 200)
+    })
+    .await;
+    assert_eq!(next_json(&mut second).await["data"], "freed");
+    drop(second);
+    crate::helpers::eventually_async("the refusal is counted", || async {
+        let text = async {
+            let response = app.client.get(app.url("/metrics")).send().await.ok()?;
+            response.error_for_status().ok()?.text().await.ok()
+        };
+        let counted = "herald_requests_rejected_total{reason=\"connection_limit\"} 1";
+        text.await.is_some_and(|t| t.contains(counted))
+    })
+    .await;
+}
