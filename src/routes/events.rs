@@ -17,7 +17,7 @@ use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
 use crate::transport::sse::{self as stream, EventStream, StreamContext};
-use crate::transport::ws;
+use crate::transport::ws::{self, session::OpenConnection};
 
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -94,9 +94,13 @@ pub fn websocket(
             return Ok(error.into_response());
         }
     };
-    state
-        .sessions
-        .spawn(ws::session::run(state.clone(), on_upgrade, subscription));
+    let connection = OpenConnection::new(&state.metrics);
+    state.sessions.spawn(ws::session::run(
+        state.clone(),
+        on_upgrade,
+        subscription,
+        connection,
+    ));
     Ok(response)
 }
 

@@ -30,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::app::State;
 use crate::hub::Subscription;
-use crate::metrics::{RejectReason, WsRejectReason};
+use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::routes::publish::publish;
 use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::message::{self, Refused};
@@ -66,8 +66,32 @@ pub fn config(max_event_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
+/// Counts an upgraded socket in `herald_connections_open` (and so against
+/// `--max-connections`): hyper's connection ends with the upgrade. Taken
+/// before the 101 goes out, so the count never dips in between.
+pub struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    pub fn new(metrics: &Arc<Metrics>) -> OpenConnection {
+        metrics.connections_open.inc();
+        OpenConnection(metrics.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
 /// Waits for the upgrade, then runs the session until it ends.
-pub async fn run(state: Arc<State>, on_upgrade: OnUpgrade, sub: Subscription) {
+pub async fn run(
+    state: Arc<State>,
+    on_upgrade: OnUpgrade,
+    sub: Subscription,
+    connection: OpenConnection,
+) {
+    let _connection = connection;
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };
@@ -129,9 +153,6 @@ impl Session {
             metrics: state.metrics.clone(),
             heartbeat: state.config.heartbeat,
         };
-        // hyper's connection ended with the upgrade: the socket counts as
-        // an open connection for as long as the session runs.
-        state.metrics.connections_open.inc();
         state.metrics.streams_ws.inc();
         Session {
             ws,
@@ -399,7 +420,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.state.metrics.streams_ws.dec();
-        self.state.metrics.connections_open.dec();
     }
 }
 
