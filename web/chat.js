@@ -177,6 +177,11 @@
     const s = session;
     if (!s || s.left || !s.announced) return Promise.resolve();
     s.left = true;
+    // Leaving with the button, a socket says goodbye itself; a closing page
+    // uses a beacon, which outlives it.
+    if (!beacon && s.transport === 'ws') {
+      return s.publish('chat.leave', { nick: s.nick, client: CLIENT }).catch(() => { /* leaving anyway */ });
+    }
     const body = JSON.stringify({ nick: s.nick, client: CLIENT });
     const url = publishUrl(s.room, 'chat.leave');
     if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
