@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use http::header::{ACCESS_CONTROL_ALLOW_METHODS, ALLOW, CONNECTION};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use hyper::upgrade::OnUpgrade;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -25,6 +27,7 @@ use crate::log::{self, Log};
 use crate::metrics::{Metrics, RejectReason};
 use crate::routes::{self, BoxError};
 use crate::server::reload::Reload;
+use crate::transport::ws;
 
 /// Everything a request may need, shared by all connections.
 pub struct State {
@@ -38,6 +41,9 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// SIGHUP: "reread your files" (see [`crate::server::reload`]).
     pub reload: Reload,
+    /// The WebSocket sessions: they outlive their HTTP connection, so
+    /// shutdown waits for them here.
+    pub sessions: TaskTracker,
 }
 
 impl State {
@@ -67,6 +73,7 @@ impl State {
             config,
             shutdown: CancellationToken::new(),
             reload: Reload::new(),
+            sessions: TaskTracker::new(),
         }))
     }
 
@@ -90,6 +97,7 @@ impl State {
             config,
             shutdown: CancellationToken::new(),
             reload: Reload::new(),
+            sessions: TaskTracker::new(),
         }))
     }
 }
@@ -278,12 +286,14 @@ fn preflight_is_204(mut response: Response) -> Response {
 }
 
 /// Routes one request. Never fails: every error is already a response.
-pub async fn handle<B>(state: &State, conn: Conn, req: Request<B>) -> Response
+pub async fn handle<B>(state: &Arc<State>, conn: Conn, req: Request<B>) -> Response
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // hyper's handle on this connection's upgrade, for a WebSocket.
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let Some(route) = Route::parse(parts.uri.path()) else {
         return ApiError::NotFound.into_response();
     };
@@ -305,6 +315,10 @@ where
     if let Some(reason) = refusal(state, conn) {
         state.metrics.rejected(reason);
         let mut response = match route {
+            // A WebSocket client is not an EventSource: a plain 503.
+            Route::Subscribe(_) if ws::is_upgrade(&parts.headers) => {
+                refused(reason, state.config.retry).into_response()
+            }
             Route::Subscribe(_) => routes::events::retry_later(state, reason),
             _ => refused(reason, state.config.retry).into_response(),
         };
@@ -318,6 +332,9 @@ where
 
     let head = parts.method == Method::HEAD;
     let result = match route {
+        Route::Subscribe(channel) if !head && ws::is_upgrade(&parts.headers) => {
+            routes::events::websocket(state, &parts, channel, on_upgrade).await
+        }
         Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
         Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use crate::stream::EventStream;
+use crate::transport::sse::EventStream;
 
 pub type Response = http::Response<Body>;
 

@@ -36,6 +36,8 @@ pub enum ApiError {
     BodyTimeout(Duration),
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    #[error("not a valid WebSocket upgrade: {0}")]
+    BadUpgrade(&'static str),
     #[error("no such endpoint: see GET /events/<channel>, POST /publish/<channel>")]
     NotFound,
     #[error("method not allowed here; allowed: {allow}")]
@@ -67,7 +69,8 @@ impl ApiError {
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
             | ApiError::BadBatchItem { .. }
-            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BodyRead(_)
+            | ApiError::BadUpgrade(_) => StatusCode::BAD_REQUEST,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::BodyRead(_) => "body_read",
+            ApiError::BadUpgrade(_) => "bad_upgrade",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ChannelLimit { .. } => "channel_limit",

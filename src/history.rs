@@ -5,11 +5,13 @@
 //! below cover the replay and gap rules of SPEC §2 without any I/O.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::domain::EventId;
+use crate::domain::{ChannelName, EventId};
 
 /// A published event as it travels: its id, its frame on the wire (shared,
 /// encoded once) and the size of its data for the `--history-bytes` budget.
@@ -20,6 +22,73 @@ pub struct Event {
     pub frame: Bytes,
     /// Length of the published data, counted against `--history-bytes`.
     pub data_len: usize,
+    /// The WebSocket text message, encoded from `frame` by the first
+    /// WebSocket subscriber that writes the event and shared by all the
+    /// others: an event no WebSocket carries is never encoded twice.
+    pub ws: Arc<OnceLock<Utf8Bytes>>,
+}
+
+impl Event {
+    pub fn new(id: EventId, frame: Bytes, data_len: usize) -> Event {
+        Event {
+            id,
+            frame,
+            data_len,
+            ws: Arc::default(),
+        }
+    }
+}
+
+/// A `herald.*` notice for one subscriber: no id (so it never moves a
+/// client's last event id), a type, and JSON data naming at least the
+/// channel. Each transport encodes it its own way; notices are rare, so
+/// they are encoded per subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub channel: ChannelName,
+    /// `herald.gap`, ...
+    pub event: &'static str,
+    /// Compact JSON: never holds a raw line break.
+    pub data: String,
+}
+
+/// Why a `herald.gap` notice is sent; its text appears in the notice's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The presented id is older than what the channel still retains.
+    History,
+    /// The presented `Last-Event-ID` is not an id this server could have issued.
+    UnknownId,
+    /// The subscriber fell behind the live buffer and events it missed were
+    /// no longer retained.
+    SlowSubscriber,
+}
+
+impl GapReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            GapReason::History => "history",
+            GapReason::UnknownId => "unknown_id",
+            GapReason::SlowSubscriber => "slow_subscriber",
+        }
+    }
+}
+
+impl Notice {
+    /// A `herald.gap` notice: JSON data naming the channel, the reason, and
+    /// the last id the subscriber is known to have (if any).
+    pub fn gap(channel: &ChannelName, reason: GapReason, after: Option<EventId>) -> Notice {
+        let data = serde_json::json!({
+            "channel": channel.as_str(),
+            "reason": reason.as_str(),
+            "last_event_id": after.map(|id| id.to_string()),
+        });
+        Notice {
+            channel: channel.clone(),
+            event: "herald.gap",
+            data: data.to_string(),
+        }
+    }
 }
 
 /// How much a channel keeps: the fewer of `events` and `bytes` of data, and
@@ -163,11 +232,11 @@ mod tests {
     use super::*;
 
     fn event(id: u64, data_len: usize) -> Event {
-        Event {
-            id: EventId::new(id),
-            frame: Bytes::from(format!("id: {id}\n\n")),
+        Event::new(
+            EventId::new(id),
+            Bytes::from(format!("id: {id}\n\n")),
             data_len,
-        }
+        )
     }
 
     fn history(events: usize, bytes: usize, mark: u64) -> History {

@@ -1,4 +1,4 @@
-//! herald: a Server-Sent Events push server.
+//! herald: a Server-Sent Events (and WebSocket) push server.
 //!
 //! Publishers `POST` events to named channels; subscribers hold an
 //! `text/event-stream` open and receive them; a subscriber that comes back
@@ -26,8 +26,9 @@
 //!   enter it only through [`hub::Hub::applier`], or, on a node following
 //!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`).
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
-//! - [`stream`]: one subscriber's response body: backlog, live events merged
-//!   in id order, heartbeats, catching up after lag, shutdown.
+//! - [`transport`]: the subscription core (backlog, live events merged in
+//!   id order, heartbeats, catching up after lag, shutdown) and its two thin
+//!   writers: the SSE response body and the WebSocket session.
 //! - [`sse`]: the wire format, and nothing else.
 //!
 //! Beside them: [`config`] (flags), [`domain`] (parsed input types),
@@ -46,7 +47,7 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod sse;
-pub mod stream;
+pub mod transport;
 
 pub use app::State;
 pub use config::{Config, Fsync, LogFormat};

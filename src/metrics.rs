@@ -6,7 +6,7 @@
 //! starts, so a scrape sees all of them from the first request on.
 
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Why a request was refused for a limit or state rather than for bad input;
@@ -76,12 +76,71 @@ impl ConnectionRefusal {
     }
 }
 
+/// Why the server refused a WebSocket message or closed a socket; the
+/// `reason` label of `herald_ws_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsRejectReason {
+    /// A binary message (answered with an error).
+    Binary,
+    /// Text that is not JSON (answered with an error).
+    NotJson,
+    /// JSON of the wrong shape (answered with an error).
+    BadMessage,
+    /// A publish `POST /publish` would refuse too (answered with an error).
+    BadPublish,
+    /// A message past the size limit (closed, 1009).
+    TooLarge,
+    /// A message that never finished (closed, 1008).
+    Incomplete,
+    /// Too many pings (closed, 1008).
+    PingFlood,
+    /// Two pings unanswered (closed, 1008).
+    PingTimeout,
+    /// Did not read what it was sent for two heartbeats (dropped).
+    NotReading,
+    /// Broke the WebSocket protocol (closed, 1002).
+    Protocol,
+}
+
+impl WsRejectReason {
+    pub const ALL: [WsRejectReason; 10] = [
+        WsRejectReason::Binary,
+        WsRejectReason::NotJson,
+        WsRejectReason::BadMessage,
+        WsRejectReason::BadPublish,
+        WsRejectReason::TooLarge,
+        WsRejectReason::Incomplete,
+        WsRejectReason::PingFlood,
+        WsRejectReason::PingTimeout,
+        WsRejectReason::NotReading,
+        WsRejectReason::Protocol,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WsRejectReason::Binary => "binary",
+            WsRejectReason::NotJson => "not_json",
+            WsRejectReason::BadMessage => "bad_message",
+            WsRejectReason::BadPublish => "bad_publish",
+            WsRejectReason::TooLarge => "too_large",
+            WsRejectReason::Incomplete => "incomplete",
+            WsRejectReason::PingFlood => "ping_flood",
+            WsRejectReason::PingTimeout => "ping_timeout",
+            WsRejectReason::NotReading => "not_reading",
+            WsRejectReason::Protocol => "protocol",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open TCP connections, rejected ones included while they are answered.
     pub connections_open: IntGauge,
-    /// Open event streams.
+    /// Open streams, all transports together.
     pub streams_open: IntGauge,
+    /// Open streams by transport (`sse`, `ws`).
+    pub streams_sse: IntGauge,
+    pub streams_ws: IntGauge,
     /// Channels the hub holds; set from the hub at scrape time.
     pub channels: IntGauge,
     pub events_published: IntCounter,
@@ -114,6 +173,7 @@ pub struct Metrics {
     pub log_bytes: IntGauge,
     /// How long startup recovery of the data directory took.
     pub recovery_seconds: Gauge,
+    ws_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -124,10 +184,23 @@ impl Metrics {
         let counter = |name: &str, help: &str| {
             IntCounter::new(name, help).expect("metric names are valid constants")
         };
+        let transport = IntGaugeVec::new(
+            Opts::new(
+                "herald_transport_streams_open",
+                "Open streams by transport.",
+            ),
+            &["transport"],
+        )
+        .expect("metric names are valid constants");
         let metrics = Metrics {
             registry: Registry::new(),
             connections_open: gauge("herald_connections_open", "Open TCP connections."),
-            streams_open: gauge("herald_streams_open", "Open event streams."),
+            streams_open: gauge(
+                "herald_streams_open",
+                "Open streams (event streams and WebSockets).",
+            ),
+            streams_sse: transport.with_label_values(&["sse"]),
+            streams_ws: transport.with_label_values(&["ws"]),
             channels: gauge("herald_channels", "Channels held in memory."),
             events_published: counter("herald_events_published_total", "Events published."),
             events_delivered: counter(
@@ -155,6 +228,14 @@ impl Metrics {
                 Opts::new(
                     "herald_connections_refused_total",
                     "Connections closed before a request: bad or slow TLS handshakes, HTTP/2 abuse.",
+                ),
+                &["reason"],
+            )
+            .expect("metric names are valid constants"),
+            ws_rejected: IntCounterVec::new(
+                Opts::new(
+                    "herald_ws_rejected_total",
+                    "WebSocket messages refused (answered with an error) and sockets closed for cause.",
                 ),
                 &["reason"],
             )
@@ -190,7 +271,9 @@ impl Metrics {
             )
             .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+            Box::new(transport),
+            Box::new(metrics.ws_rejected.clone()),
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
@@ -224,6 +307,9 @@ impl Metrics {
                 .connections_refused
                 .with_label_values(&[reason.label()]);
         }
+        for reason in WsRejectReason::ALL {
+            metrics.ws_rejected.with_label_values(&[reason.label()]);
+        }
         metrics
     }
 
@@ -242,6 +328,10 @@ impl Metrics {
 
     pub fn rejected(&self, reason: RejectReason) {
         self.rejected.with_label_values(&[reason.label()]).inc();
+    }
+
+    pub fn ws_rejected(&self, reason: WsRejectReason) {
+        self.ws_rejected.with_label_values(&[reason.label()]).inc();
     }
 
     /// The text exposition format (version 0.0.4) and its content type.

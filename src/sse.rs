@@ -1,7 +1,7 @@
 //! The Server-Sent Events wire format, and nothing else.
 //!
 //! Every byte herald writes on an event stream is built here: the opening
-//! `retry:` preamble, event frames, `herald.gap` notices, heartbeat comments
+//! `retry:` preamble, event frames, `herald.*` notices, heartbeat comments
 //! and the "come back later" answer. Nothing outside this module writes
 //! `id:`, `event:`, `data:` or `retry:`.
 //!
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::domain::{ChannelName, EventId, EventType};
+use crate::domain::{EventId, EventType};
+use crate::history::Notice;
 
 /// A heartbeat: a comment line that keeps proxies from closing an idle stream.
 /// Constant, so sending it costs no allocation.
@@ -128,6 +129,29 @@ impl PendingEvent {
     }
 }
 
+/// The event type and the data of a frame built by [`PendingEvent`], as an
+/// EventSource would hand them to a page: the `data:` lines joined with
+/// `\n`. `None` for the type means `message`. Used to give another
+/// transport the very event an SSE client sees.
+pub fn frame_fields(frame: &[u8]) -> (Option<&str>, String) {
+    let text = std::str::from_utf8(frame).unwrap_or_default();
+    let mut event = None;
+    let mut data = String::with_capacity(text.len());
+    let mut first = true;
+    for line in text.split('\n') {
+        if let Some(value) = line.strip_prefix("data: ") {
+            if !first {
+                data.push('\n');
+            }
+            data.push_str(value);
+            first = false;
+        } else if let Some(value) = line.strip_prefix("event: ") {
+            event = Some(value);
+        }
+    }
+    (event, data)
+}
+
 /// Splits on CRLF, CR and LF, the three line endings of the SSE grammar.
 /// `"a\n"` gives `["a", ""]`, so a trailing line break survives the trip.
 fn split_lines(data: &str) -> impl Iterator<Item = &str> {
@@ -148,41 +172,15 @@ fn split_lines(data: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Why a `herald.gap` notice is sent; its text appears in the notice's JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GapReason {
-    /// The presented id is older than what the channel still retains.
-    History,
-    /// The presented `Last-Event-ID` is not an id this server could have issued.
-    UnknownId,
-    /// The subscriber fell behind the live buffer and events it missed were
-    /// no longer retained.
-    SlowSubscriber,
-}
-
-impl GapReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            GapReason::History => "history",
-            GapReason::UnknownId => "unknown_id",
-            GapReason::SlowSubscriber => "slow_subscriber",
-        }
-    }
-}
-
-/// A `herald.gap` event: no `id:` field (so it does not move the browser's
-/// last event id), JSON data naming the channel, the reason, and the last id
-/// the subscriber is known to have (if any).
-pub fn gap(channel: &ChannelName, reason: GapReason, after: Option<EventId>) -> Bytes {
-    let data = serde_json::json!({
-        "channel": channel.as_str(),
-        "reason": reason.as_str(),
-        "last_event_id": after.map(|id| id.to_string()),
-    });
-    let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
-    buf.put_slice(b"event: herald.gap\ndata: ");
+/// A `herald.*` notice: `event:` and `data:` lines and no `id:` field, so it
+/// does not move the browser's last event id.
+pub fn notice(notice: &Notice) -> Bytes {
+    let mut buf = BytesMut::with_capacity(24 + notice.event.len() + notice.data.len());
+    buf.put_slice(b"event: ");
+    buf.put_slice(notice.event.as_bytes());
+    buf.put_slice(b"\ndata: ");
     // Compact JSON never contains a raw line break: strings escape them.
-    buf.put_slice(data.to_string().as_bytes());
+    buf.put_slice(notice.data.as_bytes());
     buf.put_slice(b"\n\n");
     buf.freeze()
 }
@@ -264,6 +262,18 @@ mod tests {
     }
 
     #[test]
+    fn frame_fields_give_back_the_type_and_the_data_a_browser_sees() {
+        let ty = EventType::parse("chat").unwrap();
+        let frame = PendingEvent::encode(Some(&ty), "a\r\nb\n\ndata: c").finish(EventId::new(9));
+        assert_eq!(
+            frame_fields(&frame),
+            (Some("chat"), "a\nb\n\ndata: c".to_owned())
+        );
+        let frame = PendingEvent::encode(None, "x").finish(EventId::new(1));
+        assert_eq!(frame_fields(&frame), (None, "x".to_owned()));
+    }
+
+    #[test]
     fn preamble_has_retry_in_milliseconds_and_a_comment() {
         assert_eq!(
             &preamble(Duration::from_secs(3), "news")[..],
@@ -281,8 +291,12 @@ mod tests {
 
     #[test]
     fn gap_notice_has_no_id_and_json_data() {
-        let ch = ChannelName::parse("news").unwrap();
-        let text = gap(&ch, GapReason::History, Some(EventId::new(5)));
+        let ch = crate::domain::ChannelName::parse("news").unwrap();
+        let text = notice(&Notice::gap(
+            &ch,
+            crate::history::GapReason::History,
+            Some(EventId::new(5)),
+        ));
         assert_eq!(
             &text[..],
             &b"event: herald.gap\ndata: {\"channel\":\"news\",\"last_event_id\":\"5\",\"reason\":\"history\"}\n\n"[..]

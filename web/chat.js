@@ -1,6 +1,8 @@
-// herald chat room (chat.html): one channel per room, EventSource to listen,
-// POST /publish/<room> to talk. All message text is put on the page with
-// textContent, so a message can never inject HTML.
+// herald chat room (chat.html): one channel per room. Two transports, the
+// same room: EventSource to listen and POST /publish/<room> to talk, or one
+// WebSocket on /events/<room> for both (a publish message per line said).
+// All message text is put on the page with textContent, so a message can
+// never inject HTML.
 'use strict';
 
 (function () {
@@ -69,47 +71,105 @@
 
   // ---------- joining and leaving ----------
 
-  function join(room, nick) {
+  function join(room, nick, transport) {
     if (session) closeStream();
     const lastId = store.get(lastIdKey(room, nick));
-    const url = `/events/${encodeURIComponent(room)}` + (lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '');
-    const es = new EventSource(url);
-    session = { room, nick, es, seen: new Set(), everOpened: false, announced: false, left: false };
+    session = {
+      room, nick, transport, seen: new Set(), everOpened: false, announced: false, left: false,
+      close() {}, publish: (type, payload) => post(room, type, payload),
+    };
     const s = session;
-
-    for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => onEvent(s, ev));
-    es.onopen = () => {
-      if (session !== s) return;
-      s.everOpened = true;
-      setState('open');
-      if (!s.announced) {
-        // Announce only once the stream is open, so our own join comes back to us.
-        s.announced = true;
-        post(room, 'chat.join', { nick, client: CLIENT }).catch((e) => showSendError(`Could not announce the join: ${e.message}`));
-      }
-    };
-    es.onerror = () => {
-      if (session !== s) return;
-      if (es.readyState === EventSource.CLOSED) setState('closed');
-      else setState(s.everOpened ? 'reconnecting' : 'connecting');
-    };
+    if (transport === 'ws') openSocket(s, lastId);
+    else openEventSource(s, lastId);
 
     store.set('herald.chat.nick', nick);
     store.set('herald.chat.room', room);
-    history.replaceState(null, '', `${location.pathname}?${new URLSearchParams({ room, nick })}`);
+    store.set('herald.chat.transport', transport);
+    const q = { room, nick };
+    if (transport === 'ws') q.transport = 'ws';
+    history.replaceState(null, '', `${location.pathname}?${new URLSearchParams(q)}`);
 
     $('messages').replaceChildren();
     if (lastId) noticeLine('catch-up', `Back in #${room}: what was said since you were last here follows.`);
     $('room-name').textContent = room;
     $('me').textContent = nick;
+    $('via').textContent = transport === 'ws' ? 'WebSocket' : 'EventSource';
     $('join-card').hidden = true;
     $('chat').hidden = false;
     setState('connecting');
     $('message').focus();
   }
 
+  /** Once the subscription is open: announce ourselves, so our own join comes back to us. */
+  function opened(s) {
+    s.everOpened = true;
+    setState('open');
+    if (!s.announced) {
+      s.announced = true;
+      s.publish('chat.join', { nick: s.nick, client: CLIENT })
+        .catch((e) => showSendError(`Could not announce the join: ${e.message}`));
+    }
+  }
+
+  function openEventSource(s, lastId) {
+    const url = `/events/${encodeURIComponent(s.room)}` + (lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '');
+    const es = new EventSource(url);
+    s.close = () => es.close();
+    for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => onEvent(s, ev.type, ev.data, ev.lastEventId));
+    es.onopen = () => { if (session === s) opened(s); };
+    es.onerror = () => {
+      if (session !== s) return;
+      if (es.readyState === EventSource.CLOSED) setState('closed');
+      else setState(s.everOpened ? 'reconnecting' : 'connecting');
+    };
+  }
+
+  /**
+   * One WebSocket for both directions. Each event is a JSON message {id, channel,
+   * event, data}; our publishes are answered in order by {type: "published"} or
+   * {type: "error"}. A WebSocket does not reconnect by itself: on close the page
+   * comes back after 1–3 s, resuming from the last id it saw (lastEventId).
+   */
+  function openSocket(s, lastId) {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const resume = lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '';
+    const ws = new WebSocket(`${scheme}//${location.host}/events/${encodeURIComponent(s.room)}${resume}`);
+    const pending = [];
+    let closed = false;
+    s.close = () => { closed = true; ws.close(1000); };
+    s.publish = (type, payload) => new Promise((resolve, reject) => {
+      if (ws.readyState !== WebSocket.OPEN) {
+        reject(new Error('not connected'));
+        return;
+      }
+      pending.push({ resolve, reject });
+      ws.send(JSON.stringify({ type: 'publish', channel: s.room, event: type, data: payload }));
+    });
+    ws.onopen = () => { if (session === s) opened(s); };
+    ws.onmessage = (m) => {
+      const msg = parse(m.data);
+      if (!msg || session !== s) return;
+      if (msg.type === 'published' || msg.type === 'error') {
+        const waiter = pending.shift();
+        if (!waiter) return;
+        if (msg.type === 'published') waiter.resolve(msg);
+        else waiter.reject(new Error(msg.message || msg.error));
+        return;
+      }
+      onEvent(s, msg.event || 'message', msg.data, msg.id || '');
+    };
+    ws.onclose = () => {
+      for (const waiter of pending.splice(0)) waiter.reject(new Error('connection closed'));
+      if (closed || session !== s) return;
+      setState(s.everOpened ? 'reconnecting' : 'connecting');
+      setTimeout(() => {
+        if (session === s) openSocket(s, store.get(lastIdKey(s.room, s.nick)));
+      }, 1000 + Math.random() * 2000);
+    };
+  }
+
   function closeStream() {
-    if (session && session.es) session.es.close();
+    if (session) session.close();
   }
 
   /** Publishes the leave notice once. With beacon, it survives the page being closed. */
@@ -117,6 +177,11 @@
     const s = session;
     if (!s || s.left || !s.announced) return Promise.resolve();
     s.left = true;
+    // Leaving with the button, a socket says goodbye itself; a closing page
+    // uses a beacon, which outlives it.
+    if (!beacon && s.transport === 'ws') {
+      return s.publish('chat.leave', { nick: s.nick, client: CLIENT }).catch(() => { /* leaving anyway */ });
+    }
     const body = JSON.stringify({ nick: s.nick, client: CLIENT });
     const url = publishUrl(s.room, 'chat.leave');
     if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
@@ -137,16 +202,16 @@
 
   // ---------- receiving ----------
 
-  function onEvent(s, ev) {
+  function onEvent(s, type, data, lastEventId) {
     if (session !== s) return;
-    // herald.gap has no id of its own; ev.lastEventId would be the previous event's.
-    const id = ev.type === 'herald.gap' ? '' : ev.lastEventId;
+    // herald.gap has no id of its own; an EventSource's lastEventId would be the previous event's.
+    const id = type === 'herald.gap' ? '' : lastEventId;
     if (id) {
       if (s.seen.has(id)) return; // replayed after a reconnect or gap: already shown
       s.seen.add(id);
       store.set(lastIdKey(s.room, s.nick), id);
     }
-    render(ev.type, ev.data, id);
+    render(type, data, id);
   }
 
   function parse(data) {
@@ -229,7 +294,7 @@
     $('send').disabled = true;
     try {
       // Not drawn here: the message is shown when it comes back on the stream, with its id.
-      await post(session.room, 'chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() });
+      await session.publish('chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() });
       input.value = '';
     } catch (e) {
       showSendError(`Not sent: ${e.message}`);
@@ -246,19 +311,20 @@
     const room = $('room').value.trim();
     if (!nick) return { error: 'Pick a nickname.' };
     if (!CHANNEL_RE.test(room)) return { error: 'A room name is 1–128 of A–Z a–z 0–9 _ - . : ~ @' };
-    return { nick, room };
+    return { nick, room, transport: $('transport').value === 'ws' ? 'ws' : 'sse' };
   }
 
   function init() {
     const q = new URLSearchParams(location.search);
     $('nick').value = q.get('nick') || store.get('herald.chat.nick');
     $('room').value = q.get('room') || store.get('herald.chat.room') || 'lobby';
+    $('transport').value = (q.get('transport') || store.get('herald.chat.transport')) === 'ws' ? 'ws' : 'sse';
 
     $('join-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const f = readJoinForm();
       $('join-error').textContent = f.error || '';
-      if (!f.error) join(f.room, f.nick);
+      if (!f.error) join(f.room, f.nick, f.transport);
     });
     $('compose').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -274,13 +340,13 @@
     });
     // Back from the back/forward cache: come back in, catching up from the remembered id.
     window.addEventListener('pageshow', (e) => {
-      if (e.persisted && session) join(session.room, session.nick);
+      if (e.persisted && session) join(session.room, session.nick, session.transport);
     });
 
     if (q.get('room') && q.get('nick')) {
       const f = readJoinForm();
       if (f.error) $('join-error').textContent = f.error;
-      else join(f.room, f.nick);
+      else join(f.room, f.nick, f.transport);
     } else {
       $('nick').focus();
     }

@@ -199,6 +199,7 @@ mod tests {
             id: EventId::new(id),
             frame: Bytes::from(format!("id: {id}\ndata: x\n\n")),
             data_len: 1,
+            ws: Default::default(),
         }
     }
 
@@ -214,7 +215,7 @@ mod tests {
             .iter()
             .map(|b| match b {
                 Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+                Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
             })
             .map(|f| {
                 f.lines()

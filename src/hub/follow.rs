@@ -231,6 +231,7 @@ mod tests {
             id: EventId::new(id),
             frame: Bytes::from(format!("id: {id}\n\n")),
             data_len: 1,
+            ws: Default::default(),
         }
     }
 
@@ -242,7 +243,9 @@ mod tests {
             .iter()
             .map(|b| match b {
                 Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed(f) => String::from_utf8_lossy(f).trim().to_owned(),
+                Backlog::Replayed { event, .. } => {
+                    String::from_utf8_lossy(&event.frame).trim().to_owned()
+                }
             })
             .collect()
     }

@@ -12,7 +12,7 @@
 //! channel because a stream may subscribe to several channels and must see
 //! their events in id order: with a single lock, an event with a smaller id
 //! is always in its receiver's queue before any event with a larger id is
-//! sent anywhere, which is what lets [`crate::stream`] merge receivers in id
+//! sent anywhere, which is what lets [`crate::transport`] merge receivers in id
 //! order. It is a std mutex, never held across an `.await`: every critical
 //! section is a few pointer moves and a broadcast send (which never waits on
 //! receivers), and the expensive work, encoding the frame, happens before
@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
@@ -43,8 +42,7 @@ mod apply;
 pub use apply::{Applier, OutOfOrder};
 
 use crate::domain::{ChannelName, EventId, Resume};
-use crate::history::{Event, History, HistoryLimits};
-use crate::sse::{self, GapReason};
+use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -81,10 +79,14 @@ pub struct Subscription {
     pub sources: Vec<Source>,
 }
 
-/// A frame of a stream's backlog, and what it counts as in the metrics.
+/// An item of a stream's backlog, and what it counts as in the metrics.
 pub enum Backlog {
-    Gap(Bytes),
-    Replayed(Bytes),
+    Gap(Notice),
+    /// A retained event of the `channel`-th channel subscribed to.
+    Replayed {
+        channel: usize,
+        event: Event,
+    },
 }
 
 /// One channel of a stream: its live receiver, and the id up to which the
@@ -101,7 +103,7 @@ pub struct Source {
 /// not seen.
 pub struct CatchUp {
     pub receiver: broadcast::Receiver<Event>,
-    pub gap: Option<Bytes>,
+    pub gap: Option<Notice>,
     pub events: Vec<Event>,
 }
 
@@ -255,7 +257,7 @@ impl Hub {
         let now = Instant::now();
         let cutoff = self.config.history.age_cutoff(unix_micros());
         let mut gaps = Vec::new();
-        let mut replay: Vec<&Event> = Vec::new();
+        let mut replay: Vec<(usize, &Event)> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
         for name in channels {
             let Inner {
@@ -276,34 +278,34 @@ impl Hub {
                 last_id: last_issued,
             });
         }
-        for name in channels {
+        for (index, name) in channels.iter().enumerate() {
             let history = &inner.channels[name].history;
+            let tagged = |e| (index, e);
             match resume {
                 Resume::Live => {}
                 Resume::After(after) => {
                     let (complete, events) = history.since(after);
                     if complete {
-                        replay.extend(events);
+                        replay.extend(events.map(tagged));
                     } else {
-                        gaps.push(sse::gap(name, GapReason::History, Some(after)));
-                        replay.extend(history.all());
+                        gaps.push(Notice::gap(name, GapReason::History, Some(after)));
+                        replay.extend(history.all().map(tagged));
                     }
                 }
                 Resume::Unknown => {
-                    gaps.push(sse::gap(name, GapReason::UnknownId, None));
-                    replay.extend(history.all());
+                    gaps.push(Notice::gap(name, GapReason::UnknownId, None));
+                    replay.extend(history.all().map(tagged));
                 }
             }
         }
-        replay.sort_unstable_by_key(|e| e.id);
+        replay.sort_unstable_by_key(|(_, e)| e.id);
         let backlog = gaps
             .into_iter()
             .map(Backlog::Gap)
-            .chain(
-                replay
-                    .into_iter()
-                    .map(|e| Backlog::Replayed(e.frame.clone())),
-            )
+            .chain(replay.into_iter().map(|(channel, e)| Backlog::Replayed {
+                channel,
+                event: e.clone(),
+            }))
             .collect();
         Ok(Subscription { backlog, sources })
     }
@@ -323,7 +325,7 @@ impl Hub {
         }
         let receiver = ch.subscribe(self.config.stream_buffer);
         let (complete, events) = ch.history.since(after);
-        let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
+        let gap = (!complete).then(|| Notice::gap(channel, GapReason::SlowSubscriber, Some(after)));
         Some(CatchUp {
             receiver,
             gap,
@@ -530,7 +532,7 @@ mod tests {
             .iter()
             .map(|b| match b {
                 Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
+                Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
             })
             .collect()
     }

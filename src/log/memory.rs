@@ -37,6 +37,7 @@ pub fn publish(hub: &Hub, items: Vec<PublishItem>) -> Result<Vec<Published>, Pub
             id,
             frame: item.event.finish(id),
             data_len: item.data_len,
+            ws: Default::default(),
         };
         let subscribers = hub
             .apply(&item.channel, event)

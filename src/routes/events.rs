@@ -1,9 +1,13 @@
 //! `GET /events/{channel}` and `GET /events?channel=a&channel=b`: open an
-//! event stream, resuming from `Last-Event-ID` or `lastEventId`.
+//! event stream, resuming from `Last-Event-ID` or `lastEventId`; with
+//! `Upgrade: websocket`, a WebSocket on the same channels.
+
+use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 
 use crate::app::State;
 use crate::body::{Body, Response};
@@ -12,7 +16,8 @@ use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
-use crate::stream::{self, EventStream, StreamContext};
+use crate::transport::sse::{self as stream, EventStream, StreamContext};
+use crate::transport::ws::{self, session::OpenConnection};
 
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -26,13 +31,7 @@ pub async fn subscribe(
     head: bool,
 ) -> Result<Response, ApiError> {
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
-    // The header wins over the query; an empty value means no id, so an
-    // empty header leaves the query's id in force.
-    let resume = match req.headers.get(&LAST_EVENT_ID).map(|v| v.to_str()) {
-        Some(Ok("")) | None => query_resume,
-        Some(Ok(raw)) => Resume::parse(raw),
-        Some(Err(_)) => Resume::Unknown,
-    };
+    let resume = resume(req, query_resume);
 
     if head {
         if !state.log.is_up() {
@@ -69,6 +68,72 @@ pub async fn subscribe(
     };
     let stream = EventStream::new(preamble, subscription, ctx);
     Ok(event_stream_response(Body::Events(Box::new(stream))))
+}
+
+/// `Upgrade: websocket` on the same URLs: the same channels and resume
+/// rules, then a WebSocket session instead of an event stream.
+pub async fn websocket(
+    state: &Arc<State>,
+    req: &Parts,
+    path_channel: Option<&str>,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response, ApiError> {
+    let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
+    let resume = resume(req, query_resume);
+    let response = ws::accept(&req.headers)?;
+    let Some(on_upgrade) = on_upgrade else {
+        return Err(ApiError::BadUpgrade("this connection cannot be upgraded"));
+    };
+    // The same preparation as an event stream (with --redis: Redis is up
+    // and this node holds the channels' history).
+    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+        state.metrics.rejected(reason);
+        let retry_after = state.config.retry;
+        return Err(match reason {
+            RejectReason::ChannelLimit => ApiError::ChannelLimit { retry_after },
+            RejectReason::ShuttingDown => ApiError::ShuttingDown { retry_after },
+            _ => ApiError::BackendUnavailable {
+                retry_after,
+                cause: "the shared log cannot be reached".to_owned(),
+            },
+        });
+    }
+    let subscription = match state.hub.subscribe(&channels, resume) {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            let retry_after = state.config.retry;
+            let (reason, error) = match e {
+                SubscribeError::ChannelLimit(_) => (
+                    RejectReason::ChannelLimit,
+                    ApiError::ChannelLimit { retry_after },
+                ),
+                SubscribeError::Closed => (
+                    RejectReason::ShuttingDown,
+                    ApiError::ShuttingDown { retry_after },
+                ),
+            };
+            state.metrics.rejected(reason);
+            return Ok(error.into_response());
+        }
+    };
+    let connection = OpenConnection::new(&state.metrics);
+    state.sessions.spawn(ws::session::run(
+        state.clone(),
+        on_upgrade,
+        subscription,
+        connection,
+    ));
+    Ok(response)
+}
+
+/// Where a subscriber resumes: the header wins over the query; an empty
+/// value means no id, so an empty header leaves the query's id in force.
+fn resume(req: &Parts, query_resume: Resume) -> Resume {
+    match req.headers.get(&LAST_EVENT_ID).map(|v| v.to_str()) {
+        Some(Ok("")) | None => query_resume,
+        Some(Ok(raw)) => Resume::parse(raw),
+        Some(Err(_)) => Resume::Unknown,
+    }
 }
 
 /// The channels to subscribe to (the path's, or the query's `channel`

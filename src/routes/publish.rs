@@ -90,7 +90,7 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<PublishIte
 /// One element of a batch: `{"channel": "...", "data": <any JSON>,
 /// "event": "<type>"?}`. Unknown fields are refused, so a typo does not
 /// silently publish the wrong thing.
-fn batch_item(value: &Value, max_event_bytes: usize) -> Result<PublishItem, ApiError> {
+pub(crate) fn batch_item(value: &Value, max_event_bytes: usize) -> Result<PublishItem, ApiError> {
     let Value::Object(fields) = value else {
         return Err(ApiError::BadJson("each event is a JSON object".into()));
     };

@@ -132,8 +132,15 @@ pub async fn serve(
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     connections.close();
     close_connections.cancel();
+    state.sessions.close();
+    let all_closed = async {
+        connections.wait().await;
+        // WebSockets close themselves with a close frame once the hub is
+        // closed; they left their connection's task when they were upgraded.
+        state.sessions.wait().await;
+    };
     tokio::select! {
-        () = connections.wait() => info!("all connections closed"),
+        () = all_closed => info!("all connections closed"),
         () = tokio::time::sleep_until(deadline) => {
             warn!("shutdown grace period over; closing the remaining connections");
         }

@@ -389,3 +389,44 @@ async fn twelve_event_sources_on_one_https_page_all_receive_where_http11_stops_a
     stop(over_tls).await;
     stop(plain).await;
 }
+
+#[tokio::test]
+async fn two_chat_pages_talk_over_websockets_and_catch_up_after_a_restart() {
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    // Arrange
+    let mut driver = Driver {
+        app: Some(spawn_app().await),
+        configure: |_| {},
+    };
+
+    // Act: the chat scenario with the pages in WebSocket mode (publishing
+    // over their sockets, reconnecting by themselves after the restart)
+    run_scenario(
+        &mut driver,
+        "chat",
+        json!({ "room": "lobby", "transport": "ws" }),
+    )
+    .await;
+
+    // Assert: done in the scenario
+    assert!(screenshot_dir().join("chat-ws.png").is_file());
+    stop(driver).await;
+}
+
+#[tokio::test]
+async fn a_page_websocket_receives_events_and_publishes_over_the_socket() {
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    let mut driver = Driver {
+        app: Some(spawn_app().await),
+        configure: |_| {},
+    };
+    let result = run_scenario(&mut driver, "websocket", json!({ "channel": "page" })).await;
+    assert_eq!(result["messages"], 4, "{result}");
+    stop(driver).await;
+}

@@ -561,3 +561,19 @@ async fn metric(client: &reqwest::Client, url: &str, series: &str) -> f64 {
         })
         .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
 }
+
+/// [`eventually`] for a condition that has to wait on something (a metric).
+pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

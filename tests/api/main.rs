@@ -16,4 +16,5 @@ mod shutdown;
 mod subscribe;
 mod tls;
 mod tls_client;
+mod websocket;
 mod wire;

@@ -4,7 +4,7 @@
 // owns the server (start, stop, restart) and answers this script's steps.
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
-//   scenarios: index-live, index-gap, index-resume, index-restart, chat, many-streams
+//   scenarios: index-live, index-gap, index-resume, index-restart, chat, many-streams, websocket
 //   (an https base is served with a self-signed certificate: certificate errors are ignored)
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
@@ -305,7 +305,10 @@ const scenarios = {
    */
   async chat(ctx) {
     const room = params.room || unique('room');
-    const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}`;
+    // transport "ws": the same conversation over one WebSocket per page
+    const ws = params.transport === 'ws';
+    const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}` + (ws ? '&transport=ws' : '');
+    const shotName = (name) => (ws ? name.replace('.png', '-ws.png') : name);
     const lines = (page) =>
       page.$$eval('#messages li', (lis) => lis.map((li) => ({
         kind: li.dataset.kind,
@@ -356,7 +359,7 @@ const scenarios = {
     same(new Set(aliceIds).size, aliceIds.length, 'distinct ids on alice\'s page');
     check(aliceIds.includes(plain.id), 'the raw message has its id');
     same(await alice.$$eval('#messages li.mine', (n) => n.map((li) => li.querySelector('.text').textContent)), ['hi bob'], 'alice\'s own messages marked');
-    const shot = await screenshot(bob, 'chat.png');
+    const shot = await screenshot(bob, shotName('chat.png'));
 
     // alice closes her tab: the page says goodbye with a beacon
     await alice.close({ runBeforeUnload: true });
@@ -377,7 +380,7 @@ const scenarios = {
     const againIds = caught.map((l) => l.id).filter(Boolean);
     same(new Set(againIds).size, againIds.length, 'distinct ids after reopening');
     check(againIds.every((id) => !aliceIds.includes(id)), 'nothing alice had seen is shown again');
-    await screenshot(again, 'chat-reopened.png');
+    await screenshot(again, shotName('chat-reopened.png'));
 
     // the server restarts: both pages reconnect by themselves (after the server's
     // retry), are told of the gap, and show what was said meanwhile exactly once
@@ -394,7 +397,48 @@ const scenarios = {
     }
     await say(bob, 'still here');
     await waitLine(again, 'message', 'still here', 'alice receives bob after the restart');
+    if (ws) {
+      same(await bob.textContent('#via'), 'WebSocket', 'the transport shown');
+    }
     return { screenshot: shot, bobLines: (await lines(bob)).length };
+  },
+
+  /**
+   * A page's own WebSocket on /events/<channel>: it receives an event published
+   * from outside as one JSON message, publishes over the socket, gets the
+   * "published" answer and the event itself, and a bad message gets an error
+   * without closing the socket.
+   */
+  async websocket(ctx) {
+    const channel = params.channel || unique('ws');
+    const page = await ctx.newPage();
+    await page.goto(`${base}/`);
+    await page.evaluate((ch) => new Promise((resolve, reject) => {
+      window.__got = [];
+      const sock = new WebSocket(`ws://${location.host}/events/${ch}`);
+      window.__sock = sock;
+      sock.onmessage = (m) => window.__got.push(JSON.parse(m.data));
+      sock.onclose = () => { window.__closed = true; };
+      sock.onopen = () => resolve();
+      sock.onerror = () => reject(new Error('WebSocket error'));
+    }), channel);
+
+    const outside = await step('publish', { channel, data: 'from outside' });
+    await waitFor(page, (id) => window.__got.some((m) => m.id === id), outside.id, 'the event published from outside');
+
+    await page.evaluate((ch) => {
+      window.__sock.send('not json');
+      window.__sock.send(JSON.stringify({ type: 'publish', channel: ch, event: 'note', data: { from: 'page' } }));
+    }, channel);
+    await waitFor(page, () => window.__got.some((m) => m.event === 'note'), null, 'the event the page published');
+    const got = await page.evaluate(() => window.__got);
+    same(got[0], { id: outside.id, channel, data: 'from outside' }, 'the outside event as a message');
+    same(got[1].type, 'error', 'a bad message is answered with an error');
+    same(got[2].type, 'published', 'the publish is answered');
+    const note = got.find((m) => m.event === 'note');
+    same(note, { id: got[2].id, channel, event: 'note', data: '{"from":"page"}' }, 'the published event comes back');
+    same(await page.evaluate(() => !!window.__closed), false, 'the socket stayed open');
+    return { messages: got.length };
   },
 };
 

@@ -211,6 +211,7 @@ fn read_snapshot(
                     id: rec.id,
                     frame: record::frame(rec.payload),
                     data_len: rec.data_len,
+                    ws: Default::default(),
                 };
                 hub.restore_event(&name, event, rec.id);
                 found.events += 1;
@@ -287,6 +288,7 @@ fn read_segment(
                         id: rec.id,
                         frame: record::frame(rec.payload),
                         data_len: rec.data_len,
+                        ws: Default::default(),
                     };
                     hub.restore_event(&name, event, EventId::new(found.last));
                     found.last = rec.id.get();

@@ -268,6 +268,7 @@ impl Writer {
                     id,
                     frame,
                     data_len: item.data_len,
+                    ws: Default::default(),
                 };
                 (item.channel, event)
             })

@@ -548,5 +548,6 @@ fn decode_stream_entry(entry: &redis::Value) -> Option<Event> {
         id,
         frame: PendingEvent::from_fields(body?).finish(id),
         data_len: len?,
+        ws: Default::default(),
     })
 }

@@ -291,6 +291,7 @@ fn decode(entry: &Value) -> Option<(EventId, Option<ChannelName>, Event)> {
         id,
         frame: PendingEvent::from_fields(body?).finish(id),
         data_len: len?,
+        ws: Default::default(),
     };
     Some((
         EventId::new(prev?),

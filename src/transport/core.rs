@@ -1,0 +1,322 @@
+//! The subscription core: what one subscriber is owed, in order, whatever
+//! the transport.
+//!
+//! [`Subscriber`] yields typed [`Item`]s: the backlog (gap notices, then
+//! replayed events), then live events merged across channels in id order,
+//! a catch-up from history after falling behind, and a heartbeat when
+//! nothing was written for `--heartbeat`. The SSE body and the WebSocket
+//! session only encode and write what it yields. It is polled, not a task:
+//! the SSE body is polled by hyper directly, so an event stream costs no
+//! task and no channel between a task and its connection.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::Stream;
+
+use crate::domain::{ChannelName, EventId};
+use crate::history::{Event, Notice};
+use crate::hub::{Backlog, Hub, Source, Subscription};
+use crate::metrics::Metrics;
+
+/// What a subscriber needs besides its subscription.
+pub struct StreamContext {
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Duration,
+}
+
+/// One thing a subscriber is owed next.
+#[derive(Debug)]
+pub enum Item {
+    /// An event, live or replayed, of the `channel`-th channel subscribed
+    /// to (see [`Subscriber::channel`]).
+    Event { event: Event, channel: usize },
+    /// A `herald.*` notice: a gap, before the events that follow it.
+    Notice(Notice),
+    /// Nothing was written for `--heartbeat`: write something that keeps
+    /// proxies (and, on a WebSocket, the peer check) going.
+    Heartbeat,
+}
+
+pub struct Subscriber {
+    /// Gap notices and replayed events, yielded before any live event.
+    backlog: VecDeque<Backlog>,
+    channels: Vec<Channel>,
+    ctx: StreamContext,
+    /// Fires when nothing was written for `heartbeat`; re-armed lazily from
+    /// `last_write` so a busy stream does not touch the timer per event.
+    heartbeat: Pin<Box<Sleep>>,
+    /// When the stream last went idle after writing: the clock is read once
+    /// per wake-up that wrote something, not once per frame.
+    last_write: Instant,
+    /// Something was yielded since `last_write` was taken.
+    wrote: bool,
+    /// Live events yielded since the shared counter was last updated;
+    /// batching keeps the hot path off a contended atomic.
+    delivered: u64,
+    /// The hub closed its channels (shutdown): nothing more will come.
+    done: bool,
+}
+
+/// One subscribed channel of a stream.
+struct Channel {
+    name: ChannelName,
+    receiver: BroadcastStream<Event>,
+    /// Events taken from the receiver (or from history after a lag) and not
+    /// yielded yet, in id order. The merge looks at the head of each.
+    ready: VecDeque<Ready>,
+    /// The id up to which this stream has every event of the channel it is
+    /// owed: where a catch-up after lag starts.
+    last_id: EventId,
+}
+
+enum Ready {
+    Live(Event),
+    /// From history, after this subscriber fell behind.
+    Replayed(Event),
+    /// A `herald.gap` notice, yielded just before the events after the hole.
+    Gap(Notice),
+}
+
+impl Ready {
+    /// Merge order: a gap notice goes before anything else of its channel,
+    /// and sorts first overall so it is never held back behind another
+    /// channel's events.
+    fn order(&self) -> Option<EventId> {
+        match self {
+            Ready::Live(e) | Ready::Replayed(e) => Some(e.id),
+            Ready::Gap(_) => None,
+        }
+    }
+}
+
+impl Subscriber {
+    pub fn new(sub: Subscription, ctx: StreamContext) -> Subscriber {
+        let channels = sub
+            .sources
+            .into_iter()
+            .map(
+                |Source {
+                     channel,
+                     receiver,
+                     last_id,
+                 }| Channel {
+                    name: channel,
+                    receiver: BroadcastStream::new(receiver),
+                    // Room for one: an idle stream rarely holds more, and
+                    // the default first growth (4 slots) would keep 224
+                    // bytes per stream for good. Bursts still grow it.
+                    ready: VecDeque::with_capacity(1),
+                    last_id,
+                },
+            )
+            .collect();
+        ctx.metrics.streams_open.inc();
+        let now = Instant::now();
+        Subscriber {
+            backlog: sub.backlog.into(),
+            channels,
+            heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
+            last_write: now,
+            wrote: false,
+            delivered: 0,
+            done: false,
+            ctx,
+        }
+    }
+
+    /// The name of the `i`-th channel subscribed to.
+    pub fn channel(&self, i: usize) -> &ChannelName {
+        &self.channels[i].name
+    }
+
+    /// The next item, or `None` once the hub closed the channels. `Pending`
+    /// means the writer should flush what it has: the heartbeat clock counts
+    /// from there.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(item) = self.backlog.pop_front() {
+            if self.backlog.is_empty() {
+                // Replay is over: give its buffer back (once per stream).
+                self.backlog = VecDeque::new();
+            }
+            self.wrote = true;
+            return Poll::Ready(Some(match item {
+                Backlog::Gap(notice) => {
+                    self.ctx.metrics.gaps.inc();
+                    Item::Notice(notice)
+                }
+                Backlog::Replayed { channel, event } => {
+                    self.ctx.metrics.events_replayed.inc();
+                    Item::Event { event, channel }
+                }
+            }));
+        }
+        match self.poll_live(cx) {
+            Poll::Ready(Some(item)) => {
+                self.wrote = true;
+                return Poll::Ready(Some(item));
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => self.flush_delivered(),
+        }
+        if self.wrote {
+            // The writer sends what it was given as soon as this is
+            // pending, so "now" is when those frames go out.
+            self.last_write = Instant::now();
+            self.wrote = false;
+        }
+        // Idle. The timer is only re-armed when it fires: if something was
+        // written since it was set, it is pushed to `heartbeat` after that
+        // write; otherwise the heartbeat is due now. So a busy stream costs
+        // the timer nothing per event.
+        while self.heartbeat.as_mut().poll(cx).is_ready() {
+            let due = self.last_write + self.ctx.heartbeat;
+            if due <= Instant::now() {
+                self.last_write = Instant::now();
+                self.heartbeat
+                    .as_mut()
+                    .reset(self.last_write + self.ctx.heartbeat);
+                return Poll::Ready(Some(Item::Heartbeat));
+            }
+            self.heartbeat.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.ctx.metrics
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next live item, merged across channels in id order.
+    ///
+    /// Correctness of the merge rests on the hub's single lock: events are
+    /// sent in id order, so an event smaller than a head we hold was sent
+    /// before that head, and is in its receiver's queue by the time the head
+    /// is taken. One pass over the receivers is not enough: a receiver found
+    /// empty early in the pass may be sent a smaller event before a later
+    /// receiver of the same pass yields a larger one (the chaos test caught
+    /// this as ids going backwards on a multi-channel stream, which a client
+    /// that reconnects with the larger id turns into a silent loss). So the
+    /// empty queues are polled again until a whole pass takes nothing: every
+    /// head was then taken before that last pass, and every empty queue was
+    /// polled after. Each extra pass fills a queue that was empty, so at most
+    /// there is one pass more than there are channels.
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        loop {
+            let mut took = false;
+            for i in 0..self.channels.len() {
+                if self.channels[i].ready.is_empty() {
+                    if !self.fill(i, cx) {
+                        return Poll::Ready(None);
+                    }
+                    took |= !self.channels[i].ready.is_empty();
+                }
+            }
+            if !took {
+                break;
+            }
+        }
+        let Some(next) = self
+            .channels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ch)| ch.ready.front().map(|r| (r.order(), i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            return Poll::Pending;
+        };
+        let channel = &mut self.channels[next];
+        let item = match channel.ready.pop_front().expect("picked a non-empty queue") {
+            Ready::Live(event) => {
+                channel.last_id = event.id;
+                self.delivered += 1;
+                Item::Event {
+                    event,
+                    channel: next,
+                }
+            }
+            Ready::Replayed(event) => {
+                channel.last_id = event.id;
+                self.ctx.metrics.events_replayed.inc();
+                Item::Event {
+                    event,
+                    channel: next,
+                }
+            }
+            Ready::Gap(notice) => {
+                self.ctx.metrics.gaps.inc();
+                Item::Notice(notice)
+            }
+        };
+        Poll::Ready(Some(item))
+    }
+
+    /// Takes what the receiver of channel `i` has ready, if anything. After a
+    /// lag, swaps in a new receiver and queues the catch-up from history.
+    /// Returns false when the stream must end.
+    fn fill(&mut self, i: usize, cx: &mut Context<'_>) -> bool {
+        let channel = &mut self.channels[i];
+        loop {
+            match Pin::new(&mut channel.receiver).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    channel.ready.push_back(Ready::Live(event));
+                    return true;
+                }
+                Poll::Pending => return true,
+                // The hub closed the channel: shutdown.
+                Poll::Ready(None) => return false,
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
+                    self.ctx.metrics.slow_subscribers_cut.inc();
+                    let Some(catch_up) = self.ctx.hub.catch_up(&channel.name, channel.last_id)
+                    else {
+                        return false;
+                    };
+                    channel.receiver = BroadcastStream::new(catch_up.receiver);
+                    channel.ready.clear();
+                    channel.ready.extend(catch_up.gap.map(Ready::Gap));
+                    channel
+                        .ready
+                        .extend(catch_up.events.into_iter().map(Ready::Replayed));
+                    if !channel.ready.is_empty() {
+                        return true;
+                    }
+                    // Nothing retained after our last id: poll the new
+                    // receiver so it registers our waker.
+                }
+            }
+        }
+    }
+
+    fn flush_delivered(&mut self) {
+        if self.delivered > 0 {
+            self.ctx.metrics.events_delivered.inc_by(self.delivered);
+            self.delivered = 0;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.flush_delivered();
+        self.ctx.metrics.streams_open.dec();
+    }
+}

@@ -1,0 +1,13 @@
+//! How events leave the server: the subscription core shared by every
+//! transport, and the writers that put it on the wire.
+//!
+//! - [`core`]: what one subscriber is owed, in order: backlog, live events
+//!   merged across channels in id order, catch-up after lag, heartbeats.
+//! - [`sse`]: the event stream body (`text/event-stream`), a thin writer
+//!   over the core.
+//! - [`ws`]: the WebSocket session on the same URLs, the second thin writer
+//!   over the core, which also reads the client's publishes.
+
+pub mod core;
+pub mod sse;
+pub mod ws;

@@ -1,0 +1,241 @@
+//! The event stream body: the SSE writer over the subscription core.
+//!
+//! [`EventStream`] is an [`http_body::Body`] polled directly by hyper: no
+//! task per subscriber, no channel between a task and the connection. Every
+//! event frame it yields is a clone of bytes encoded once at publish.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::hub::Subscription;
+use crate::sse;
+use crate::transport::core::{Item, Subscriber};
+
+pub use crate::transport::core::StreamContext;
+
+pub struct EventStream {
+    /// The `retry:` field and opening comment, written first.
+    preamble: Option<Bytes>,
+    core: Subscriber,
+}
+
+impl EventStream {
+    pub fn new(preamble: Bytes, sub: Subscription, ctx: StreamContext) -> EventStream {
+        ctx.metrics.streams_sse.inc();
+        EventStream {
+            preamble: Some(preamble),
+            core: Subscriber::new(sub, ctx),
+        }
+    }
+}
+
+impl Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        }
+        this.core.poll_next(cx).map(|item| {
+            item.map(|item| {
+                Ok(Frame::data(match item {
+                    Item::Event { event, .. } => event.frame,
+                    Item::Notice(notice) => sse::notice(&notice),
+                    Item::Heartbeat => sse::HEARTBEAT,
+                }))
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.core.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.core.metrics().streams_sse.dec();
+    }
+}
+
+/// A one-frame body for the "come back later" answer to a subscribe that
+/// cannot be served: a `retry:` with a random back-off between one and three
+/// times `--retry`, so a crowd of rejected browsers does not return at once.
+pub fn retry_later(retry: Duration, reason: &str) -> Bytes {
+    let factor = 1.0 + 2.0 * fastrand::f64();
+    sse::retry_later(retry.mul_f64(factor), reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChannelName, EventId, EventType, Resume};
+    use crate::history::HistoryLimits;
+    use crate::hub::Hub;
+    use crate::hub::HubConfig;
+    use crate::log::{memory, PublishItem};
+    use crate::metrics::Metrics;
+    use crate::sse::PendingEvent;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    struct Fixture {
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    }
+
+    fn fixture(history: usize, stream_buffer: usize) -> Fixture {
+        let metrics = Arc::new(Metrics::new());
+        let config = HubConfig {
+            history: HistoryLimits {
+                events: history,
+                bytes: 1 << 20,
+                age: None,
+            },
+            max_channels: 100,
+            stream_buffer,
+            channel_ttl: Duration::from_secs(3600),
+        };
+        Fixture {
+            hub: Arc::new(Hub::new(config)),
+            metrics,
+        }
+    }
+
+    impl Fixture {
+        fn stream(&self, channels: &[&str], resume: Resume) -> EventStream {
+            let names: Vec<ChannelName> = channels
+                .iter()
+                .map(|c| ChannelName::parse(c).unwrap())
+                .collect();
+            let sub = self.hub.subscribe(&names, resume).unwrap();
+            let ctx = StreamContext {
+                hub: self.hub.clone(),
+                metrics: self.metrics.clone(),
+                heartbeat: Duration::from_secs(15),
+            };
+            EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
+        }
+
+        fn publish(&self, channel: &str, data: &str) -> EventId {
+            let item = PublishItem {
+                channel: ChannelName::parse(channel).unwrap(),
+                event: PendingEvent::encode(None::<&EventType>, data),
+                data_len: data.len(),
+            };
+            memory::publish(&self.hub, vec![item]).unwrap()[0].id
+        }
+    }
+
+    async fn next(stream: &mut EventStream) -> String {
+        let frame = stream.frame().await.expect("a frame").unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    }
+
+    /// Polls once without waiting: the frame if one is ready now.
+    fn ready_now(stream: &mut EventStream) -> Option<String> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match Pin::new(stream).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_is_written_after_the_idle_period() {
+        let f = fixture(10, 16);
+        let mut stream = f.stream(&["a"], Resume::Live);
+        assert_eq!(next(&mut stream).await, "retry: 1\n\n");
+        let start = Instant::now();
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_is_pushed_back_by_real_events() {
+        let f = fixture(10, 16);
+        let mut stream = f.stream(&["a"], Resume::Live);
+        next(&mut stream).await;
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        f.publish("a", "x");
+        assert!(next(&mut stream).await.ends_with("data: x\n\n"));
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(25),
+            "15 s after the event, not after the previous heartbeat"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_ends_when_the_hub_closes() {
+        let f = fixture(10, 16);
+        let mut stream = f.stream(&["a", "b"], Resume::Live);
+        next(&mut stream).await;
+        f.hub.close();
+        assert!(stream.frame().await.is_none());
+        assert!(stream.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn lagging_subscriber_is_caught_up_from_history_without_loss() {
+        let f = fixture(100, 4);
+        let mut stream = f.stream(&["a"], Resume::Live);
+        next(&mut stream).await;
+        let ids: Vec<EventId> = (0..20).map(|i| f.publish("a", &i.to_string())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let frame = next(&mut stream).await;
+            assert_eq!(frame, format!("id: {id}\ndata: {i}\n\n"));
+        }
+        assert_eq!(f.metrics.slow_subscribers_cut.get(), 1);
+        assert_eq!(f.metrics.gaps.get(), 0);
+        assert!(ready_now(&mut stream).is_none(), "nothing twice");
+    }
+
+    #[tokio::test]
+    async fn lagging_subscriber_gets_a_gap_when_history_lost_events_too() {
+        let f = fixture(5, 4);
+        let mut stream = f.stream(&["a"], Resume::Live);
+        next(&mut stream).await;
+        let ids: Vec<EventId> = (0..20).map(|i| f.publish("a", &i.to_string())).collect();
+        let gap = next(&mut stream).await;
+        assert!(gap.starts_with("event: herald.gap\n"), "{gap}");
+        assert!(gap.contains("slow_subscriber"));
+        for (i, id) in ids.iter().enumerate().skip(15) {
+            assert_eq!(next(&mut stream).await, format!("id: {id}\ndata: {i}\n\n"));
+        }
+        assert!(ready_now(&mut stream).is_none());
+    }
+
+    #[tokio::test]
+    async fn multi_channel_lag_keeps_id_order_across_channels() {
+        let f = fixture(100, 2);
+        let mut stream = f.stream(&["a", "b"], Resume::Live);
+        next(&mut stream).await;
+        let ids: Vec<EventId> = (0..30)
+            .map(|i| f.publish(["a", "b", "a"][i % 3], &i.to_string()))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(next(&mut stream).await, format!("id: {id}\ndata: {i}\n\n"));
+        }
+    }
+}
