@@ -303,6 +303,8 @@ pub struct Binary {
     child: tokio::process::Child,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Everything the server has logged (stderr) so far.
+    pub logs: Arc<std::sync::Mutex<String>>,
 }
 
 impl Binary {
@@ -312,9 +314,14 @@ impl Binary {
 
     /// [`Binary::start`] with extra environment variables for the child.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::start_logging(args, env, "warn,herald=info").await
+    }
+
+    /// [`Binary::start_with_env`] with the `--log` filter `log`.
+    pub async fn start_logging(args: &[&str], env: &[(&str, &str)], log: &str) -> Binary {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn,herald=info"])
+            .args(["--listen", "127.0.0.1:0", "--log", log])
             .args(args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
@@ -323,8 +330,11 @@ impl Binary {
             .spawn()
             .expect("the herald binary starts");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let logs = Arc::new(std::sync::Mutex::new(String::new()));
         let addr = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                logs.lock().unwrap().push_str(&line);
+                logs.lock().unwrap().push('\n');
                 if let Some((_, rest)) = line.split_once("listening on http://") {
                     let end = rest
                         .find(|c: char| !(c.is_ascii_digit() || ".:".contains(c)))
@@ -337,10 +347,18 @@ impl Binary {
         .await
         .expect("the binary logs its address");
         // Keep draining logs so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = kept.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
         Binary {
             child,
             addr,
+            logs,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .build()
@@ -357,7 +375,7 @@ impl Binary {
         get_channels(&self.client, &self.url("/channels")).await
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id().expect("the binary is running")
     }
 
