@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::Auth;
 use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -32,6 +33,8 @@ use crate::transport::ws;
 /// Everything a request may need, shared by all connections.
 pub struct State {
     pub config: Config,
+    /// Keys and rules of access control; routes ask it for an `Access`.
+    pub auth: Arc<Auth>,
     pub hub: Arc<Hub>,
     /// Where publishes go: issues ids, persists, then applies to `hub`.
     pub log: Log,
@@ -51,10 +54,17 @@ impl State {
     /// in memory, or a node on `--redis`. Panics on a bad `--redis` URL
     /// (tests).
     pub fn new(config: Config) -> Arc<State> {
-        State::without_disk(config).expect("a usable --redis URL")
+        State::try_new(config).unwrap_or_else(|e| panic!("bad configuration: {e}"))
+    }
+
+    /// The state for `config`, or why it cannot serve (an unreadable key
+    /// file, a cookie with a `*` CORS origin, a bad `--data-dir`, ...).
+    pub fn try_new(config: Config) -> Result<Arc<State>, String> {
+        State::open(config).map_err(|e| e.to_string())
     }
 
     fn without_disk(config: Config) -> Result<Arc<State>, String> {
+        let auth = Arc::new(Auth::from_config(&config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
         let log = match &config.redis {
@@ -67,6 +77,7 @@ impl State {
             )?)),
         };
         Ok(Arc::new(State {
+            auth,
             log,
             hub,
             metrics,
@@ -87,10 +98,12 @@ impl State {
         if config.redis.is_some() {
             return Err(StartError::RedisWithDataDir);
         }
+        let auth = Arc::new(Auth::from_config(&config).map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
         let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
         Ok(Arc::new(State {
+            auth,
             log: Log::Disk(log),
             hub,
             metrics,
@@ -109,6 +122,9 @@ pub enum StartError {
     Disk(#[from] OpenError),
     #[error("{0}")]
     Redis(String),
+    /// A bad access-control setting (an unreadable key file, ...).
+    #[error("{0}")]
+    Config(String),
     #[error(
         "--redis and --data-dir cannot be used together: with Redis, history lives in Redis \
          and durability is Redis's persistence (AOF); drop --data-dir"
@@ -249,7 +265,8 @@ where
 }
 
 fn cors(config: &Config) -> CorsLayer {
-    let origin = if config.cors_origin.iter().any(|o| o == "*") {
+    let any = config.cors_origin.iter().any(|o| o == "*");
+    let origin = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(
@@ -259,7 +276,12 @@ fn cors(config: &Config) -> CorsLayer {
                 .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
         )
     };
+    // Cookie auth needs the browser to send credentials, which it only does
+    // for an explicit origin (a `*` origin with cookies is refused at
+    // startup, in `Auth::from_config`; tower-http would panic).
+    let credentials = config.auth_cookie.is_some() && !any;
     CorsLayer::new()
+        .allow_credentials(credentials)
         .allow_origin(origin)
         .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::OPTIONS])
         .allow_headers([
@@ -295,7 +317,7 @@ where
     // hyper's handle on this connection's upgrade, for a WebSocket.
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let Some(route) = Route::parse(parts.uri.path()) else {
-        return ApiError::NotFound.into_response();
+        return rejected(state, ApiError::NotFound);
     };
     if parts.method == Method::OPTIONS {
         let mut response = http::Response::new(Body::Empty);
@@ -306,10 +328,8 @@ where
         return response;
     }
     if !route.allows(&parts.method) {
-        return ApiError::MethodNotAllowed {
-            allow: route.allow(),
-        }
-        .into_response();
+        let allow = route.allow();
+        return rejected(state, ApiError::MethodNotAllowed { allow });
     }
 
     if let Some(reason) = refusal(state, conn) {
@@ -340,15 +360,16 @@ where
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
-        Route::Channels => routes::channels::list(state).await,
+        Route::Channels => routes::channels::list(state, &parts).await,
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
-    result.unwrap_or_else(|e| {
-        if let Some(reason) = e.reject_reason() {
-            state.metrics.rejected(reason);
-        }
-        e.into_response()
-    })
+    result.unwrap_or_else(|e| rejected(state, e))
+}
+
+/// Counts a refusal and answers it.
+fn rejected(state: &State, e: ApiError) -> Response {
+    state.metrics.rejected(e.reject_reason());
+    e.into_response()
 }
 
 /// Why this request cannot be served right now, if it cannot.
@@ -371,16 +392,32 @@ fn refused(reason: RejectReason, retry_after: Duration) -> ApiError {
 }
 
 impl ApiError {
-    /// The metrics label for errors that are refusals rather than bad input.
-    fn reject_reason(&self) -> Option<RejectReason> {
+    /// The `reason` label this refusal is counted under.
+    fn reject_reason(&self) -> RejectReason {
         match self {
-            ApiError::ChannelLimit { .. } => Some(RejectReason::ChannelLimit),
-            ApiError::BackendUnavailable { .. } => Some(RejectReason::BackendUnavailable),
+            ApiError::BadChannel(_)
+            | ApiError::BadEventType(_)
+            | ApiError::BadChannelList
+            | ApiError::EmptyData
+            | ApiError::NotUtf8
+            | ApiError::BadJson(_)
+            | ApiError::BadBatchItem { .. }
+            | ApiError::BodyRead(_) => RejectReason::BadRequest,
+            ApiError::NotFound => RejectReason::NotFound,
+            ApiError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
+            ApiError::ChannelLimit { .. } => RejectReason::ChannelLimit,
+            ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,
+            ApiError::ShuttingDown { .. } => RejectReason::ShuttingDown,
+            ApiError::BadUpgrade(_) => RejectReason::BadRequest,
+            ApiError::BackendUnavailable { .. } => RejectReason::BackendUnavailable,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
-                Some(RejectReason::BodyTooLarge)
+                RejectReason::BodyTooLarge
             }
-            ApiError::BodyTimeout(_) => Some(RejectReason::BodyTimeout),
-            _ => None,
+            ApiError::BodyTimeout(_) => RejectReason::BodyTimeout,
+            ApiError::Unauthorized { .. } => RejectReason::Unauthorized,
+            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
+                RejectReason::Forbidden
+            }
         }
     }
 }

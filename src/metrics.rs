@@ -9,10 +9,15 @@ use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Why a request was refused for a limit or state rather than for bad input;
-/// the `reason` label of `herald_requests_rejected_total`.
+/// Why a request was refused: the `reason` label of
+/// `herald_requests_rejected_total`. Every refused request is counted once,
+/// under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
+    /// Any 400.
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
     ConnectionLimit,
     ChannelLimit,
     ShuttingDown,
@@ -20,20 +25,35 @@ pub enum RejectReason {
     BodyTimeout,
     /// The log (disk, Redis) could not take a publish.
     BackendUnavailable,
+    /// 401: no token where one is needed, or a refused one.
+    Unauthorized,
+    /// 403: a token that does not cover the channels, or `private-*` with
+    /// no key configured.
+    Forbidden,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::BadRequest,
+        RejectReason::NotFound,
+        RejectReason::MethodNotAllowed,
         RejectReason::ConnectionLimit,
         RejectReason::ChannelLimit,
         RejectReason::ShuttingDown,
         RejectReason::BodyTooLarge,
         RejectReason::BodyTimeout,
         RejectReason::BackendUnavailable,
+        RejectReason::Unauthorized,
+        RejectReason::Forbidden,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
+            RejectReason::BadRequest => "bad_request",
+            RejectReason::NotFound => "not_found",
+            RejectReason::MethodNotAllowed => "method_not_allowed",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
             RejectReason::ConnectionLimit => "connection_limit",
             RejectReason::ChannelLimit => "channel_limit",
             RejectReason::ShuttingDown => "shutting_down",
@@ -219,7 +239,7 @@ impl Metrics {
             rejected: IntCounterVec::new(
                 Opts::new(
                     "herald_requests_rejected_total",
-                    "Requests refused because of a limit or shutdown.",
+                    "Requests refused, by reason.",
                 ),
                 &["reason"],
             )

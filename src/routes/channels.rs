@@ -1,7 +1,9 @@
 //! `GET /channels`: every channel with its subscribers, retained events and
-//! last id.
+//! last id. It lists private names, so with a key configured it needs the
+//! publish token.
 
 use http::header::CONTENT_TYPE;
+use http::request::Parts;
 use http::HeaderValue;
 
 use crate::app::State;
@@ -11,7 +13,8 @@ use crate::log::PublishError;
 
 /// With `--redis`, every channel of the service (see
 /// [`crate::log::redis::RedisLog::channels`] for how current the counts are).
-pub async fn list(state: &State) -> Result<Response, ApiError> {
+pub async fn list(state: &State, req: &Parts) -> Result<Response, ApiError> {
+    state.auth.access(req)?.check_admin()?;
     let rows = state.log.channels(&state.hub).await.map_err(|e| match e {
         PublishError::Unavailable { retry_after, cause } => {
             ApiError::BackendUnavailable { retry_after, cause }

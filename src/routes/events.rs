@@ -1,6 +1,10 @@
 //! `GET /events/{channel}` and `GET /events?channel=a&channel=b`: open an
 //! event stream, resuming from `Last-Event-ID` or `lastEventId`; with
 //! `Upgrade: websocket`, a WebSocket on the same channels.
+//!
+//! Access is decided before the hub is touched, the same for `HEAD` as for
+//! `GET`, so a page can ask with `HEAD` why its EventSource closed. A stream
+//! opened with a JWT ends at the token's `exp` with `herald.expired`.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
+use crate::transport::core::Expiry;
 use crate::transport::sse::{self as stream, EventStream, StreamContext};
 use crate::transport::ws::{self, session::OpenConnection};
 
@@ -31,6 +36,9 @@ pub async fn subscribe(
     head: bool,
 ) -> Result<Response, ApiError> {
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
+    let access = state.auth.access(req)?;
+    access.check_subscribe(&channels)?;
+    let private = access.is_authenticated();
     let resume = resume(req, query_resume);
 
     if head {
@@ -40,7 +48,7 @@ pub async fn subscribe(
         if !state.hub.would_accept(&channels) {
             return Ok(retry_later(state, RejectReason::ChannelLimit));
         }
-        return Ok(event_stream_response(Body::Empty));
+        return Ok(event_stream_response(Body::Empty, private));
     }
 
     if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
@@ -65,9 +73,16 @@ pub async fn subscribe(
         hub: state.hub.clone(),
         metrics: state.metrics.clone(),
         heartbeat: state.config.heartbeat,
+        expiry: access
+            .expires_at()
+            .zip(access.deadline())
+            .map(|(exp, at)| Expiry { exp, at }),
     };
     let stream = EventStream::new(preamble, subscription, ctx);
-    Ok(event_stream_response(Body::Events(Box::new(stream))))
+    Ok(event_stream_response(
+        Body::Events(Box::new(stream)),
+        private,
+    ))
 }
 
 /// `Upgrade: websocket` on the same URLs: the same channels and resume
@@ -79,6 +94,15 @@ pub async fn websocket(
     on_upgrade: Option<OnUpgrade>,
 ) -> Result<Response, ApiError> {
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
+    // A browser sends cookies on a WebSocket upgrade from any site: with
+    // cookie auth, only the allowed origins may open one (SPEC §10).
+    if state.config.auth_cookie.is_some() && !origin_allowed(state, req) {
+        return Err(ApiError::Forbidden {
+            channels: Vec::new(),
+        });
+    }
+    let access = state.auth.access(req)?;
+    access.check_subscribe(&channels)?;
     let resume = resume(req, query_resume);
     let response = ws::accept(&req.headers)?;
     let Some(on_upgrade) = on_upgrade else {
@@ -122,8 +146,22 @@ pub async fn websocket(
         on_upgrade,
         subscription,
         connection,
+        access,
     ));
     Ok(response)
+}
+
+/// Whether the request's `Origin` is one `--cors-origin` lists (a request
+/// without one does not come from a browser page).
+fn origin_allowed(state: &State, req: &Parts) -> bool {
+    match req.headers.get(http::header::ORIGIN) {
+        None => true,
+        Some(origin) => state
+            .config
+            .cors_origin
+            .iter()
+            .any(|allowed| allowed.trim().as_bytes() == origin.as_bytes()),
+    }
 }
 
 /// Where a subscriber resumes: the header wins over the query; an empty
@@ -178,16 +216,25 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
         RejectReason::BackendUnavailable => "event store unavailable, retry later",
-        RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
+        _ => "retry later",
     };
-    event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))
+    event_stream_response(
+        Body::Full(stream::retry_later(state.config.retry, why)),
+        false,
+    )
 }
 
-fn event_stream_response(body: Body) -> Response {
+/// `private`: the stream was opened with a token, so no shared cache may
+/// keep it.
+fn event_stream_response(body: Body, private: bool) -> Response {
     let mut response = http::Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let cache = match private {
+        true => "private, no-cache",
+        false => "no-cache",
+    };
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
     response
 }

@@ -30,6 +30,8 @@ where
     B::Error: Into<BoxError>,
 {
     let channel = ChannelName::parse(channel).map_err(ApiError::BadChannel)?;
+    let access = state.auth.access(parts)?;
+    access.check_publish(std::slice::from_ref(&channel))?;
     let event = query_param(&parts.uri, "event")
         .map(|t| EventType::parse(&t))
         .transpose()
@@ -54,6 +56,8 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let access = state.auth.access(parts)?;
+    access.check_publish(&[])?;
     let body = read_body(
         &parts.headers,
         body,
@@ -63,6 +67,8 @@ where
     )
     .await?;
     let items = parse_batch(&body, state.config.max_event_bytes)?;
+    let channels: Vec<ChannelName> = items.iter().map(|i| i.channel.clone()).collect();
+    access.check_publish(&channels)?;
     let published = publish(state, items).await?;
     Ok(json_response(&published))
 }

@@ -84,6 +84,12 @@ pub async fn serve(
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
+    // `--jwks-file` rereads on SIGHUP with its own signal listener (tokio
+    // hands every SIGHUP to each listener), beside `reload` for TLS.
+    tokio::spawn(crate::auth::reload_on_sighup(
+        state.auth.clone(),
+        state.shutdown.clone(),
+    ));
     if let Log::Redis(redis) = &state.log {
         redis.start(state.shutdown.clone());
     }

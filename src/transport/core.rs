@@ -31,6 +31,18 @@ pub struct StreamContext {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
+    /// When the stream's token expires, if it was opened with one.
+    pub expiry: Option<Expiry>,
+}
+
+/// A token's expiry: at `at` the subscriber yields [`Item::Expired`] and
+/// ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// The token's `exp` (Unix seconds), told to the client.
+    pub exp: u64,
+    /// `exp` on this process's clock, no later than `exp`.
+    pub at: Instant,
 }
 
 /// One thing a subscriber is owed next.
@@ -44,6 +56,9 @@ pub enum Item {
     /// Nothing was written for `--heartbeat`: write something that keeps
     /// proxies (and, on a WebSocket, the peer check) going.
     Heartbeat,
+    /// The token reached its `exp`: the last item; the transport says so
+    /// (`herald.expired`, no id) and ends.
+    Expired { exp: u64 },
 }
 
 pub struct Subscriber {
@@ -54,6 +69,10 @@ pub struct Subscriber {
     /// Fires when nothing was written for `heartbeat`; re-armed lazily from
     /// `last_write` so a busy stream does not touch the timer per event.
     heartbeat: Pin<Box<Sleep>>,
+    /// Fires at the token's expiry (`ctx.expiry`); checked on every poll,
+    /// before anything else is yielded, so a busy stream ends on time too.
+    /// One timer per stream, beside the heartbeat: no sweep over streams.
+    expiry: Option<Pin<Box<Sleep>>>,
     /// When the stream last went idle after writing: the clock is read once
     /// per wake-up that wrote something, not once per frame.
     last_write: Instant,
@@ -125,6 +144,7 @@ impl Subscriber {
             backlog: sub.backlog.into(),
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
+            expiry: ctx.expiry.map(|e| Box::pin(tokio::time::sleep_until(e.at))),
             last_write: now,
             wrote: false,
             delivered: 0,
@@ -144,6 +164,12 @@ impl Subscriber {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if let (Some(timer), Some(expiry)) = (self.expiry.as_mut(), self.ctx.expiry) {
+            if timer.as_mut().poll(cx).is_ready() {
+                self.done = true;
+                return Poll::Ready(Some(Item::Expired { exp: expiry.exp }));
+            }
         }
         if let Some(item) = self.backlog.pop_front() {
             if self.backlog.is_empty() {

@@ -52,6 +52,7 @@ impl Body for EventStream {
                     Item::Event { event, .. } => event.frame,
                     Item::Notice(notice) => sse::notice(&notice),
                     Item::Heartbeat => sse::HEARTBEAT,
+                    Item::Expired { exp } => sse::expired(exp),
                 }))
             })
         })
@@ -90,6 +91,7 @@ mod tests {
     use crate::log::{memory, PublishItem};
     use crate::metrics::Metrics;
     use crate::sse::PendingEvent;
+    use crate::transport::core::Expiry;
     use http_body_util::BodyExt;
     use std::sync::Arc;
     use tokio::time::Instant;
@@ -119,6 +121,15 @@ mod tests {
 
     impl Fixture {
         fn stream(&self, channels: &[&str], resume: Resume) -> EventStream {
+            self.stream_until(channels, resume, None)
+        }
+
+        fn stream_until(
+            &self,
+            channels: &[&str],
+            resume: Resume,
+            expiry: Option<Expiry>,
+        ) -> EventStream {
             let names: Vec<ChannelName> = channels
                 .iter()
                 .map(|c| ChannelName::parse(c).unwrap())
@@ -128,6 +139,7 @@ mod tests {
                 hub: self.hub.clone(),
                 metrics: self.metrics.clone(),
                 heartbeat: Duration::from_secs(15),
+                expiry,
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
         }
@@ -184,6 +196,50 @@ mod tests {
             Duration::from_secs(25),
             "15 s after the event, not after the previous heartbeat"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_ends_with_herald_expired_at_the_token_expiry() {
+        let f = fixture(10, 16);
+        let start = Instant::now();
+        let expiry = Expiry {
+            exp: 1_767_225_600,
+            at: start + Duration::from_secs(40),
+        };
+        let mut stream = f.stream_until(&["a"], Resume::Live, Some(expiry));
+        next(&mut stream).await;
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(
+            next(&mut stream).await,
+            "event: herald.expired\ndata: {\"reason\":\"token_expired\",\"exp\":1767225600}\n\n"
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(40),
+            "at expiry, not later"
+        );
+        assert!(stream.frame().await.is_none(), "the stream ends after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_still_ends_at_expiry() {
+        let f = fixture(1000, 1000);
+        let start = Instant::now();
+        let expiry = Expiry {
+            exp: 7,
+            at: start + Duration::from_secs(1),
+        };
+        let mut stream = f.stream_until(&["a"], Resume::Live, Some(expiry));
+        next(&mut stream).await;
+        for i in 0..100 {
+            f.publish("a", &i.to_string());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(next(&mut stream)
+            .await
+            .starts_with("event: herald.expired\n"));
+        assert!(stream.frame().await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

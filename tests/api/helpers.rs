@@ -332,9 +332,14 @@ impl Binary {
 
     /// [`Binary::start`] with extra environment variables for the child.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::start_logging(args, env, "warn,herald=info").await
+    }
+
+    /// [`Binary::start_with_env`] with the `--log` filter `log`.
+    pub async fn start_logging(args: &[&str], env: &[(&str, &str)], log: &str) -> Binary {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(herald_bin())
-            .args(["--listen", "127.0.0.1:0", "--log", "warn,herald=info"])
+            .args(["--listen", "127.0.0.1:0", "--log", log])
             .args(args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
@@ -343,8 +348,10 @@ impl Binary {
             .spawn()
             .expect("the herald binary starts");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                logs.lock().unwrap().push(line.clone());
                 if let Some((_, rest)) = line
                     .split_once("listening on http://")
                     .or_else(|| line.split_once("listening on https://"))
@@ -360,7 +367,6 @@ impl Binary {
         .await
         .expect("the binary logs its address");
         // Keep draining logs so the child never blocks on a full pipe.
-        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = logs.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {

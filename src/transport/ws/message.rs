@@ -60,6 +60,13 @@ pub fn notice(notice: &Notice) -> Utf8Bytes {
     })
 }
 
+/// The last message of a socket whose token reached its `exp`: no `id`,
+/// no channel; `data` is the same JSON text an event stream carries.
+pub fn expired(exp: u64) -> Utf8Bytes {
+    let data = format!("{{\"reason\":\"token_expired\",\"exp\":{exp}}}");
+    Utf8Bytes::from(serde_json::json!({ "event": "herald.expired", "data": data }).to_string())
+}
+
 /// The answer to a publish message: `POST /publish`'s JSON with a `type`.
 pub fn published(published: &Published) -> Utf8Bytes {
     #[derive(Serialize)]

@@ -29,10 +29,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::State;
+use crate::auth::Access;
+use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::routes::publish::publish;
-use crate::transport::core::{Item, StreamContext, Subscriber};
+use crate::transport::core::{Expiry, Item, StreamContext, Subscriber};
 use crate::transport::ws::message::{self, Refused};
 
 /// Answers (published, error) waiting to be written; past this the
@@ -90,6 +92,7 @@ pub async fn run(
     on_upgrade: OnUpgrade,
     sub: Subscription,
     connection: OpenConnection,
+    access: Access,
 ) {
     let _connection = connection;
     let Ok(upgraded) = on_upgrade.await else {
@@ -101,7 +104,7 @@ pub async fn run(
     };
     let config = config(state.config.max_event_bytes);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let mut session = Session::new(state, ws, sub);
+    let mut session = Session::new(state, ws, sub, access);
     let end = poll_fn(|cx| session.poll_step(cx)).await;
     session.finish(end).await;
 }
@@ -132,6 +135,11 @@ struct Session {
     /// Set while the socket does not take what is written: a peer that
     /// reads nothing for two heartbeats cannot have answered two pings.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// What the upgrade request's token allows: the socket's publishes are
+    /// checked against it.
+    access: Access,
+    /// `herald.expired` was sent: the socket closes once it is written.
+    expired: bool,
 }
 
 /// How a session ends.
@@ -147,11 +155,15 @@ enum End {
 }
 
 impl Session {
-    fn new(state: Arc<State>, ws: Socket, sub: Subscription) -> Session {
+    fn new(state: Arc<State>, ws: Socket, sub: Subscription, access: Access) -> Session {
         let ctx = StreamContext {
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
             heartbeat: state.config.heartbeat,
+            expiry: access
+                .expires_at()
+                .zip(access.deadline())
+                .map(|(exp, at)| Expiry { exp, at }),
         };
         state.metrics.streams_ws.inc();
         Session {
@@ -164,6 +176,8 @@ impl Session {
             pings: (Instant::now(), 0),
             incomplete: None,
             stalled: None,
+            access,
+            expired: false,
             state,
         }
     }
@@ -267,6 +281,21 @@ impl Session {
         let max = self.state.config.max_event_bytes;
         match message::parse_publish(text, max) {
             Ok(item) => {
+                // The upgrade's token (header, query or cookie) authorizes
+                // the socket's publishes (SPEC §10), with the same grants as
+                // `POST /publish`.
+                if let Err(denied) = self
+                    .access
+                    .check_publish(std::slice::from_ref(&item.channel))
+                {
+                    let e = ApiError::from(denied);
+                    self.state.metrics.rejected(match e {
+                        ApiError::Unauthorized { .. } => RejectReason::Unauthorized,
+                        _ => RejectReason::Forbidden,
+                    });
+                    self.reply(message::error(&e));
+                    return;
+                }
                 let state = self.state.clone();
                 self.publishing = Some(Box::pin(async move {
                     match publish(&state, vec![item]).await {
@@ -338,6 +367,9 @@ impl Session {
                         Ok(message) => message,
                         Err(end) => return Some(end),
                     },
+                    Poll::Ready(None) if self.expired => {
+                        return Some(End::Close(CloseCode::Policy, "token expired"))
+                    }
                     Poll::Ready(None) => {
                         return Some(End::Close(CloseCode::Away, "server shutting down"))
                     }
@@ -390,6 +422,10 @@ impl Session {
                 }
                 self.unanswered += 1;
                 Message::Ping(Default::default())
+            }
+            Item::Expired { exp } => {
+                self.expired = true;
+                Message::Text(message::expired(exp))
             }
         })
     }
