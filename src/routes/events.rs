@@ -20,7 +20,6 @@ use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
-use crate::transport::core::Expiry;
 use crate::transport::sse::{self as stream, EventStream, StreamContext};
 use crate::transport::ws::{self, session::OpenConnection};
 
@@ -69,15 +68,7 @@ pub async fn subscribe(
     };
     let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
     let preamble = sse::preamble(state.config.retry, &format!("herald: {}", names.join(" ")));
-    let ctx = StreamContext {
-        hub: state.hub.clone(),
-        metrics: state.metrics.clone(),
-        heartbeat: state.config.heartbeat,
-        expiry: access
-            .expires_at()
-            .zip(access.deadline())
-            .map(|(exp, at)| Expiry { exp, at }),
-    };
+    let ctx = StreamContext::new(state, &access);
     let stream = EventStream::new(preamble, subscription, ctx);
     Ok(event_stream_response(
         Body::Events(Box::new(stream)),

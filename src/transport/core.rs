@@ -35,6 +35,22 @@ pub struct StreamContext {
     pub expiry: Option<Expiry>,
 }
 
+impl StreamContext {
+    /// The context of a stream (or WebSocket) opened by a request with
+    /// `access`: it ends at the token's expiry, if it has one.
+    pub fn new(state: &crate::app::State, access: &crate::auth::Access) -> StreamContext {
+        StreamContext {
+            hub: state.hub.clone(),
+            metrics: state.metrics.clone(),
+            heartbeat: state.config.heartbeat,
+            expiry: access
+                .expires_at()
+                .zip(access.deadline())
+                .map(|(exp, at)| Expiry { exp, at }),
+        }
+    }
+}
+
 /// A token's expiry: at `at` the subscriber yields [`Item::Expired`] and
 /// ends.
 #[derive(Debug, Clone, Copy)]

@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::routes::publish::publish;
-use crate::transport::core::{Expiry, Item, StreamContext, Subscriber};
+use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::message::{self, Refused};
 
 /// Answers (published, error) waiting to be written; past this the
@@ -156,15 +156,7 @@ enum End {
 
 impl Session {
     fn new(state: Arc<State>, ws: Socket, sub: Subscription, access: Access) -> Session {
-        let ctx = StreamContext {
-            hub: state.hub.clone(),
-            metrics: state.metrics.clone(),
-            heartbeat: state.config.heartbeat,
-            expiry: access
-                .expires_at()
-                .zip(access.deadline())
-                .map(|(exp, at)| Expiry { exp, at }),
-        };
+        let ctx = StreamContext::new(&state, &access);
         state.metrics.streams_ws.inc();
         Session {
             ws,
