@@ -392,32 +392,23 @@ fn refused(reason: RejectReason, retry_after: Duration) -> ApiError {
 }
 
 impl ApiError {
-    /// The `reason` label this refusal is counted under.
+    /// The `reason` label this refusal is counted under: the status says it
+    /// for every refusal but the 503s, which name their cause.
     fn reject_reason(&self) -> RejectReason {
         match self {
-            ApiError::BadChannel(_)
-            | ApiError::BadEventType(_)
-            | ApiError::BadChannelList
-            | ApiError::EmptyData
-            | ApiError::NotUtf8
-            | ApiError::BadJson(_)
-            | ApiError::BadBatchItem { .. }
-            | ApiError::BodyRead(_) => RejectReason::BadRequest,
-            ApiError::NotFound => RejectReason::NotFound,
-            ApiError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
             ApiError::ChannelLimit { .. } => RejectReason::ChannelLimit,
             ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,
             ApiError::ShuttingDown { .. } => RejectReason::ShuttingDown,
-            ApiError::BadUpgrade(_) => RejectReason::BadRequest,
             ApiError::BackendUnavailable { .. } => RejectReason::BackendUnavailable,
-            ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
-                RejectReason::BodyTooLarge
-            }
-            ApiError::BodyTimeout(_) => RejectReason::BodyTimeout,
-            ApiError::Unauthorized { .. } => RejectReason::Unauthorized,
-            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
-                RejectReason::Forbidden
-            }
+            _ => match self.status() {
+                StatusCode::NOT_FOUND => RejectReason::NotFound,
+                StatusCode::METHOD_NOT_ALLOWED => RejectReason::MethodNotAllowed,
+                StatusCode::PAYLOAD_TOO_LARGE => RejectReason::BodyTooLarge,
+                StatusCode::REQUEST_TIMEOUT => RejectReason::BodyTimeout,
+                StatusCode::UNAUTHORIZED => RejectReason::Unauthorized,
+                StatusCode::FORBIDDEN => RejectReason::Forbidden,
+                _ => RejectReason::BadRequest,
+            },
         }
     }
 }
