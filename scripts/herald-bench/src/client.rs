@@ -143,7 +143,9 @@ impl Sub {
         let mut buf = vec![0u8; SUB_BUF];
         for attempt in 0..=MAX_RECONNECTS {
             let permit = connect_limit.acquire().await;
-            let opened = timeout(Duration::from_secs(20), open_stream(addr, &spec.channel, last_event_id.as_deref(), &mut buf)).await;
+            let opened =
+                timeout(Duration::from_secs(20), open_stream(addr, &spec.channel, last_event_id.as_deref(), &mut buf))
+                    .await;
             drop(permit);
             let (mut stream, len) = match opened {
                 Ok(Ok(x)) => x,
@@ -321,7 +323,14 @@ impl Publisher {
             .await
             .map_err(|_| "publisher connect timed out".to_string())?
             .map_err(|e| format!("publisher {e}"))?;
-        Ok(Publisher { addr, stream, req: Vec::with_capacity(512), rbuf: vec![0; 8192], rlen: 0, body: Vec::with_capacity(128) })
+        Ok(Publisher {
+            addr,
+            stream,
+            req: Vec::with_capacity(512),
+            rbuf: vec![0; 8192],
+            rlen: 0,
+            body: Vec::with_capacity(128),
+        })
     }
 
     /// POSTs a bench payload; returns the HTTP status.

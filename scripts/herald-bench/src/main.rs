@@ -162,8 +162,10 @@ fn cmd_run(args: &[String]) -> i32 {
     let _ = pub_thread.join();
     let wall = t0.elapsed().as_secs_f64();
     let line = match &result {
-        Ok(m) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": true, "transport": kind.name(),
-                        "wall_s": wall, "server_pids": ctx.server.pids, "nofile": nofile, "metrics": m}),
+        Ok(m) => {
+            json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": true, "transport": kind.name(),
+                        "wall_s": wall, "server_pids": ctx.server.pids, "nofile": nofile, "metrics": m})
+        }
         Err(e) => json!({"target": target, "scenario": scen, "round": round, "quick": quick, "ok": false,
                          "wall_s": wall, "error": e, "metrics": {}}),
     };
@@ -181,11 +183,16 @@ fn cmd_run(args: &[String]) -> i32 {
             }
         }
     }
-    if result.is_ok() { 0 } else { 1 }
+    if result.is_ok() {
+        0
+    } else {
+        1
+    }
 }
 
 fn cmd_report(args: &[String]) -> i32 {
-    let (Some(input), Some(md_out), Some(json_out)) = (opt(args, "--in"), opt(args, "--md"), opt(args, "--json")) else {
+    let (Some(input), Some(md_out), Some(json_out)) = (opt(args, "--in"), opt(args, "--md"), opt(args, "--json"))
+    else {
         eprintln!("report needs --in, --md and --json");
         return 2;
     };

@@ -42,11 +42,20 @@ struct Row {
     target: &'static str,
 }
 
-const fn row(scenario: &'static str, key: &'static str, label: &'static str, unit: Unit, check: Check, target: &'static str) -> Row {
+const fn row(
+    scenario: &'static str,
+    key: &'static str,
+    label: &'static str,
+    unit: Unit,
+    check: Check,
+    target: &'static str,
+) -> Row {
     Row { scenario, key, label, unit, check, target }
 }
 
 /// Metric "loss" is computed: lost + dup + ooo + gaps + subscriber errors.
+/// One row per line, so the table reads as a table.
+#[rustfmt::skip]
 const ROWS: &[Row] = &[
     row("idle", "rss_kib_per_sub", "server RSS per idle subscriber (KiB)", Unit::Kib, Check::RatioMax(0.5), "≤ 0.5× (≈ 5 KiB)"),
     row("idle", "pss_kib_per_sub", "server PSS per idle subscriber (KiB)", Unit::Kib, Check::None, ""),
@@ -187,11 +196,16 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
                 median(m.map(|m| m.values().filter_map(|r| metric(r, key)).collect()).unwrap_or_default())
             };
             let (th, tn) = (t(h), t(n));
-            if th.is_none() && tn.is_none() { String::new() } else { format!("{} / {}", fmt(Unit::Us, th), fmt(Unit::Us, tn)) }
+            if th.is_none() && tn.is_none() {
+                String::new()
+            } else {
+                format!("{} / {}", fmt(Unit::Us, th), fmt(Unit::Us, tn))
+            }
         } else {
             String::new()
         };
-        let failed = |m: Option<&BTreeMap<i64, &Value>>| m.map_or(0, |m| m.values().filter(|r| r["ok"] != json!(true)).count());
+        let failed =
+            |m: Option<&BTreeMap<i64, &Value>>| m.map_or(0, |m| m.values().filter(|r| r["ok"] != json!(true)).count());
         let (hf, nf) = (failed(h), failed(n));
         let mut hcell = fmt(row.unit, hshow);
         if hf > 0 {
@@ -201,7 +215,11 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
         if nf > 0 {
             ncell += &format!(" ({nf} failed)");
         }
-        let ratio_cell = if matches!(row.check, Check::Zero) { String::new() } else { ratio.map_or("—".into(), |r| format!("{r:.2}")) };
+        let ratio_cell = if matches!(row.check, Check::Zero) {
+            String::new()
+        } else {
+            ratio.map_or("—".into(), |r| format!("{r:.2}"))
+        };
         let met_cell = match met {
             Some(true) => "yes",
             Some(false) => "**no**",
@@ -323,9 +341,17 @@ fn transports_table(md: &mut String, by: &BTreeMap<(String, String), BTreeMap<i6
                 let values: Vec<f64> =
                     runs.map(|m| m.values().filter(ok).filter_map(|r| metric(r, key)).collect()).unwrap_or_default();
                 let failed = runs.map_or(0, |m| m.values().filter(|r| !ok(r)).count());
-                let shown = if *key == "loss" { values.iter().cloned().fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b)))) } else { median(values) };
+                let shown = if *key == "loss" {
+                    values.iter().cloned().fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+                } else {
+                    median(values)
+                };
                 let cell = fmt(*unit, shown);
-                if failed > 0 { format!("{cell} ({failed} failed)") } else { cell }
+                if failed > 0 {
+                    format!("{cell} ({failed} failed)")
+                } else {
+                    cell
+                }
             })
             .collect();
         if cells.iter().all(|c| c == "—") {

@@ -416,7 +416,17 @@ async fn fanout(ctx: &Ctx, n: usize, events: u32, rate: Option<f64>) -> Result<M
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // late duplicates still count
     let results = phase.finish().await;
-    let span = Span { t0, t_end, t_pub_end, cpu: (cpu0, cpu1), tool: (tool0, tool1), io: (io0, io1), events: events as u64, pub_errors, pub_error };
+    let span = Span {
+        t0,
+        t_end,
+        t_pub_end,
+        cpu: (cpu0, cpu1),
+        tool: (tool0, tool1),
+        io: (io0, io1),
+        events: events as u64,
+        pub_errors,
+        pub_error,
+    };
     let mut m = delivery_metrics(&results, &span);
     put_watched(&mut m, ctx, &watched0, &watched1, events as f64, "event");
     Ok(m)
@@ -437,7 +447,7 @@ fn put_watched(m: &mut Metrics, ctx: &Ctx, before: &[f64], after: &[f64], units:
 
 /// `channels`: `nch` channels with one subscriber each, `events` events round-robin.
 async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String> {
-    assert!(nch % PUBLISHERS as usize == 0 && events as usize % nch == 0);
+    assert!(nch.is_multiple_of(PUBLISHERS as usize) && (events as usize).is_multiple_of(nch));
     let per = events / nch as u32;
     let names: Vec<String> = (0..nch).map(|c| format!("c{}_{c}", ctx.nonce)).collect();
     let specs = names.iter().map(|nm| bench_spec(&Arc::from(nm.as_str()), per, per, 0, true)).collect();
@@ -489,7 +499,17 @@ async fn channels(ctx: &Ctx, nch: usize, events: u32) -> Result<Metrics, String>
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let results = phase.finish().await;
-    let span = Span { t0, t_end, t_pub_end, cpu: (cpu0, cpu1), tool: (tool0, tool1), io: (io0, io1), events: events as u64, pub_errors, pub_error };
+    let span = Span {
+        t0,
+        t_end,
+        t_pub_end,
+        cpu: (cpu0, cpu1),
+        tool: (tool0, tool1),
+        io: (io0, io1),
+        events: events as u64,
+        pub_errors,
+        pub_error,
+    };
     Ok(delivery_metrics(&results, &span))
 }
 

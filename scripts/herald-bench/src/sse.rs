@@ -27,15 +27,9 @@ pub struct Head {
 pub fn parse_head(buf: &[u8]) -> Option<Result<Head, String>> {
     let end = memmem::find(buf, b"\r\n\r\n")? + 4;
     let head = &buf[..end];
-    let status = head
-        .get(9..12)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|s| s.parse::<u16>().ok());
+    let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<u16>().ok());
     let Some(status) = status.filter(|_| head.starts_with(b"HTTP/1.")) else {
-        return Some(Err(format!(
-            "bad status line: {:?}",
-            String::from_utf8_lossy(&head[..head.len().min(40)])
-        )));
+        return Some(Err(format!("bad status line: {:?}", String::from_utf8_lossy(&head[..head.len().min(40)]))));
     };
     let mut chunked = false;
     for line in head.split(|&b| b == b'\n') {
@@ -167,7 +161,11 @@ pub enum Data {
     /// `w…`: a warm-up/barrier event, not counted.
     Warm,
     /// `p=<publisher> k=<index> t=<ns since tool start>`.
-    Bench { p: u32, k: u32, t: u64 },
+    Bench {
+        p: u32,
+        k: u32,
+        t: u64,
+    },
     Other,
 }
 
@@ -252,11 +250,9 @@ impl Parser {
                         _ => Data::Other, // multi-line data: not a bench payload
                     }
                 }
-                b"id" => {
-                    if !value.contains(&0) && value.len() <= MAX_ID {
-                        self.last_id[..value.len()].copy_from_slice(value);
-                        self.last_id_len = value.len();
-                    }
+                b"id" if !value.contains(&0) && value.len() <= MAX_ID => {
+                    self.last_id[..value.len()].copy_from_slice(value);
+                    self.last_id_len = value.len();
                 }
                 b"event" => {
                     self.etype = match value {
@@ -322,9 +318,8 @@ mod tests {
         body += &chunk(&ev1);
         body += &chunk(ev2);
         body += "0\r\n\r\n";
-        let raw = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: Chunked\r\n\r\n{body}"
-        );
+        let raw =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: Chunked\r\n\r\n{body}");
         let raw = raw.as_bytes();
         for split in 1..raw.len() {
             let head = parse_head(raw).unwrap().unwrap();

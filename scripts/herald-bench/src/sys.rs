@@ -73,7 +73,11 @@ impl Server {
 fn clk_tck() -> f64 {
     // SAFETY-free: sysconf is a plain libc call.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
