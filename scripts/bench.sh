@@ -6,12 +6,20 @@
 #   scripts/bench.sh --runs 5 --scenarios fanout-1k,publish
 #   scripts/bench.sh --transports none   # HTTP/1.1 only, no TLS/HTTP/2 rows
 #
-# Transports (issue 12): in the same rounds, the `idle` and `fanout-1k`
-# scenarios also run against two more herald processes, one with --h2c
-# (subscribers over HTTP/2, 100 streams per connection) and one with a
-# self-signed --tls-cert (subscribers over TLS + HTTP/1.1 and TLS + HTTP/2).
-# `--transports h2c,tls-h1,tls-h2` (the default) picks which; they are
+# Transports (issues 12, 13): in the same rounds, the `idle` and `fanout-1k`
+# scenarios also run against more herald processes: one with --h2c
+# (subscribers over HTTP/2, 100 streams per connection), one with a
+# self-signed --tls-cert (subscribers over TLS + HTTP/1.1 and TLS + HTTP/2),
+# and a plain one whose subscribers upgrade to WebSocket (`ws`).
+# `--transports h2c,tls-h1,tls-h2,ws` (the default) picks which; they are
 # herald-only rows in their own table (Nchan is measured over HTTP/1.1).
+#   scripts/bench.sh --runs 3 --scenarios idle,fanout-1k --transports ws   # WebSocket vs SSE vs Nchan
+#
+# Access control (issue 8): in the same rounds, `publish` and `fanout-1k`
+# also run against a herald with --publish-token and --jwt-secret (random
+# secrets, given through the environment): publishers send the publish token,
+# subscribers a JWT from `herald token`. `--auth none` leaves it out.
+#   scripts/bench.sh --runs 3 --scenarios publish,fanout-1k --transports none   # auth on vs off
 #   scripts/bench.sh --redis [--quick]  # two nodes on Redis vs one node (issue 11,
 #                                       # scripts/bench-redis.sh)
 #   scripts/bench.sh --durable       # --data-dir vs in-memory herald (issue 10), no Nchan
@@ -47,9 +55,12 @@ THREADS=${BENCH_THREADS:-1}
 RUNS=3
 QUICK=""
 SCENARIOS=""
-TRANSPORTS=h2c,tls-h1,tls-h2
-# One herald per transport, so no run reuses memory another one freed.
-declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3)))
+TRANSPORTS=h2c,tls-h1,tls-h2,ws
+AUTH=on
+# One herald per transport (and one with access control), so no run reuses
+# memory another one freed.
+declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3))
+  [ws]=$((HERALD_PORT + 4)) [auth]=$((HERALD_PORT + 5)))
 declare -A T_PID=()
 DURABLE=""
 
@@ -64,9 +75,9 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift ;;
     --scenarios) SCENARIOS=$2; shift ;;
     --transports) TRANSPORTS=$2; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --auth) AUTH=$2; shift ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -145,14 +156,34 @@ start_herald() {
       h2c) herald_bg "$port" --h2c; url=http://127.0.0.1:$port/healthz ;;
       tls-h1|tls-h2) herald_bg "$port" --tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem"
         url=https://localhost:$port/healthz ;;
-      *) echo "bench.sh: unknown transport $t (h2c, tls-h1, tls-h2 or none)" >&2; exit 2 ;;
+      ws) herald_bg "$port"; url=http://127.0.0.1:$port/healthz ;;
+      *) echo "bench.sh: unknown transport $t (h2c, tls-h1, tls-h2, ws or none)" >&2; exit 2 ;;
     esac
     T_PID[$t]=$LAST_PID
     wait_http "$url" || { echo "bench.sh: herald for $t did not come up (see $OUT/herald.log)" >&2; exit 1; }
   done
+  if [ "$AUTH" = on ]; then
+    HERALD_PUBLISH_TOKEN=$AUTH_PUBLISH_TOKEN HERALD_JWT_SECRET=$AUTH_JWT_SECRET herald_bg "${T_PORT[auth]}"
+    T_PID[auth]=$LAST_PID
+    wait_http "http://127.0.0.1:${T_PORT[auth]}/healthz" ||
+      { echo "bench.sh: herald with access control did not come up (see $OUT/herald.log)" >&2; exit 1; }
+  fi
 }
-# The transports run these scenarios (when selected with --scenarios too).
+# The transports run these scenarios (when selected with --scenarios too),
+# the herald with access control those.
 TRANSPORT_SCENARIOS=",idle,fanout-1k,"
+AUTH_SCENARIOS=",publish,fanout-1k,"
+case "$AUTH" in
+  on)
+    # Fresh random secrets for this run, known only to this script, herald
+    # and the load tool (environment, never a command line).
+    AUTH_PUBLISH_TOKEN=$(openssl rand -hex 32)
+    AUTH_JWT_SECRET=$(openssl rand -hex 32)
+    AUTH_SUBSCRIBE_TOKEN=$(HERALD_JWT_SECRET=$AUTH_JWT_SECRET "$HERALD" token --sub bench --subscribe '*' --ttl 3h)
+    ;;
+  none) ;;
+  *) echo "bench.sh: --auth is on or none" >&2; exit 2 ;;
+esac
 start_nchan() {
   if [ -f "$NCHAN_DIR/nginx.pid" ] && kill -0 "$(cat "$NCHAN_DIR/nginx.pid")" 2>/dev/null; then
     echo "bench.sh: an Nchan from an earlier run is still up in $NCHAN_DIR; stopping it" >&2
@@ -176,17 +207,11 @@ if [[ ",$TRANSPORTS," == *,tls-* ]] && [ ! -f "$OUT/tls/cert.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
     -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+fi
+
 # ---- --durable: --data-dir herald against in-memory herald, same run ----
 MEM_PID=""
 DUR_PID=""
-stop_pid() { # pid
-  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 70); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-  fi
-}
 metric() { # port series
   curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'
 }
@@ -321,8 +346,10 @@ for round in $(seq 1 "$RUNS"); do
     if [[ "$TRANSPORT_SCENARIOS" == *,$s,* ]]; then
       for t in ${TRANSPORTS//,/ }; do [ "$t" = none ] || targets="$targets herald-$t"; done
     fi
+    if [ "$AUTH" = on ] && [[ "$AUTH_SCENARIOS" == *,$s,* ]]; then targets="$targets herald-auth"; fi
     for target in $targets; do
       transport=(--transport h1)
+      tokens=()
       if [ "$target" = nchan ]; then
         addr=127.0.0.1:$NCHAN_PORT; pid=$NCHAN_PID
       else
@@ -333,12 +360,14 @@ for round in $(seq 1 "$RUNS"); do
         fi
         case "$target" in
           herald) addr=127.0.0.1:$HERALD_PORT; pid=$HERALD_PID ;;
+          herald-auth) addr=127.0.0.1:${T_PORT[auth]}; pid=${T_PID[auth]}
+            tokens=(HERALD_BENCH_PUBLISH_TOKEN="$AUTH_PUBLISH_TOKEN" HERALD_BENCH_SUBSCRIBE_TOKEN="$AUTH_SUBSCRIBE_TOKEN") ;;
           herald-*) t=${target#herald-}; addr=127.0.0.1:${T_PORT[$t]}; pid=${T_PID[$t]}
             transport=(--transport "$t" --tls-ca "$OUT/tls/cert.pem") ;;
         esac
       fi
       t0=$(date +%s%N)
-      line=$("$BENCH" run --target "$target" --addr "$addr" --pid "$pid" --scenario "$s" "${transport[@]}" \
+      line=$(env "${tokens[@]}" "$BENCH" run --target "$target" --addr "$addr" --pid "$pid" --scenario "$s" "${transport[@]}" \
         --round "$round" --threads "$THREADS" $QUICK --out "$RUNS_FILE" 2>>"$OUT/bench-tool.log" | tail -1) || true
       printf '   %-17s %-14s %6sms  %s\n' "$s" "$target" "$(( ($(date +%s%N) - t0) / 1000000 ))" \
         "$(echo "$line" | cut -c1-160)" >&2

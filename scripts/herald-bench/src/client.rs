@@ -1,9 +1,10 @@
 //! The two kinds of connection the tool opens, over raw tokio sockets.
 //!
-//! A subscriber sends one `GET /events/<ch>` and then only reads: every read
-//! lands in one fixed buffer, is de-chunked in place and parsed by
-//! [`sse::Parser`]; per event it does a few compares, one bitmap test and one
-//! histogram increment. A publisher is one keep-alive HTTP/1.1 connection that
+//! A subscriber sends one `GET /events/<ch>` (an event stream, or a
+//! WebSocket upgrade whose messages [`crate::ws`] reads back as SSE text) and
+//! then only reads: every read lands in one fixed buffer, is de-chunked in
+//! place and parsed by [`sse::Parser`]; per event it does a few compares, one
+//! bitmap test and one histogram increment. A publisher is one keep-alive HTTP/1.1 connection that
 //! POSTs and reads the answer head and body, reusing its two buffers.
 
 use std::io::Write;
@@ -19,8 +20,23 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::sse::{self, Data, EventType};
-use crate::transport::{self, Body, Io};
-use crate::{hist, now_ns};
+use crate::transport::{self, Body, Io, Kind};
+use crate::{hist, now_ns, ws};
+
+/// Bearer tokens for a herald with access control, from the environment
+/// (`HERALD_BENCH_PUBLISH_TOKEN`, `HERALD_BENCH_SUBSCRIBE_TOKEN`).
+struct Tokens {
+    publish: Option<String>,
+    subscribe: Option<String>,
+}
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: std::sync::OnceLock<Tokens> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| {
+        let var = |name| std::env::var(name).ok().filter(|t: &String| !t.is_empty());
+        Tokens { publish: var("HERALD_BENCH_PUBLISH_TOKEN"), subscribe: var("HERALD_BENCH_SUBSCRIBE_TOKEN") }
+    })
+}
 
 /// Read buffer per subscriber. 16 KiB holds ~100 events, enough to drain a
 /// server that batches many events into one write with one read.
@@ -262,6 +278,9 @@ async fn open_stream(
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
+        if let Some(token) = &tokens().subscribe {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
         let req = req.body(()).map_err(|e| e.to_string())?;
         send = send.ready().await.map_err(|e| format!("h2 ready: {e}"))?;
         let (response, _) = send.send_request(req, true).map_err(|e| format!("h2 request: {e}"))?;
@@ -273,17 +292,24 @@ async fn open_stream(
     }
     let mut stream = dialer.connect_h1(addr).await?;
     let mut req = Vec::with_capacity(256);
-    let _ = write!(
-        req,
-        "GET /events/{} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-        channel
-    );
-    if let Some(id) = last_event_id {
-        req.extend_from_slice(b"Last-Event-ID: ");
-        req.extend_from_slice(id);
+    let token = tokens().subscribe.as_deref();
+    if dialer.kind == Kind::Ws {
+        ws::request(&mut req, &addr.to_string(), channel, last_event_id, token);
+    } else {
+        let _ = write!(
+            req,
+            "GET /events/{channel} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+        );
+        if let Some(id) = last_event_id {
+            req.extend_from_slice(b"Last-Event-ID: ");
+            req.extend_from_slice(id);
+            req.extend_from_slice(b"\r\n");
+        }
+        if let Some(token) = token {
+            let _ = write!(req, "Authorization: Bearer {token}\r\n");
+        }
         req.extend_from_slice(b"\r\n");
     }
-    req.extend_from_slice(b"\r\n");
     stream.write_all(&req).await.map_err(|e| format!("write: {e}"))?;
     let mut len = 0;
     loop {
@@ -296,6 +322,12 @@ async fn open_stream(
             None if len == buf.len() => return Err("response head too large".into()),
             None => continue,
             Some(Err(e)) => return Err(e),
+            Some(Ok(head)) if dialer.kind == Kind::Ws => {
+                if head.status != 101 {
+                    return Err(format!("status {} (no upgrade)", head.status));
+                }
+                return Ok((Body::Ws(ws::Reader::new(stream, &buf[head.len..len])), 0));
+            }
             Some(Ok(head)) => {
                 if head.status != 200 {
                     return Err(format!("status {}", head.status));
@@ -348,10 +380,14 @@ impl Publisher {
         self.req.clear();
         let _ = write!(
             self.req,
-            "POST /publish/{channel} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            "POST /publish/{channel} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
             self.addr,
             body.len()
         );
+        if let Some(token) = &tokens().publish {
+            let _ = write!(self.req, "Authorization: Bearer {token}\r\n");
+        }
+        self.req.extend_from_slice(b"\r\n");
         self.req.extend_from_slice(body);
         let io = async {
             self.stream.write_all(&self.req).await.map_err(|e| format!("publish write: {e}"))?;

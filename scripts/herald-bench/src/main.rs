@@ -3,7 +3,7 @@
 //! ```text
 //! herald-bench run --target NAME --addr 127.0.0.1:PORT --pid PID --scenario S
 //!                  [--round N] [--quick] [--threads N] [--out runs.jsonl]
-//!                  [--transport h1|h2c|tls-h1|tls-h2] [--tls-ca cert.pem]
+//!                  [--transport h1|h2c|tls-h1|tls-h2|ws] [--tls-ca cert.pem]
 //!                  [--pub-addr 127.0.0.1:PORT] [--watch name=pid,name=pid]
 //! herald-bench report --in runs.jsonl --md results.md --json results.json [--title TEXT]
 //! herald-bench list
@@ -14,8 +14,15 @@
 //! turns the lines into medians, same-round ratios and the target checks.
 //!
 //! Layout: `sse` (response head, in-place de-chunking, SSE parser), `client`
-//! (subscriber and publisher connections), `hist` (latency histogram), `sys`
-//! (/proc and rusage), `scenario` (the scenarios), `report` (tables).
+//! (subscriber and publisher connections), `transport` (HTTP/1.1, HTTP/2,
+//! TLS, WebSocket), `ws` (WebSocket frames read as SSE text), `hist`
+//! (latency histogram), `sys` (/proc and rusage), `scenario` (the
+//! scenarios), `report` (tables).
+//!
+//! Access control (herald's `--publish-token`, `--jwt-secret`): publishers
+//! send `Authorization: Bearer $HERALD_BENCH_PUBLISH_TOKEN` and subscribers
+//! `Authorization: Bearer $HERALD_BENCH_SUBSCRIBE_TOKEN` when those are set
+//! (environment, not flags: command lines are visible to every user).
 
 mod client;
 mod hist;
@@ -24,6 +31,7 @@ mod scenario;
 mod sse;
 mod sys;
 mod transport;
+mod ws;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -54,7 +62,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: herald-bench run --target NAME --addr HOST:PORT --pid PID --scenario S [--round N] [--quick] [--threads N] [--out FILE] [--transport h1|h2c|tls-h1|tls-h2] [--tls-ca FILE]\n       herald-bench report --in FILE --md FILE --json FILE [--title TEXT]\n       herald-bench list"
+                "usage: herald-bench run --target NAME --addr HOST:PORT --pid PID --scenario S [--round N] [--quick] [--threads N] [--out FILE] [--transport h1|h2c|tls-h1|tls-h2|ws] [--tls-ca FILE]\n       herald-bench report --in FILE --md FILE --json FILE [--title TEXT]\n       herald-bench list"
             );
             2
         }
@@ -94,7 +102,7 @@ fn cmd_run(args: &[String]) -> i32 {
     let threads: usize = opt(args, "--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
     let nofile = sys::raise_nofile();
     let Some(kind) = transport::Kind::parse(opt(args, "--transport").unwrap_or("h1")) else {
-        eprintln!("--transport is one of h1, h2c, tls-h1, tls-h2");
+        eprintln!("--transport is one of h1, h2c, tls-h1, tls-h2, ws");
         return 2;
     };
     if let Err(e) = transport::init(kind, opt(args, "--tls-ca")) {

@@ -240,7 +240,7 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
         last_scenario = row.scenario;
     }
     let _ = writeln!(md, "\nTargets met: {met_n}, missed: {missed_n}.");
-    transports_table(&mut md, &by);
+    variants_tables(&mut md, &by);
     let mut errors = String::new();
     for r in runs {
         if r["ok"] != json!(true) {
@@ -303,66 +303,159 @@ pub fn build(runs: &[Value], title_meta: &str) -> (String, Value) {
     (md, summary)
 }
 
-/// herald's other transports (`bench.sh --transports`), each run against its
-/// own herald in the same round: HTTP/2 with prior knowledge (100 streams per
-/// connection), TLS with HTTP/1.1, TLS with HTTP/2 (100 streams per connection).
-const TRANSPORTS: &[(&str, &str)] = &[
-    ("herald", "HTTP/1.1"),
-    ("herald-h2c", "h2c, 100 streams/conn"),
-    ("herald-tls-h1", "TLS + HTTP/1.1"),
-    ("herald-tls-h2", "TLS + h2, 100 streams/conn"),
+type By<'a> = BTreeMap<(String, String), BTreeMap<i64, &'a Value>>;
+
+/// herald measured against variants of itself in the same rounds, each a
+/// herald of its own (`bench.sh --transports`, `--auth`), in a table of its own.
+struct Variants {
+    title: &'static str,
+    /// (target, column); the first is the baseline of the ratio column.
+    targets: &'static [(&'static str, &'static str)],
+    /// (scenario, metric, label, unit)
+    rows: &'static [(&'static str, &'static str, &'static str, Unit)],
+    /// A column with this target over the baseline (same-round ratios, then
+    /// their median), under this header.
+    ratio: Option<(&'static str, &'static str)>,
+    note: &'static str,
+    /// A line saying whether the issue's goal was met.
+    goal: fn(&By) -> Option<String>,
+}
+
+const VARIANTS: &[Variants] = &[
+    Variants {
+        title: "herald over HTTP/2, TLS and WebSocket (same run)",
+        targets: &[
+            ("herald", "HTTP/1.1"),
+            ("herald-h2c", "h2c, 100 streams/conn"),
+            ("herald-tls-h1", "TLS + HTTP/1.1"),
+            ("herald-tls-h2", "TLS + h2, 100 streams/conn"),
+            ("herald-ws", "WebSocket"),
+        ],
+        rows: &[
+            ("idle", "rss_kib_per_sub", "RSS per idle stream (KiB)", Unit::Kib),
+            ("idle", "pss_kib_per_sub", "PSS per idle stream (KiB)", Unit::Kib),
+            ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
+            ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
+            ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
+            ("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count),
+        ],
+        ratio: Some(("herald-ws", "WebSocket / HTTP/1.1")),
+        note: "Each transport is a herald of its own started for the round (`--h2c`, `--tls-cert` with a \
+               self-signed pair, or a plain one whose subscribers upgrade to WebSocket); subscribers over HTTP/2 \
+               share connections 100 streams each, publishers speak HTTP/1.1 (over TLS for the TLS servers). \
+               Medians over rounds; the loss row shows the worst run.",
+        goal: ws_goal,
+    },
+    Variants {
+        title: "herald with access control against without (same run)",
+        targets: &[("herald", "auth off"), ("herald-auth", "auth on")],
+        rows: &[
+            ("publish", "publishes_per_s", "publishes/s (16 keep-alive clients)", Unit::PerS),
+            ("publish", "srv_cpu_us_per_publish", "server CPU per publish (µs)", Unit::Us),
+            ("publish", "lat_p50_us", "publish latency p50 (ms)", Unit::LatMs),
+            ("publish", "lat_p99_us", "publish latency p99 (ms)", Unit::LatMs),
+            ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
+            ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
+            ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
+            ("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count),
+        ],
+        ratio: Some(("herald-auth", "on / off")),
+        note: "auth on: a herald of its own with `--publish-token` and `--jwt-secret` (HS256); publishers send \
+               `Authorization: Bearer <publish token>`, subscribers a JWT from `herald token` granting \
+               `subscribe: [\"*\"]`. Medians over rounds; the ratio is taken within each round, then the median.",
+        goal: auth_goal,
+    },
 ];
 
-const TRANSPORT_ROWS: &[(&str, &str, &str, Unit)] = &[
-    ("idle", "rss_kib_per_sub", "RSS per idle stream (KiB)", Unit::Kib),
-    ("idle", "pss_kib_per_sub", "PSS per idle stream (KiB)", Unit::Kib),
-    ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
-    ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
-    ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
-    ("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count),
-];
+/// The values of one metric over the rounds of (scenario, target) that ran.
+fn values(by: &By, scenario: &str, target: &str, key: &str) -> Vec<f64> {
+    let runs = by.get(&(scenario.to_string(), target.to_string()));
+    runs.map(|m| m.values().filter(|r| r["ok"] == json!(true)).filter_map(|r| metric(r, key)).collect())
+        .unwrap_or_default()
+}
 
-fn transports_table(md: &mut String, by: &BTreeMap<(String, String), BTreeMap<i64, &Value>>) {
-    let ran = |t: &str| by.keys().any(|(_, target)| target == t);
-    let targets: Vec<&(&str, &str)> = TRANSPORTS.iter().filter(|(t, _)| ran(t)).collect();
-    if targets.len() < 2 {
-        return;
-    }
-    let _ = writeln!(md, "\n### herald over HTTP/2 and TLS (same run)\n");
-    let head: Vec<&str> = targets.iter().map(|(_, label)| *label).collect();
-    let _ = writeln!(md, "| scenario | metric | {} |", head.join(" | "));
-    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(targets.len()));
-    for (scenario, key, label, unit) in TRANSPORT_ROWS {
-        let cells: Vec<String> = targets
-            .iter()
-            .map(|(t, _)| {
-                let runs = by.get(&(scenario.to_string(), t.to_string()));
-                let ok = |r: &&&Value| r["ok"] == json!(true);
-                let values: Vec<f64> =
-                    runs.map(|m| m.values().filter(ok).filter_map(|r| metric(r, key)).collect()).unwrap_or_default();
-                let failed = runs.map_or(0, |m| m.values().filter(|r| !ok(r)).count());
-                let shown = if *key == "loss" {
-                    values.iter().cloned().fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
-                } else {
-                    median(values)
-                };
-                let cell = fmt(*unit, shown);
-                if failed > 0 {
-                    format!("{cell} ({failed} failed)")
-                } else {
-                    cell
-                }
-            })
-            .collect();
-        if cells.iter().all(|c| c == "—") {
+/// The median of `target`'s figure over `base`'s, taken within each round.
+fn same_round_ratio(by: &By, scenario: &str, base: &str, target: &str, key: &str) -> Option<f64> {
+    let (b, t) =
+        (by.get(&(scenario.to_string(), base.to_string()))?, by.get(&(scenario.to_string(), target.to_string()))?);
+    let ratios = t
+        .iter()
+        .filter_map(|(round, tr)| Some(metric(tr, key)? / metric(b.get(round)?, key)?))
+        .filter(|r| r.is_finite())
+        .collect();
+    median(ratios)
+}
+
+fn ws_goal(by: &By) -> Option<String> {
+    let ws = median(values(by, "idle", "herald-ws", "rss_kib_per_sub"))?;
+    let sse = median(values(by, "idle", "herald", "rss_kib_per_sub"));
+    let nchan = median(values(by, "idle", "nchan", "rss_kib_per_sub"));
+    let met = ws <= 6.0 && nchan.is_none_or(|n| ws < n);
+    Some(format!(
+        "WebSocket goal (issue 13): {} KiB per idle WebSocket, against {} KiB per idle event stream and Nchan's {} \
+         KiB per idle event stream in the same run (at most 6 KiB, below Nchan): {}.",
+        fmt(Unit::Kib, Some(ws)),
+        fmt(Unit::Kib, sse),
+        fmt(Unit::Kib, nchan),
+        if met { "met" } else { "**missed**" }
+    ))
+}
+
+fn auth_goal(by: &By) -> Option<String> {
+    let ratio = same_round_ratio(by, "publish", "herald", "herald-auth", "publishes_per_s")?;
+    let cost = (1.0 - ratio) * 100.0;
+    Some(format!(
+        "Access-control goal (issue 8): checking the publish token costs {cost:.1} % of the publish rate \
+         (less than 10 %: {}).",
+        if cost < 10.0 { "met" } else { "**missed**" }
+    ))
+}
+
+fn variants_tables(md: &mut String, by: &By) {
+    for v in VARIANTS {
+        let ran = |t: &str| by.keys().any(|(_, target)| target == t);
+        let targets: Vec<&(&str, &str)> = v.targets.iter().filter(|(t, _)| ran(t)).collect();
+        if targets.len() < 2 {
             continue;
         }
-        let _ = writeln!(md, "| `{scenario}` | {label} | {} |", cells.join(" | "));
+        let ratio = v.ratio.filter(|(t, _)| ran(t));
+        let _ = writeln!(md, "\n### {}\n", v.title);
+        let mut head: Vec<&str> = targets.iter().map(|(_, label)| *label).collect();
+        head.extend(ratio.map(|(_, header)| header));
+        let _ = writeln!(md, "| scenario | metric | {} |", head.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---:|".repeat(head.len()));
+        for &(scenario, key, label, unit) in v.rows {
+            let mut cells: Vec<String> = targets
+                .iter()
+                .map(|(t, _)| {
+                    let values = values(by, scenario, t, key);
+                    let runs = by.get(&(scenario.to_string(), t.to_string()));
+                    let failed = runs.map_or(0, |m| m.values().filter(|r| r["ok"] != json!(true)).count());
+                    let shown = if key == "loss" {
+                        values.iter().cloned().fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+                    } else {
+                        median(values)
+                    };
+                    let cell = fmt(unit, shown);
+                    if failed > 0 {
+                        format!("{cell} ({failed} failed)")
+                    } else {
+                        cell
+                    }
+                })
+                .collect();
+            if cells.iter().all(|c| c == "—") {
+                continue;
+            }
+            if let Some((t, _)) = ratio {
+                let r = (key != "loss").then(|| same_round_ratio(by, scenario, v.targets[0].0, t, key)).flatten();
+                cells.push(r.map_or(String::new(), |r| format!("{r:.2}")));
+            }
+            let _ = writeln!(md, "| `{scenario}` | {label} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(md, "\n{}", v.note);
+        if let Some(goal) = (v.goal)(by) {
+            let _ = writeln!(md, "\n{goal}");
+        }
     }
-    let _ = writeln!(
-        md,
-        "\nEach transport is a herald of its own started for the round (`--h2c`, or `--tls-cert` with a \
-         self-signed pair); subscribers over HTTP/2 share connections 100 streams each, publishers speak \
-         HTTP/1.1 (over TLS for the TLS servers). Medians over rounds; the loss row shows the worst run."
-    );
 }

@@ -1,6 +1,7 @@
 //! How the tool reaches the server: HTTP/1.1 over TCP (the default, and the
-//! only one Nchan is measured with), HTTP/2 with prior knowledge (`h2c`), or
-//! TLS carrying HTTP/1.1 or HTTP/2 (herald's `--tls-cert`).
+//! only one Nchan is measured with), HTTP/2 with prior knowledge (`h2c`),
+//! TLS carrying HTTP/1.1 or HTTP/2 (herald's `--tls-cert`), or WebSocket
+//! (`ws`: subscribers upgrade `GET /events/<ch>`, read through [`crate::ws`]).
 //!
 //! One process measures one server with one transport, so the choice is made
 //! once in `main` ([`init`]) and read wherever a connection is opened. Over
@@ -18,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::ws;
+
 /// Event streams per HTTP/2 connection.
 pub const STREAMS_PER_CONN: usize = 100;
 
@@ -27,6 +30,7 @@ pub enum Kind {
     H2c,
     TlsH1,
     TlsH2,
+    Ws,
 }
 
 impl Kind {
@@ -36,6 +40,7 @@ impl Kind {
             "h2c" => Kind::H2c,
             "tls-h1" => Kind::TlsH1,
             "tls-h2" => Kind::TlsH2,
+            "ws" => Kind::Ws,
             _ => return None,
         })
     }
@@ -46,6 +51,7 @@ impl Kind {
             Kind::H2c => "h2c",
             Kind::TlsH1 => "tls-h1",
             Kind::TlsH2 => "tls-h2",
+            Kind::Ws => "ws",
         }
     }
 
@@ -71,7 +77,7 @@ static DIALER: OnceLock<Dialer> = OnceLock::new();
 /// certificate (PEM) for the TLS kinds.
 pub fn init(kind: Kind, ca: Option<&str>) -> Result<(), String> {
     let tls = match (kind, ca) {
-        (Kind::H1 | Kind::H2c, _) => None,
+        (Kind::H1 | Kind::H2c | Kind::Ws, _) => None,
         (_, None) => return Err(format!("--transport {} needs --tls-ca FILE", kind.name())),
         (_, Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -157,11 +163,12 @@ impl Dialer {
     }
 }
 
-/// A response body being read: an HTTP/1.1 connection (maybe chunked) or
-/// an HTTP/2 stream.
+/// A response body being read: an HTTP/1.1 connection (maybe chunked), an
+/// HTTP/2 stream, or a WebSocket whose messages read as SSE text.
 pub enum Body {
     H1 { io: Box<dyn Io>, chunked: bool },
     H2 { recv: h2::RecvStream, left: Bytes },
+    Ws(ws::Reader),
 }
 
 impl Body {
@@ -173,6 +180,7 @@ impl Body {
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
         match self {
             Body::H1 { io, .. } => io.read(buf).await.map_err(|e| format!("read: {e}")),
+            Body::Ws(reader) => reader.read(buf).await,
             Body::H2 { recv, left } => {
                 if left.is_empty() {
                     match recv.data().await {
