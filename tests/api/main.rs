@@ -18,4 +18,5 @@ mod subscribe;
 mod tls;
 mod tls_client;
 mod websocket;
+mod websocket_bad_input;
 mod wire;

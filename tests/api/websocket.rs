@@ -14,9 +14,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp, WAIT};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn connect(app: &TestApp, path: &str) -> Ws {
+pub(crate) async fn connect(app: &TestApp, path: &str) -> Ws {
     let url = format!("ws://{}{}", app.addr, path);
     let (ws, response) = tokio_tungstenite::connect_async(url)
         .await
@@ -39,7 +39,7 @@ async fn next(ws: &mut Ws) -> Message {
     }
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
+pub(crate) async fn next_json(ws: &mut Ws) -> Value {
     match next(ws).await {
         Message::Text(text) => serde_json::from_str(&text).expect("messages are JSON"),
         other => panic!("expected a text message, got {other:?}"),
@@ -51,7 +51,7 @@ async fn send_json(ws: &mut Ws, value: Value) {
 }
 
 /// The close code the server ends with (skipping anything before it).
-async fn close_code(ws: &mut Ws) -> CloseCode {
+pub(crate) async fn close_code(ws: &mut Ws) -> CloseCode {
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await

@@ -1,7 +1,9 @@
 //! WebSocket on the event URLs (SPEC §10): the opening handshake, the
 //! message format ([`message`]) and the session ([`session`]), the second
-//! writer over the subscription core.
+//! writer over the subscription core; `framing` follows the client's frame
+//! boundaries so an unfinished message is timed however it is disguised.
 
+mod framing;
 pub mod message;
 pub mod session;
 

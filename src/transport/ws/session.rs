@@ -35,6 +35,7 @@ use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::routes::publish::publish;
 use crate::transport::core::{Item, StreamContext, Subscriber};
+use crate::transport::ws::framing::Framing;
 use crate::transport::ws::message::{self, Refused};
 
 /// Answers (published, error) waiting to be written; past this the
@@ -100,7 +101,7 @@ pub async fn run(
     };
     let io = Metered {
         io: TokioIo::new(upgraded),
-        read: 0,
+        framing: Framing::default(),
     };
     let config = config(state.config.max_event_bytes);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -129,8 +130,8 @@ struct Session {
     unanswered: u8,
     /// Pings received in the current one-second window, and its start.
     pings: (Instant, u32),
-    /// Set when bytes arrived that do not make a whole message yet: the
-    /// message must be complete by then (`--body-timeout`).
+    /// Set while the bytes read leave a message unfinished: it must be
+    /// complete by then (`--body-timeout`).
     incomplete: Option<Pin<Box<Sleep>>>,
     /// Set while the socket does not take what is written: a peer that
     /// reads nothing for two heartbeats cannot have answered two pings.
@@ -213,10 +214,15 @@ impl Session {
                 self.reply(answer);
                 continue;
             }
-            let before = self.ws.get_ref().read;
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Pending => {
-                    if self.ws.get_ref().read != before && self.incomplete.is_none() {
+                    // Judged by the frames read, not by what tungstenite
+                    // yielded: a ping between fragments, or a whole
+                    // message read with the start of the next, finishes
+                    // nothing.
+                    if !self.ws.get_ref().framing.unfinished() {
+                        self.incomplete = None;
+                    } else if self.incomplete.is_none() {
                         let timeout = self.state.config.body_timeout;
                         self.incomplete = Some(Box::pin(tokio::time::sleep(timeout)));
                     }
@@ -225,13 +231,15 @@ impl Session {
                 Poll::Ready(None) => return Some(End::Gone),
                 Poll::Ready(Some(Err(e))) => return Some(self.read_error(e)),
                 Poll::Ready(Some(Ok(message))) => {
-                    self.incomplete = None;
                     if let Some(end) = self.on_message(message) {
                         return Some(end);
                     }
                 }
             }
         }
+        // Reading waits for the client to take its answers: the rest of a
+        // message may be waiting in the socket, so the clock is not its.
+        self.incomplete = None;
         None
     }
 
@@ -462,11 +470,11 @@ fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool
     fired
 }
 
-/// The upgraded connection, counting the bytes read: bytes that arrive
-/// without making a whole message start the `--body-timeout` clock.
+/// The upgraded connection, following the frames read: bytes that leave a
+/// message unfinished start the `--body-timeout` clock.
 struct Metered<T> {
     io: T,
-    read: u64,
+    framing: Framing,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
@@ -477,7 +485,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        self.framing.feed(&buf.filled()[before..]);
         polled
     }
 }
