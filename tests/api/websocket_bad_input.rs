@@ -1,6 +1,8 @@
 //! WebSocket bad input beyond `websocket.rs`'s one-of-each (issue 13's
-//! checklist): unfinished messages however they are disguised, each closed
-//! with its code, counted, and with a bystander socket still served.
+//! checklist): unfinished messages however they are disguised, fragments
+//! that add up past the limit, text that is not UTF-8, each closed with its
+//! code, counted, and with a bystander socket still served; and streams
+//! counted by transport.
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{spawn_app_with, TestApp, WAIT};
+use crate::helpers::{eventually_async, spawn_app, spawn_app_with, TestApp, WAIT};
 use crate::websocket::{close_code, connect, next_json, Ws};
 
 /// A text fragment that says more is coming.
@@ -76,4 +78,87 @@ async fn pings_do_not_keep_an_unfinished_message_alive() {
     assert_eq!(code, CloseCode::Policy);
     assert_eq!(ws_rejected(&app, "incomplete").await, 1.0);
     still_served(&app, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn fragments_that_add_up_past_the_limit_close_with_1009() {
+    let app = spawn_app_with(|c| c.max_event_bytes = 1000).await;
+    let mut bystander = connect(&app, "/events/a").await;
+    let mut ws = connect(&app, "/events/a").await;
+    // Each fragment is small; together they pass the message limit
+    // (twice --max-event-bytes plus 4 KiB), so the server cannot be made to
+    // hold more than that.
+    let piece = "x".repeat(1000);
+    let _ = ws.feed(unfinished(&piece)).await;
+    for _ in 0..20 {
+        let more = Frame::message(
+            piece.as_bytes().to_vec(),
+            OpCode::Data(Data::Continue),
+            false,
+        );
+        if ws.feed(Message::Frame(more)).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    assert_eq!(close_code(&mut ws).await, CloseCode::Size);
+    assert_eq!(ws_rejected(&app, "too_large").await, 1.0);
+    still_served(&app, &mut bystander).await;
+    assert_eq!(
+        app.channels().await.as_array().unwrap().len(),
+        1,
+        "nothing was published"
+    );
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_with_1007() {
+    let app = spawn_app().await;
+    let mut bystander = connect(&app, "/events/a").await;
+    let mut ws = connect(&app, "/events/a").await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Invalid);
+    assert_eq!(ws_rejected(&app, "protocol").await, 1.0);
+    still_served(&app, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn a_ping_flood_leaves_other_sockets_served() {
+    let app = spawn_app().await;
+    let mut bystander = connect(&app, "/events/a").await;
+    let mut ws = connect(&app, "/events/a").await;
+    for _ in 0..200 {
+        if ws.feed(Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
+    still_served(&app, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn streams_are_counted_by_transport() {
+    let app = spawn_app().await;
+    let sse_open = "herald_transport_streams_open{transport=\"sse\"}";
+    let ws_open = "herald_transport_streams_open{transport=\"ws\"}";
+    let mut sse = app.subscribe("/events/a", None).await;
+    let ws = connect(&app, "/events/a").await;
+    let mut other = connect(&app, "/events/a").await;
+    assert_eq!(
+        (app.metric(sse_open).await, app.metric(ws_open).await),
+        (1.0, 2.0)
+    );
+    assert_eq!(app.metric("herald_streams_open").await, 3.0);
+    drop(ws);
+    eventually_async("the closed socket is no longer counted", || async {
+        app.metric(ws_open).await == 1.0
+    })
+    .await;
+    assert_eq!(app.metric(sse_open).await, 1.0);
+    // The two that stay are still served.
+    app.publish("a", "both").await;
+    assert_eq!(sse.data(1).await, ["both"]);
+    assert_eq!(next_json(&mut other).await["data"], "both");
 }
