@@ -403,6 +403,21 @@ async fn shutdown_closes_sockets_with_a_going_away_frame() {
 }
 
 #[tokio::test]
+async fn a_socket_opened_with_a_jwt_gets_herald_expired_then_a_close_at_exp() {
+    let app = crate::auth::spawn_auth().await;
+    let claims = crate::auth::claims(2, json!({"subscribe": ["private-feed"]}));
+    let path = format!("/events/private-feed?token={}", crate::auth::hs(&claims));
+    let mut ws = connect(&app, &path).await;
+    let expired = next_json(&mut ws).await;
+    assert_eq!(expired["event"], "herald.expired");
+    assert!(expired.get("id").is_none(), "{expired}");
+    let data: Value = serde_json::from_str(expired["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["reason"], "token_expired");
+    assert_eq!(data["exp"], claims["exp"]);
+    assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
+}
+
+#[tokio::test]
 async fn a_bad_upgrade_or_channel_is_refused_before_the_handshake() {
     let app = spawn_app().await;
     let refused = |path: &str| {
