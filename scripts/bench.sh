@@ -19,7 +19,10 @@
 # also run against a herald with --publish-token and --jwt-secret (random
 # secrets, given through the environment): publishers send the publish token,
 # subscribers a JWT from `herald token`. `--auth none` leaves it out.
-#   scripts/bench.sh --runs 3 --scenarios publish,fanout-1k --transports none   # auth on vs off
+#   scripts/bench.sh --runs 9 --scenarios publish --transports none --nchan none   # auth on vs off only
+#
+# `--nchan none` runs herald (and its variants) alone, A B A B with nothing
+# in between: the steadiest same-round ratios on a busy machine.
 #   scripts/bench.sh --redis [--quick]  # two nodes on Redis vs one node (issue 11,
 #                                       # scripts/bench-redis.sh)
 #   scripts/bench.sh --durable       # --data-dir vs in-memory herald (issue 10), no Nchan
@@ -57,6 +60,7 @@ QUICK=""
 SCENARIOS=""
 TRANSPORTS=h2c,tls-h1,tls-h2,ws
 AUTH=on
+NCHAN=on
 # One herald per transport (and one with access control), so no run reuses
 # memory another one freed.
 declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3))
@@ -76,14 +80,15 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift ;;
     --transports) TRANSPORTS=$2; shift ;;
     --auth) AUTH=$2; shift ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    --nchan) NCHAN=$2; shift ;;
+    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ -z "$DURABLE" ] && [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
+if [ -z "$DURABLE" ] && [ "$NCHAN" = on ] && [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
   echo "bench.sh: Nchan peer scripts not found at $PEERS" >&2
   echo "  expected nchan-start.sh and nchan-stop.sh there (../shared/peers beside the repo);" >&2
   echo "  set PEERS_DIR=/path/to/peers to point elsewhere." >&2
@@ -340,9 +345,10 @@ IFS=, read -r -a SCEN <<<"$SCENARIOS"
 for round in $(seq 1 "$RUNS"); do
   echo "== round $round/$RUNS" >&2
   start_herald
-  start_nchan
+  [ "$NCHAN" = on ] && start_nchan
   for s in "${SCEN[@]}"; do
-    targets="herald nchan"
+    targets="herald"
+    [ "$NCHAN" = on ] && targets="$targets nchan"
     if [[ "$TRANSPORT_SCENARIOS" == *,$s,* ]]; then
       for t in ${TRANSPORTS//,/ }; do [ "$t" = none ] || targets="$targets herald-$t"; done
     fi
