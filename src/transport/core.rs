@@ -77,6 +77,9 @@ pub enum Item {
     Expired { exp: u64 },
 }
 
+/// Items a burst may yield between two polls of the expiry timer.
+const EXPIRY_EVERY: u32 = 32;
+
 pub struct Subscriber {
     /// Gap notices and replayed events, yielded before any live event.
     backlog: VecDeque<Backlog>,
@@ -85,10 +88,15 @@ pub struct Subscriber {
     /// Fires when nothing was written for `heartbeat`; re-armed lazily from
     /// `last_write` so a busy stream does not touch the timer per event.
     heartbeat: Pin<Box<Sleep>>,
-    /// Fires at the token's expiry (`ctx.expiry`); checked on every poll,
-    /// before anything else is yielded, so a busy stream ends on time too.
+    /// Fires at the token's expiry (`ctx.expiry`). Polled before anything
+    /// else on the first poll of each wake-up, every [`EXPIRY_EVERY`] items
+    /// of a burst, and before going idle (which registers the waker), so a
+    /// busy stream ends on time too without paying a timer poll per event
+    /// (a waker registration each: about 5 % of fan-out CPU when it did).
     /// One timer per stream, beside the heartbeat: no sweep over streams.
     expiry: Option<Pin<Box<Sleep>>>,
+    /// Items yielded since the expiry timer was last polled.
+    since_expiry_check: u32,
     /// When the stream last went idle after writing: the clock is read once
     /// per wake-up that wrote something, not once per frame.
     last_write: Instant,
@@ -161,6 +169,7 @@ impl Subscriber {
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
             expiry: ctx.expiry.map(|e| Box::pin(tokio::time::sleep_until(e.at))),
+            since_expiry_check: 0,
             last_write: now,
             wrote: false,
             delivered: 0,
@@ -181,12 +190,13 @@ impl Subscriber {
         if self.done {
             return Poll::Ready(None);
         }
-        if let (Some(timer), Some(expiry)) = (self.expiry.as_mut(), self.ctx.expiry) {
-            if timer.as_mut().poll(cx).is_ready() {
-                self.done = true;
-                return Poll::Ready(Some(Item::Expired { exp: expiry.exp }));
+        // `wrote` is false on the first poll after going idle.
+        if !self.wrote || self.since_expiry_check >= EXPIRY_EVERY {
+            if let Some(expired) = self.poll_expiry(cx) {
+                return expired;
             }
         }
+        self.since_expiry_check += 1;
         if let Some(item) = self.backlog.pop_front() {
             if self.backlog.is_empty() {
                 // Replay is over: give its buffer back (once per stream).
@@ -236,7 +246,21 @@ impl Subscriber {
             }
             self.heartbeat.as_mut().reset(due);
         }
+        if let Some(expired) = self.poll_expiry(cx) {
+            return expired;
+        }
         Poll::Pending
+    }
+
+    /// Polls the expiry timer: `Some` (the last item) once the token expired.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Option<Poll<Option<Item>>> {
+        self.since_expiry_check = 0;
+        let (timer, expiry) = (self.expiry.as_mut()?, self.ctx.expiry?);
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        self.done = true;
+        Some(Poll::Ready(Some(Item::Expired { exp: expiry.exp })))
     }
 
     pub fn metrics(&self) -> &Metrics {
