@@ -126,18 +126,24 @@ async fn each_bad_token_is_refused_counted_and_changes_nothing() {
     // A cookie header of garbage is no token at all; a garbage token in it
     // is refused.
     for garbage in [
-        "\u{1}=;;;herald_token",
-        "herald_token=%%%; =;",
-        "herald_token=a.b.c",
+        &b"\xff\xfe=;;;herald_token"[..],
+        b"herald_token=%%%; =;",
+        b"herald_token=a.b.c",
+        b"herald_token",
     ] {
+        let value = reqwest::header::HeaderValue::from_bytes(garbage).unwrap();
         let r = app
             .client
             .get(app.url("/events/private-a"))
-            .header("cookie", garbage);
-        assert_eq!(answer(r).await.0, 401, "{garbage:?}");
+            .header("cookie", value);
+        let (status, _, body) = answer(r).await;
+        assert_eq!(status, 401, "{garbage:?}");
+        assert_eq!(body["error"], "unauthorized", "{garbage:?}");
     }
-    // Nothing was published, and the server still serves a good client.
+    // Nothing was published or subscribed (only the watcher's channel
+    // exists), and the server still serves a good client.
     assert_eq!(app.metric("herald_events_published_total").await, 0.0);
+    assert_eq!(app.state.hub.channel_count(), 1);
     let ok = app
         .client
         .post(app.url("/publish/private-a"))
