@@ -1,8 +1,8 @@
 // herald demo page (index.html): subscribe with EventSource, show every event,
 // publish single events or batches, list channels, with an access token when
 // one is given (and a new one fetched when it expires). Only the public HTTP
-// API is used. Every piece of server or user text is put on the page with textContent,
-// never parsed as HTML.
+// API is used. Every piece of server or user text is put on the page with
+// textContent, never parsed as HTML.
 'use strict';
 
 (function () {
