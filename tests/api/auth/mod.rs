@@ -78,7 +78,7 @@ pub enum Kind {
 }
 
 /// A private key (PKCS#8 PEM) and its public half, generated once per test
-/// run by `openssl`.
+/// run by `openssl` (under `target/tmp/auth-keys`).
 pub struct KeyPair {
     pub private: PathBuf,
     pub public: PathBuf,
@@ -98,7 +98,9 @@ impl KeyPair {
 pub fn key_pair(kind: Kind) -> &'static KeyPair {
     static KEYS: OnceLock<Vec<KeyPair>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("herald-auth-keys-{}", std::process::id()));
+        // Under the target directory, one folder rewritten by every run, so
+        // repeated runs leave nothing behind in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("auth-keys");
         std::fs::create_dir_all(&dir).unwrap();
         [
             (
