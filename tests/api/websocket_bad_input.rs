@@ -162,3 +162,44 @@ async fn streams_are_counted_by_transport() {
     assert_eq!(sse.data(1).await, ["both"]);
     assert_eq!(next_json(&mut other).await["data"], "both");
 }
+
+#[tokio::test]
+async fn json_of_every_wrong_shape_is_answered_and_counted_and_the_socket_stays() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "/events/a").await;
+    let bad_messages = [
+        r#"[1]"#,
+        r#""publish""#,
+        r#"null"#,
+        r#"{"channel":"a","data":"x"}"#,
+        r#"{"type":7}"#,
+    ];
+    let bad_publishes = [
+        r#"{"type":"publish"}"#,
+        r#"{"type":"publish","channel":"a"}"#,
+        r#"{"type":"publish","data":"x"}"#,
+    ];
+    for text in bad_messages.iter().chain(&bad_publishes) {
+        ws.send(Message::text(*text)).await.unwrap();
+        let answer = next_json(&mut ws).await;
+        assert_eq!(answer["type"], "error", "{text}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        ws_rejected(&app, "bad_message").await,
+        bad_messages.len() as f64
+    );
+    assert_eq!(
+        ws_rejected(&app, "bad_publish").await,
+        bad_publishes.len() as f64
+    );
+    assert_eq!(
+        app.channels().await.as_array().unwrap().len(),
+        1,
+        "nothing was published"
+    );
+    still_served(&app, &mut ws).await;
+}
