@@ -1,8 +1,8 @@
 //! WebSocket bad input beyond `websocket.rs`'s one-of-each (issue 13's
 //! checklist): unfinished messages however they are disguised, fragments
 //! that add up past the limit, text that is not UTF-8, each closed with its
-//! code, counted, and with a bystander socket still served; and streams
-//! counted by transport.
+//! code, counted, and with a bystander socket still served; JSON of every
+//! wrong shape, answered and counted; and streams counted by transport.
 
 use std::time::Duration;
 
