@@ -21,6 +21,8 @@
 //! A later shared backend (Redis) replaces what is under this lock; the
 //! public methods are the seam.
 
+pub mod presence;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
