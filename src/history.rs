@@ -21,6 +21,27 @@ pub struct Event {
     pub data_len: usize,
 }
 
+impl Event {
+    /// A frame that is not a published event but travels on the channel's
+    /// live queue with them: a presence notice (`herald.join`, ...), with
+    /// no `id:` line and never kept in history. `position` is the newest id
+    /// issued when it was sent, its place in the id order: every event of
+    /// the channel up to it was queued before it.
+    pub fn notice(position: EventId, frame: Bytes) -> Event {
+        Event {
+            id: position,
+            frame,
+            data_len: 0,
+        }
+    }
+
+    /// Whether this is a [notice](Event::notice). Published data is never
+    /// empty (SPEC §3), so a zero `data_len` marks a notice.
+    pub fn is_notice(&self) -> bool {
+        self.data_len == 0
+    }
+}
+
 /// How much a channel keeps: the fewer of `events` and `bytes` of data. The
 /// newest event is always kept, whatever its size.
 #[derive(Clone, Copy, Debug)]

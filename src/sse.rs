@@ -165,6 +165,20 @@ pub fn gap(channel: &ChannelName, reason: GapReason, after: Option<EventId>) -> 
     buf.freeze()
 }
 
+/// A `herald.*` notice other than a gap (`herald.presence`, `herald.join`,
+/// `herald.leave`): an `event:` line, one `data:` line of compact JSON and no
+/// `id:` field, so it does not move the browser's last event id.
+pub fn notice(event: &str, json: &str) -> Bytes {
+    debug_assert!(event.starts_with("herald.") && !json.contains(['\r', '\n']));
+    let mut buf = BytesMut::with_capacity(24 + event.len() + json.len());
+    buf.put_slice(b"event: ");
+    buf.put_slice(event.as_bytes());
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(json.as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +257,14 @@ mod tests {
         assert_eq!(
             &retry_later(Duration::from_millis(1500), "a\ndata: b")[..],
             b"retry: 1500\n: a data: b\n\n"
+        );
+    }
+
+    #[test]
+    fn notice_has_a_type_one_data_line_and_no_id() {
+        assert_eq!(
+            &notice("herald.join", "{\"sub\":\"42\"}")[..],
+            b"event: herald.join\ndata: {\"sub\":\"42\"}\n\n"
         );
     }
 

@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
-use crate::hub::{Backlog, Hub, Source, Subscription};
+use crate::hub::{Backlog, Hub, Membership, Source, Subscription};
 use crate::metrics::Metrics;
 use crate::sse;
 
@@ -55,6 +55,9 @@ pub struct EventStream {
     /// The stream ended: the hub closed its channels (shutdown), so graceful
     /// shutdown is never held up by an open stream.
     done: bool,
+    /// Its member's connection on presence channels, counted out when the
+    /// stream is dropped.
+    _membership: Option<Membership>,
 }
 
 /// One subscribed channel of a stream.
@@ -75,6 +78,9 @@ enum Ready {
     Replayed(Event),
     /// A `herald.gap` notice, written just before the events after the hole.
     Gap(Bytes),
+    /// A fresh `herald.presence` snapshot after a lag: the joins and leaves
+    /// missed are not retained.
+    Presence(Bytes),
 }
 
 impl Ready {
@@ -84,7 +90,7 @@ impl Ready {
     fn order(&self) -> Option<EventId> {
         match self {
             Ready::Live(e) | Ready::Replayed(e) => Some(e.id),
-            Ready::Gap(_) => None,
+            Ready::Gap(_) | Ready::Presence(_) => None,
         }
     }
 }
@@ -109,6 +115,7 @@ impl EventStream {
             .collect();
         ctx.metrics.streams_open.inc();
         let now = Instant::now();
+        let membership = sub.membership;
         EventStream {
             preamble: Some(preamble),
             backlog: sub.backlog.into(),
@@ -118,6 +125,7 @@ impl EventStream {
             wrote: false,
             delivered: 0,
             done: false,
+            _membership: membership,
             ctx,
         }
     }
@@ -164,8 +172,10 @@ impl EventStream {
         let channel = &mut self.channels[next];
         let frame = match channel.ready.pop_front().expect("picked a non-empty queue") {
             Ready::Live(event) => {
+                // A presence notice's id is its place in the id order:
+                // everything of the channel up to it came before it.
                 channel.last_id = event.id;
-                self.delivered += 1;
+                self.delivered += u64::from(!event.is_notice());
                 event.frame
             }
             Ready::Replayed(event) => {
@@ -177,6 +187,7 @@ impl EventStream {
                 self.ctx.metrics.gaps.inc();
                 notice
             }
+            Ready::Presence(snapshot) => snapshot,
         };
         Poll::Ready(Some(frame))
     }
@@ -203,6 +214,7 @@ impl EventStream {
                     };
                     channel.receiver = BroadcastStream::new(catch_up.receiver);
                     channel.ready.clear();
+                    channel.ready.extend(catch_up.presence.map(Ready::Presence));
                     channel.ready.extend(catch_up.gap.map(Ready::Gap));
                     channel
                         .ready
@@ -247,6 +259,7 @@ impl Body for EventStream {
         }
         if let Some(item) = this.backlog.pop_front() {
             let frame = match item {
+                Backlog::Presence(b) => b,
                 Backlog::Gap(b) => {
                     this.ctx.metrics.gaps.inc();
                     b
@@ -338,6 +351,10 @@ mod tests {
             max_channels: 100,
             stream_buffer,
             channel_ttl: Duration::from_secs(3600),
+            presence: crate::hub::presence::PresenceConfig {
+                grace: Duration::from_secs(10),
+                max_members: 100,
+            },
         };
         Fixture {
             hub: Arc::new(Hub::new(config, metrics.clone())),

@@ -21,6 +21,7 @@
 //! A later shared backend (Redis) replaces what is under this lock; the
 //! public methods are the seam.
 
+mod membership;
 pub mod presence;
 
 use std::collections::HashMap;
@@ -28,13 +29,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, History, HistoryLimits};
 use crate::metrics::Metrics;
 use crate::sse::{self, GapReason, PendingEvent};
+
+pub use membership::Membership;
+use presence::{is_presence_channel, Member, Presence, PresenceConfig};
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +49,7 @@ pub struct HubConfig {
     /// fall behind live events before it is caught up from history.
     pub stream_buffer: usize,
     pub channel_ttl: Duration,
+    pub presence: PresenceConfig,
 }
 
 /// The past-`--max-channels` refusal: the request would create a channel.
@@ -82,15 +87,20 @@ pub struct Published {
 
 /// A new stream's starting state, taken atomically with respect to publishes.
 pub struct Subscription {
-    /// Gap notices, then replayed events in id order: written before any
-    /// live event.
+    /// Presence snapshots, gap notices, then replayed events in id order:
+    /// written before any live event.
     pub backlog: Vec<Backlog>,
     /// One live receiver per channel.
     pub sources: Vec<Source>,
+    /// The stream's member on its presence channels, if it is one: held for
+    /// as long as the stream lives, its drop counts the connection out.
+    pub membership: Option<Membership>,
 }
 
 /// A frame of a stream's backlog, and what it counts as in the metrics.
 pub enum Backlog {
+    /// A `herald.presence` snapshot.
+    Presence(Bytes),
     Gap(Bytes),
     Replayed(Bytes),
 }
@@ -109,6 +119,9 @@ pub struct Source {
 /// not seen.
 pub struct CatchUp {
     pub receiver: broadcast::Receiver<Event>,
+    /// A fresh `herald.presence` snapshot on a presence channel: joins and
+    /// leaves the subscriber missed are not retained.
+    pub presence: Option<Bytes>,
     pub gap: Option<Bytes>,
     pub events: Vec<Event>,
 }
@@ -127,10 +140,16 @@ pub struct Hub {
     inner: Mutex<Inner>,
     config: HubConfig,
     metrics: Arc<Metrics>,
+    /// Wakes the presence timer when a leave is scheduled earlier than any
+    /// it is waiting for.
+    leave_scheduled: Notify,
 }
 
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
+    /// Who is in each presence channel (under the same lock as the channels,
+    /// so a snapshot and a live receiver are taken together).
+    presence: Presence,
     clock: IdClock,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
@@ -220,11 +239,13 @@ impl Hub {
         Hub {
             inner: Mutex::new(Inner {
                 channels: HashMap::new(),
+                presence: Presence::new(config.presence),
                 clock: IdClock::starting_now(),
                 closed: false,
             }),
             config,
             metrics,
+            leave_scheduled: Notify::new(),
         }
     }
 
@@ -276,11 +297,26 @@ impl Hub {
 
     /// Opens a stream on `channels` (distinct names) resuming from `resume`:
     /// its backlog per SPEC §2 (gap notices, then replay in id order) and its
-    /// live receivers, taken together under the lock.
+    /// live receivers, taken together under the lock. On a presence channel
+    /// the stream watches without being a member (see
+    /// [`Hub::subscribe_member`]).
     pub fn subscribe(
         &self,
         channels: &[ChannelName],
         resume: Resume,
+    ) -> Result<Subscription, SubscribeError> {
+        self.open(channels, resume, None)
+    }
+
+    /// [`Hub::subscribe`], and on its presence channels the stream counts
+    /// as a connection of `member`: joins are announced to the others
+    /// before this stream's receiver exists (it gets no join for itself),
+    /// and its snapshot, taken after, lists it.
+    fn open(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+        member: Option<&Member>,
     ) -> Result<Subscription, SubscribeError> {
         let mut inner = self.lock();
         if inner.closed {
@@ -298,6 +334,7 @@ impl Hub {
             other => other,
         };
         let now = Instant::now();
+        let mut snapshots = Vec::new();
         let mut gaps = Vec::new();
         let mut replay: Vec<&Event> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
@@ -305,9 +342,16 @@ impl Hub {
             let Inner {
                 channels: map,
                 clock,
+                presence,
                 ..
             } = &mut *inner;
             let channel = channel_entry(map, name, &self.config, clock.last(), now);
+            if is_presence_channel(name) {
+                if let Some(join) = member.and_then(|m| presence.connect(name, m)) {
+                    membership::announce(channel, presence, clock.last(), &join);
+                }
+                snapshots.push(Backlog::Presence(membership::snapshot(presence, name)));
+            }
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
                 channel: name.clone(),
@@ -337,16 +381,20 @@ impl Hub {
             }
         }
         replay.sort_unstable_by_key(|e| e.id);
-        let backlog = gaps
+        let backlog = snapshots
             .into_iter()
-            .map(Backlog::Gap)
+            .chain(gaps.into_iter().map(Backlog::Gap))
             .chain(
                 replay
                     .into_iter()
                     .map(|e| Backlog::Replayed(e.frame.clone())),
             )
             .collect();
-        Ok(Subscription { backlog, sources })
+        Ok(Subscription {
+            backlog,
+            sources,
+            membership: None,
+        })
     }
 
     /// For a subscriber whose receiver on `channel` overflowed: a new
@@ -358,12 +406,18 @@ impl Hub {
         if inner.closed {
             return None;
         }
-        let ch = inner.channels.get_mut(channel)?;
+        let Inner {
+            channels, presence, ..
+        } = &mut *inner;
+        let ch = channels.get_mut(channel)?;
         let receiver = ch.subscribe(self.config.stream_buffer);
+        let presence =
+            is_presence_channel(channel).then(|| membership::snapshot(presence, channel));
         let (complete, events) = ch.history.since(after);
         let gap = (!complete).then(|| sse::gap(channel, GapReason::SlowSubscriber, Some(after)));
         Some(CatchUp {
             receiver,
+            presence,
             gap,
             events: events.cloned().collect(),
         })
@@ -485,6 +539,10 @@ mod tests {
                 max_channels,
                 stream_buffer: 16,
                 channel_ttl: Duration::from_secs(60),
+                presence: PresenceConfig {
+                    grace: Duration::from_secs(10),
+                    max_members: 100,
+                },
             },
             Arc::new(Metrics::new()),
         )
@@ -508,6 +566,7 @@ mod tests {
         sub.backlog
             .iter()
             .map(|b| match b {
+                Backlog::Presence(_) => "presence".to_owned(),
                 Backlog::Gap(_) => "gap".to_owned(),
                 Backlog::Replayed(f) => String::from_utf8(f.to_vec()).unwrap(),
             })

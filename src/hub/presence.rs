@@ -189,25 +189,24 @@ impl Presence {
     }
 
     /// A stream of `sub` on `channel` ended. At 0 connections the member's
-    /// leave is scheduled `--presence-grace` from `now`; returns whether it
-    /// was (the timer may need waking).
-    pub fn disconnect(&mut self, channel: &ChannelName, sub: &str, now: Instant) -> bool {
-        let Some(entry) = self
-            .rooms
-            .get_mut(channel)
-            .and_then(|room| room.members.get_mut(sub))
-        else {
-            return false;
-        };
+    /// leave is scheduled `--presence-grace` from `now`; returns when it is
+    /// due if it was scheduled (the timer may need waking).
+    pub fn disconnect(
+        &mut self,
+        channel: &ChannelName,
+        sub: &str,
+        now: Instant,
+    ) -> Option<Instant> {
+        let entry = self.rooms.get_mut(channel)?.members.get_mut(sub)?;
         entry.connections = entry.connections.saturating_sub(1);
         if entry.connections > 0 || entry.leave.is_some() {
-            return false;
+            return None;
         }
         let key = (now + self.config.grace, self.next_seq);
         self.next_seq += 1;
         entry.leave = Some(key);
         self.leaves.insert(key, (channel.clone(), Arc::from(sub)));
-        true
+        Some(key.0)
     }
 
     /// Removes the members whose grace ended by `now`, and returns what to
@@ -389,8 +388,8 @@ mod tests {
         p.connect(&ch, &ada);
         p.connect(&ch, &ada);
         let t0 = Instant::now();
-        assert!(!p.disconnect(&ch, "42", t0), "one tab is still open");
-        assert!(p.disconnect(&ch, "42", t0));
+        assert_eq!(p.disconnect(&ch, "42", t0), None, "one tab is still open");
+        assert_eq!(p.disconnect(&ch, "42", t0), Some(t0 + GRACE));
         assert_eq!(p.next_leave(), Some(t0 + GRACE));
         assert!(p.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
         assert_eq!(
