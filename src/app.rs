@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::Auth;
 use crate::body::{Body, Response};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -24,6 +25,8 @@ use crate::routes::{self, BoxError};
 /// Everything a request may need, shared by all connections.
 pub struct State {
     pub config: Config,
+    /// Keys and rules of access control; routes ask it for an `Access`.
+    pub auth: Arc<Auth>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down: streams end, new
@@ -32,14 +35,23 @@ pub struct State {
 }
 
 impl State {
+    /// The state for `config`; panics on a configuration [`State::try_new`]
+    /// refuses (tests build valid ones).
     pub fn new(config: Config) -> Arc<State> {
+        State::try_new(config).unwrap_or_else(|e| panic!("bad configuration: {e}"))
+    }
+
+    /// The state for `config`, or why it cannot serve (an unreadable key
+    /// file, a cookie with a `*` CORS origin, ...).
+    pub fn try_new(config: Config) -> Result<Arc<State>, String> {
         let metrics = Arc::new(Metrics::new());
-        Arc::new(State {
+        Ok(Arc::new(State {
+            auth: Arc::new(Auth::from_config(&config)?),
             hub: Arc::new(Hub::new(config.hub(), metrics.clone())),
             metrics,
             config,
             shutdown: CancellationToken::new(),
-        })
+        }))
     }
 }
 
@@ -124,7 +136,8 @@ where
 }
 
 fn cors(config: &Config) -> CorsLayer {
-    let origin = if config.cors_origin.iter().any(|o| o == "*") {
+    let any = config.cors_origin.iter().any(|o| o == "*");
+    let origin = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(
@@ -134,7 +147,12 @@ fn cors(config: &Config) -> CorsLayer {
                 .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
         )
     };
+    // Cookie auth needs the browser to send credentials, which it only does
+    // for an explicit origin (a `*` origin with cookies is refused at
+    // startup, in `Auth::from_config`; tower-http would panic).
+    let credentials = config.auth_cookie.is_some() && !any;
     CorsLayer::new()
+        .allow_credentials(credentials)
         .allow_origin(origin)
         .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::OPTIONS])
         .allow_headers([
@@ -168,7 +186,7 @@ where
 {
     let (parts, body) = req.into_parts();
     let Some(route) = Route::parse(parts.uri.path()) else {
-        return ApiError::NotFound.into_response();
+        return rejected(state, ApiError::NotFound);
     };
     if parts.method == Method::OPTIONS {
         let mut response = http::Response::new(Body::Empty);
@@ -179,10 +197,8 @@ where
         return response;
     }
     if !route.allows(&parts.method) {
-        return ApiError::MethodNotAllowed {
-            allow: route.allow(),
-        }
-        .into_response();
+        let allow = route.allow();
+        return rejected(state, ApiError::MethodNotAllowed { allow });
     }
 
     if let Some(reason) = refusal(state, conn) {
@@ -206,15 +222,16 @@ where
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
         Route::Healthz => Ok(routes::health::healthz()),
         Route::Metrics => Ok(routes::health::metrics(state)),
-        Route::Channels => Ok(routes::channels::list(state)),
+        Route::Channels => routes::channels::list(state, &parts),
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
-    result.unwrap_or_else(|e| {
-        if let Some(reason) = e.reject_reason() {
-            state.metrics.rejected(reason);
-        }
-        e.into_response()
-    })
+    result.unwrap_or_else(|e| rejected(state, e))
+}
+
+/// Counts a refusal and answers it.
+fn rejected(state: &State, e: ApiError) -> Response {
+    state.metrics.rejected(e.reject_reason());
+    e.into_response()
 }
 
 /// Why this request cannot be served right now, if it cannot.
@@ -237,15 +254,30 @@ fn refused(reason: RejectReason, retry_after: Duration) -> ApiError {
 }
 
 impl ApiError {
-    /// The metrics label for errors that are refusals rather than bad input.
-    fn reject_reason(&self) -> Option<RejectReason> {
+    /// The `reason` label this refusal is counted under.
+    fn reject_reason(&self) -> RejectReason {
         match self {
-            ApiError::ChannelLimit { .. } => Some(RejectReason::ChannelLimit),
+            ApiError::BadChannel(_)
+            | ApiError::BadEventType(_)
+            | ApiError::BadChannelList
+            | ApiError::EmptyData
+            | ApiError::NotUtf8
+            | ApiError::BadJson(_)
+            | ApiError::BadBatchItem { .. }
+            | ApiError::BodyRead(_) => RejectReason::BadRequest,
+            ApiError::NotFound => RejectReason::NotFound,
+            ApiError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
+            ApiError::ChannelLimit { .. } => RejectReason::ChannelLimit,
+            ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,
+            ApiError::ShuttingDown { .. } => RejectReason::ShuttingDown,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
-                Some(RejectReason::BodyTooLarge)
+                RejectReason::BodyTooLarge
             }
-            ApiError::BodyTimeout(_) => Some(RejectReason::BodyTimeout),
-            _ => None,
+            ApiError::BodyTimeout(_) => RejectReason::BodyTimeout,
+            ApiError::Unauthorized { .. } => RejectReason::Unauthorized,
+            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
+                RejectReason::Forbidden
+            }
         }
     }
 }

@@ -4,10 +4,12 @@
 //! The defaults live only in the `#[arg]` attributes below, so `--help`, the
 //! README and [`Config::default`] cannot disagree.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::history::HistoryLimits;
 use crate::hub::presence::PresenceConfig;
@@ -22,9 +24,15 @@ use crate::hub::HubConfig;
         Subscribe: curl -N http://127.0.0.1:8080/events/news\n\
         Publish:   curl -d hello http://127.0.0.1:8080/publish/news\n\n\
         Every flag can also be set by the environment variable shown; a flag \
-        on the command line wins over its variable."
+        on the command line wins over its variable. Give secrets (--publish-token, \
+        --jwt-secret) as environment variables: `ps` shows command lines to every user.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Config {
+    /// `herald token` signs a JWT instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -108,6 +116,53 @@ pub struct Config {
     )]
     pub cors_origin: Vec<String>,
 
+    /// Secret for publishing (and reading every channel), comma-separated so an
+    /// old and a new one can overlap; `Authorization: Bearer <token>`. Best set
+    /// as HERALD_PUBLISH_TOKEN.
+    #[arg(
+        long,
+        env = "HERALD_PUBLISH_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publish_token: Vec<Secret>,
+
+    /// HMAC secret(s) for HS256/384/512 JWTs, comma-separated for rotation.
+    /// Best set as HERALD_JWT_SECRET.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_secret: Vec<Secret>,
+
+    /// PEM public key file for RS/PS (RSA), ES256/ES384 (EC) or EdDSA JWTs;
+    /// repeatable (comma-separated in the variable).
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_key: Vec<PathBuf>,
+
+    /// JWK Set file of verification keys, selected by `kid`; reloaded on SIGHUP.
+    #[arg(long, env = "HERALD_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Required `aud` of every JWT.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` of every JWT.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// With a key configured, whether channels not named private-* or presence-*
+    /// can be read without a token; false makes every channel need a grant.
+    #[arg(long, env = "HERALD_ANONYMOUS", default_value_t = true, action = ArgAction::Set)]
+    pub anonymous: bool,
+
+    /// Also read a stream's token from this cookie (needs an explicit --cors-origin).
+    #[arg(long, env = "HERALD_AUTH_COOKIE")]
+    pub auth_cookie: Option<String>,
+
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -115,6 +170,40 @@ pub struct Config {
     /// Log filter, in tracing's env-filter syntax (e.g. `info`, `herald=debug`).
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print a signed JWT (for tests and scripts), from the same key settings
+    /// as the server.
+    Token(crate::auth::mint::TokenArgs),
+}
+
+/// A secret from a flag or variable. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +243,7 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}: write a number with its unit, like 15s or 500ms"))
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d.is_zero() => Err("must be more than zero".to_owned()),
         d => Ok(d),

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
+use crate::auth::Denied;
 use crate::body::{Body, Response};
-use crate::domain::InvalidInput;
+use crate::domain::{ChannelName, InvalidInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,6 +49,36 @@ pub enum ApiError {
     ConnectionLimit { retry_after: Duration },
     #[error("the server is shutting down; retry later")]
     ShuttingDown { retry_after: Duration },
+    /// No token where one is needed, or a refused one. The message never
+    /// says which check failed.
+    #[error("{}", if *.invalid {
+        "the token was refused: get a fresh one"
+    } else {
+        "this needs a token: Authorization: Bearer <token> (or ?token= on a stream)"
+    })]
+    Unauthorized { invalid: bool },
+    /// A valid token that does not cover these channels.
+    #[error("{}", if .channels.is_empty() {
+        "this needs the publish token"
+    } else {
+        "the token does not grant these channels"
+    })]
+    Forbidden { channels: Vec<ChannelName> },
+    #[error(
+        "channels named private-* and presence-* need access control, and none is configured \
+         (--jwt-secret, --jwt-public-key, --jwks-file, --publish-token)"
+    )]
+    AuthNotConfigured { channels: Vec<ChannelName> },
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        match denied {
+            Denied::Unauthorized { invalid } => ApiError::Unauthorized { invalid },
+            Denied::Forbidden(channels) => ApiError::Forbidden { channels },
+            Denied::NotConfigured(channels) => ApiError::AuthNotConfigured { channels },
+        }
+    }
 }
 
 impl ApiError {
@@ -70,6 +101,10 @@ impl ApiError {
             ApiError::ChannelLimit { .. }
             | ApiError::ConnectionLimit { .. }
             | ApiError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 
@@ -92,6 +127,9 @@ impl ApiError {
             ApiError::ChannelLimit { .. } => "channel_limit",
             ApiError::ConnectionLimit { .. } => "connection_limit",
             ApiError::ShuttingDown { .. } => "shutting_down",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::AuthNotConfigured { .. } => "auth_not_configured",
         }
     }
 
@@ -100,8 +138,12 @@ impl ApiError {
             "error": self.code(),
             "message": self.to_string(),
         });
-        if let ApiError::BadBatchItem { index, .. } = &self {
-            body["index"] = (*index).into();
+        match &self {
+            ApiError::BadBatchItem { index, .. } => body["index"] = (*index).into(),
+            ApiError::Forbidden { channels } | ApiError::AuthNotConfigured { channels } => {
+                body["channels"] = channels.iter().map(|c| c.as_str()).collect();
+            }
+            _ => {}
         }
         let mut response = http::Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status();
@@ -116,6 +158,20 @@ impl ApiError {
             | ApiError::ShuttingDown { retry_after } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            // RFC 6750 §3.
+            ApiError::Unauthorized { invalid } => {
+                let challenge = match invalid {
+                    true => r#"Bearer error="invalid_token""#,
+                    false => "Bearer",
+                };
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            ApiError::Forbidden { .. } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
+                );
             }
             _ => {}
         }

@@ -26,6 +26,7 @@
 //! enum).
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod domain;

@@ -1,8 +1,9 @@
 //! The `herald` binary: parse flags, set up logging, bind, run until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM. `herald token …` prints a signed JWT instead.
 
 use anyhow::Context;
 use clap::Parser;
+use herald::config::Command;
 use herald::{Config, LogFormat};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
@@ -10,7 +11,15 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(Command::Token(args)) = &config.command {
+        let token = herald::auth::mint::mint(args).map_err(anyhow::Error::msg)?;
+        println!("{token}");
+        return Ok(());
+    }
     init_tracing(&config)?;
+    // Key files and flag combinations are checked before binding, so a bad
+    // one fails at once with a clear message.
+    herald::auth::Auth::from_config(&config).map_err(anyhow::Error::msg)?;
     // Every subscriber is an open socket: allow as many as the system lets
     // this process have.
     match rlimit::increase_nofile_limit(u64::MAX) {

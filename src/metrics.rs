@@ -7,28 +7,48 @@
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-/// Why a request was refused for a limit or state rather than for bad input;
-/// the `reason` label of `herald_requests_rejected_total`.
+/// Why a request was refused: the `reason` label of
+/// `herald_requests_rejected_total`. Every refused request is counted once,
+/// under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
+    /// Any 400.
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
     ConnectionLimit,
     ChannelLimit,
     ShuttingDown,
     BodyTooLarge,
     BodyTimeout,
+    /// 401: no token where one is needed, or a refused one.
+    Unauthorized,
+    /// 403: a token that does not cover the channels, or `private-*` with
+    /// no key configured.
+    Forbidden,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 10] = [
+        RejectReason::BadRequest,
+        RejectReason::NotFound,
+        RejectReason::MethodNotAllowed,
         RejectReason::ConnectionLimit,
         RejectReason::ChannelLimit,
         RejectReason::ShuttingDown,
         RejectReason::BodyTooLarge,
         RejectReason::BodyTimeout,
+        RejectReason::Unauthorized,
+        RejectReason::Forbidden,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
+            RejectReason::BadRequest => "bad_request",
+            RejectReason::NotFound => "not_found",
+            RejectReason::MethodNotAllowed => "method_not_allowed",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
             RejectReason::ConnectionLimit => "connection_limit",
             RejectReason::ChannelLimit => "channel_limit",
             RejectReason::ShuttingDown => "shutting_down",
@@ -90,7 +110,7 @@ impl Metrics {
             rejected: IntCounterVec::new(
                 Opts::new(
                     "herald_requests_rejected_total",
-                    "Requests refused because of a limit or shutdown.",
+                    "Requests refused, by reason.",
                 ),
                 &["reason"],
             )

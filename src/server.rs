@@ -25,7 +25,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve(listener, State::new(config), shutdown).await
+    let state =
+        State::try_new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    serve(listener, state, shutdown).await
 }
 
 /// [`run`] with a state built by the caller (tests look inside it).
@@ -45,6 +47,10 @@ pub async fn serve(
 
     tokio::spawn(reap_channels(state.clone()));
     tokio::spawn(announce_leaves(state.clone()));
+    tokio::spawn(crate::auth::reload_on_sighup(
+        state.auth.clone(),
+        state.shutdown.clone(),
+    ));
 
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

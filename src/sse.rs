@@ -179,6 +179,16 @@ pub fn notice(event: &str, json: &str) -> Bytes {
     buf.freeze()
 }
 
+/// The last frame of a stream whose token reached its `exp`: no `id:`, so
+/// the client's last event id stays where it was.
+pub fn expired(exp: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(80);
+    buf.put_slice(b"event: herald.expired\ndata: {\"reason\":\"token_expired\",\"exp\":");
+    buf.put_slice(itoa::Buffer::new().format(exp).as_bytes());
+    buf.put_slice(b"}\n\n");
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

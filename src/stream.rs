@@ -1,6 +1,6 @@
 //! One subscriber's response body: preamble, backlog, live events merged
-//! across channels in id order, heartbeats, catching up after lag, and
-//! ending on shutdown.
+//! across channels in id order, heartbeats, catching up after lag, ending
+//! at the token's expiry, and ending on shutdown.
 //!
 //! [`EventStream`] is an [`http_body::Body`] polled directly by hyper: no
 //! task per subscriber, no channel between a task and the connection. Every
@@ -32,6 +32,17 @@ pub struct StreamContext {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
+    /// When the stream's token expires, if it was opened with one.
+    pub expiry: Option<Expiry>,
+}
+
+/// A token's expiry: at `at` the stream writes `herald.expired` and ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// The token's `exp` (Unix seconds), told to the client.
+    pub exp: u64,
+    /// `exp` on this process's clock, no later than `exp`.
+    pub at: Instant,
 }
 
 pub struct EventStream {
@@ -44,6 +55,10 @@ pub struct EventStream {
     /// Fires when nothing was written for `heartbeat`; re-armed lazily from
     /// `last_write` so a busy stream does not touch the timer per event.
     heartbeat: Pin<Box<Sleep>>,
+    /// Fires at the token's expiry (`ctx.expiry`); checked on every poll,
+    /// before anything else is written, so a busy stream ends on time too.
+    /// One timer per stream, beside the heartbeat: no sweep over streams.
+    expiry: Option<Pin<Box<Sleep>>>,
     /// When the stream last went idle after writing: the clock is read once
     /// per wake-up that wrote something, not once per frame.
     last_write: Instant,
@@ -121,6 +136,7 @@ impl EventStream {
             backlog: sub.backlog.into(),
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
+            expiry: ctx.expiry.map(|e| Box::pin(tokio::time::sleep_until(e.at))),
             last_write: now,
             wrote: false,
             delivered: 0,
@@ -257,6 +273,12 @@ impl Body for EventStream {
         if let Some(preamble) = this.preamble.take() {
             return this.wrote(preamble);
         }
+        if let (Some(timer), Some(expiry)) = (this.expiry.as_mut(), this.ctx.expiry) {
+            if timer.as_mut().poll(cx).is_ready() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(Frame::data(sse::expired(expiry.exp)))));
+            }
+        }
         if let Some(item) = this.backlog.pop_front() {
             let frame = match item {
                 Backlog::Presence(b) => b,
@@ -364,6 +386,15 @@ mod tests {
 
     impl Fixture {
         fn stream(&self, channels: &[&str], resume: Resume) -> EventStream {
+            self.stream_until(channels, resume, None)
+        }
+
+        fn stream_until(
+            &self,
+            channels: &[&str],
+            resume: Resume,
+            expiry: Option<Expiry>,
+        ) -> EventStream {
             let names: Vec<ChannelName> = channels
                 .iter()
                 .map(|c| ChannelName::parse(c).unwrap())
@@ -373,6 +404,7 @@ mod tests {
                 hub: self.hub.clone(),
                 metrics: self.metrics.clone(),
                 heartbeat: Duration::from_secs(15),
+                expiry,
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
         }
@@ -439,6 +471,50 @@ mod tests {
         f.hub.close();
         assert!(stream.frame().await.is_none());
         assert!(stream.is_end_stream());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_ends_with_herald_expired_at_the_token_expiry() {
+        let f = fixture(10, 16);
+        let start = Instant::now();
+        let expiry = Expiry {
+            exp: 1_767_225_600,
+            at: start + Duration::from_secs(40),
+        };
+        let mut stream = f.stream_until(&["a"], Resume::Live, Some(expiry));
+        next(&mut stream).await;
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(next(&mut stream).await, ": heartbeat\n\n");
+        assert_eq!(
+            next(&mut stream).await,
+            "event: herald.expired\ndata: {\"reason\":\"token_expired\",\"exp\":1767225600}\n\n"
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(40),
+            "at expiry, not later"
+        );
+        assert!(stream.frame().await.is_none(), "the stream ends after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_still_ends_at_expiry() {
+        let f = fixture(1000, 1000);
+        let start = Instant::now();
+        let expiry = Expiry {
+            exp: 7,
+            at: start + Duration::from_secs(1),
+        };
+        let mut stream = f.stream_until(&["a"], Resume::Live, Some(expiry));
+        next(&mut stream).await;
+        for i in 0..100 {
+            f.publish("a", &i.to_string());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(next(&mut stream)
+            .await
+            .starts_with("event: herald.expired\n"));
+        assert!(stream.frame().await.is_none());
     }
 
     #[tokio::test]

@@ -1,5 +1,9 @@
 //! `GET /events/{channel}` and `GET /events?channel=a&channel=b`: open an
 //! event stream, resuming from `Last-Event-ID` or `lastEventId`.
+//!
+//! Access is decided before the hub is touched, the same for `HEAD` as for
+//! `GET`, so a page can ask with `HEAD` why its EventSource closed. A stream
+//! opened with a JWT ends at the token's `exp` with `herald.expired`.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
@@ -12,7 +16,7 @@ use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
 use crate::sse;
-use crate::stream::{self, EventStream, StreamContext};
+use crate::stream::{self, EventStream, Expiry, StreamContext};
 
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -26,6 +30,9 @@ pub fn subscribe(
     head: bool,
 ) -> Result<Response, ApiError> {
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
+    let access = state.auth.access(req)?;
+    access.check_subscribe(&channels)?;
+    let private = access.is_authenticated();
     // The header wins over the query; an empty value means no id, so an
     // empty header leaves the query's id in force.
     let resume = match req.headers.get(&LAST_EVENT_ID).map(|v| v.to_str()) {
@@ -38,7 +45,7 @@ pub fn subscribe(
         if !state.hub.would_accept(&channels) {
             return Ok(retry_later(state, RejectReason::ChannelLimit));
         }
-        return Ok(event_stream_response(Body::Empty));
+        return Ok(event_stream_response(Body::Empty, private));
     }
 
     let subscription = match state.hub.subscribe(&channels, resume) {
@@ -58,9 +65,16 @@ pub fn subscribe(
         hub: state.hub.clone(),
         metrics: state.metrics.clone(),
         heartbeat: state.config.heartbeat,
+        expiry: access
+            .expires_at()
+            .zip(access.deadline())
+            .map(|(exp, at)| Expiry { exp, at }),
     };
     let stream = EventStream::new(preamble, subscription, ctx);
-    Ok(event_stream_response(Body::Events(Box::new(stream))))
+    Ok(event_stream_response(
+        Body::Events(Box::new(stream)),
+        private,
+    ))
 }
 
 /// The channels to subscribe to (the path's, or the query's `channel`
@@ -104,16 +118,25 @@ pub fn retry_later(state: &State, reason: RejectReason) -> Response {
         RejectReason::ConnectionLimit => "server busy: too many connections, retry later",
         RejectReason::ChannelLimit => "server busy: too many channels, retry later",
         RejectReason::ShuttingDown => "server shutting down, retry later",
-        RejectReason::BodyTooLarge | RejectReason::BodyTimeout => "retry later",
+        _ => "retry later",
     };
-    event_stream_response(Body::Full(stream::retry_later(state.config.retry, why)))
+    event_stream_response(
+        Body::Full(stream::retry_later(state.config.retry, why)),
+        false,
+    )
 }
 
-fn event_stream_response(body: Body) -> Response {
+/// `private`: the stream was opened with a token, so no shared cache may
+/// keep it.
+fn event_stream_response(body: Body, private: bool) -> Response {
     let mut response = http::Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let cache = match private {
+        true => "private, no-cache",
+        false => "no-cache",
+    };
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
     response
 }

@@ -1,8 +1,9 @@
 //! `POST /publish/{channel}` (the body is the data) and `POST /publish` (a
 //! JSON batch, published all or nothing).
 //!
-//! Everything is validated and encoded before the hub is asked to publish,
-//! so a refused request changes nothing.
+//! Everything is validated and encoded, and access checked, before the hub
+//! is asked to publish, so a refused request changes nothing. The token is
+//! checked before the body is read.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -29,6 +30,8 @@ where
     B::Error: Into<BoxError>,
 {
     let channel = ChannelName::parse(channel).map_err(ApiError::BadChannel)?;
+    let access = state.auth.access(parts)?;
+    access.check_publish(std::slice::from_ref(&channel))?;
     let event = query_param(&parts.uri, "event")
         .map(|t| EventType::parse(&t))
         .transpose()
@@ -53,6 +56,8 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let access = state.auth.access(parts)?;
+    access.check_publish(&[])?;
     let body = read_body(
         &parts.headers,
         body,
@@ -62,6 +67,8 @@ where
     )
     .await?;
     let items = parse_batch(&body, state.config.max_event_bytes)?;
+    let channels: Vec<ChannelName> = items.iter().map(|i| i.channel.clone()).collect();
+    access.check_publish(&channels)?;
     let published = publish(state, items)?;
     Ok(json_response(&published))
 }

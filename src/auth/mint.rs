@@ -1,0 +1,152 @@
+//! `herald token`: prints a signed JWT, so curl users and test scripts never
+//! hand-write JSON or base64.
+//!
+//! ```text
+//! HERALD_JWT_SECRET=… herald token --sub 42 --subscribe 'private-user-42*' \
+//!     --publish chat --info '{"name":"Ada"}' --ttl 15m
+//! ```
+//!
+//! It signs with the first `--jwt-secret` (HS256), or with
+//! `--private-key FILE` (the PEM private half of a `--jwt-public-key`).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::claims::{Grants, MAX_INFO_BYTES, MAX_SUB_CHARS};
+use crate::config::Secret;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user (`sub`), 1 to 128 characters.
+    #[arg(long)]
+    pub sub: Option<String>,
+
+    /// A channel or `prefix*` this token may read; repeatable.
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+
+    /// A channel or `prefix*` this token may publish to; repeatable.
+    #[arg(long)]
+    pub publish: Vec<String>,
+
+    /// JSON shown to other members of a presence channel (at most 1 KiB).
+    #[arg(long)]
+    pub info: Option<String>,
+
+    /// How long the token is valid.
+    #[arg(long, default_value = "15m", value_parser = crate::config::positive_duration)]
+    pub ttl: Duration,
+
+    /// HMAC secret to sign with (HS256); the first of a comma-separated list.
+    /// Best set as HERALD_JWT_SECRET.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_secret: Vec<Secret>,
+
+    /// PEM private key to sign with instead (RSA, EC or Ed25519, PKCS#8).
+    #[arg(long, env = "HERALD_JWT_PRIVATE_KEY")]
+    pub private_key: Option<PathBuf>,
+
+    /// Algorithm, when the key allows several: HS384, RS512, PS256, ES384, …
+    #[arg(long)]
+    pub alg: Option<String>,
+
+    /// `kid` header, to pick a key of a --jwks-file.
+    #[arg(long)]
+    pub kid: Option<String>,
+
+    /// `aud` claim.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// `iss` claim.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+}
+
+/// The signed token.
+pub fn mint(args: &TokenArgs) -> Result<String, String> {
+    let (key, default_alg) = signing_key(args)?;
+    let alg = match &args.alg {
+        Some(name) => name
+            .parse::<Algorithm>()
+            .map_err(|_| format!("--alg {name}: unknown algorithm"))?,
+        None => default_alg,
+    };
+    if !key.family().algorithms().contains(&alg) {
+        return Err(format!("--alg {alg:?} does not match the key"));
+    }
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| "the clock is before 1970")?
+        .saturating_add(args.ttl)
+        .as_secs();
+    let mut claims = json!({ "exp": exp });
+    if let Some(sub) = &args.sub {
+        if !(1..=MAX_SUB_CHARS).contains(&sub.chars().count()) {
+            return Err("--sub has 1 to 128 characters".into());
+        }
+        claims["sub"] = sub.as_str().into();
+    }
+    if let Some(aud) = &args.jwt_audience {
+        claims["aud"] = aud.as_str().into();
+    }
+    if let Some(iss) = &args.jwt_issuer {
+        claims["iss"] = iss.as_str().into();
+    }
+    let mut herald = json!({});
+    for (name, grants) in [("subscribe", &args.subscribe), ("publish", &args.publish)] {
+        Grants::parse(grants.iter().map(String::as_str)).map_err(|e| format!("--{name} {e}"))?;
+        if !grants.is_empty() {
+            herald[name] = json!(grants);
+        }
+    }
+    if let Some(info) = &args.info {
+        let value: Value =
+            serde_json::from_str(info).map_err(|e| format!("--info is not JSON: {e}"))?;
+        if info.len() > MAX_INFO_BYTES {
+            return Err("--info is larger than 1 KiB".into());
+        }
+        herald["info"] = value;
+    }
+    claims["herald"] = herald;
+    let mut header = Header::new(alg);
+    header.kid = args.kid.clone();
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("cannot sign: {e}"))
+}
+
+fn signing_key(args: &TokenArgs) -> Result<(EncodingKey, Algorithm), String> {
+    if let Some(path) = &args.private_key {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
+            return Ok((key, Algorithm::RS256));
+        }
+        if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
+            return Ok((key, Algorithm::ES256));
+        }
+        if let Ok(key) = EncodingKey::from_ed_pem(&pem) {
+            return Ok((key, Algorithm::EdDSA));
+        }
+        return Err(format!(
+            "{}: not a PKCS#8 PEM private key (RSA, EC or Ed25519)",
+            path.display()
+        ));
+    }
+    match args
+        .jwt_secret
+        .iter()
+        .find(|s| !s.expose().trim().is_empty())
+    {
+        Some(secret) => EncodingKey::from_secret(secret.expose().trim().as_bytes())
+            .map(|key| (key, Algorithm::HS256))
+            .map_err(|e| format!("--jwt-secret: {e}")),
+        None => Err("no key to sign with: set HERALD_JWT_SECRET or --private-key".into()),
+    }
+}

@@ -1,0 +1,211 @@
+//! Access control (SPEC §6): who may publish, who may read which channel,
+//! and until when.
+//!
+//! - [`Auth`]: the server's keys and rules, built once from the flags. Its
+//!   one job at request time is [`Auth::access`]: request in, [`Access`]
+//!   out (or a 401). Routes call it before they touch the hub; the hub
+//!   never sees a token.
+//! - [`access`]: [`Access`] and its checks (`check_subscribe`,
+//!   `check_publish`, `check_admin`), `sub`, `info`, `expires_at`.
+//! - [`claims`]: the token's claims and the `herald` grants.
+//! - [`keys`]: verification keys (secrets, PEM files, a JWK Set) and the
+//!   verify function; signatures are checked by `jsonwebtoken`.
+//! - [`token`]: where the token comes from (header, `token` query, cookie).
+//! - [`mint`]: `herald token`, which signs tokens for tests and scripts.
+//!
+//! Nothing here logs a token, a query string or a cookie.
+
+pub mod access;
+pub mod claims;
+pub mod keys;
+pub mod mint;
+pub mod token;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use http::request::Parts;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+pub use access::{Access, Denied, Policy};
+use keys::{Checks, Key};
+use token::Presented;
+
+use crate::config::Config;
+
+/// The configured keys and rules.
+pub struct Auth {
+    policy: Policy,
+    /// `--publish-token`, each compared in constant time.
+    publish_tokens: Vec<Box<[u8]>>,
+    /// `--jwt-secret` and `--jwt-public-key` keys, then those of
+    /// `--jwks-file`. Swapped whole when the JWK Set is reloaded; readers
+    /// clone the `Arc` and drop the lock at once.
+    keys: RwLock<Arc<[Key]>>,
+    /// The keys that do not come from the JWK Set, kept for reloads.
+    fixed: Vec<Key>,
+    jwks_file: Option<PathBuf>,
+    checks: Checks,
+    /// `--auth-cookie`.
+    cookie: Option<String>,
+}
+
+impl Auth {
+    /// Builds the keys from the flags, reading the key files. Refuses
+    /// configurations that cannot work: `--anonymous false` or
+    /// `--auth-cookie` with no key, a cookie with a `*` CORS origin.
+    pub fn from_config(config: &Config) -> Result<Auth, String> {
+        let publish_tokens: Vec<Box<[u8]>> = config
+            .publish_token
+            .iter()
+            .map(|t| t.expose().trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| t.as_bytes().into())
+            .collect();
+        let mut fixed = Vec::new();
+        for secret in config.jwt_secret.iter().map(|s| s.expose().trim()) {
+            if !secret.is_empty() {
+                fixed.push(Key::secret(secret.as_bytes())?);
+            }
+        }
+        for path in &config.jwt_public_key {
+            fixed.push(Key::pem(path).map_err(|e| format!("--jwt-public-key {e}"))?);
+        }
+        let mut all = fixed.clone();
+        if let Some(path) = &config.jwks_file {
+            all.extend(keys::jwks(path).map_err(|e| format!("--jwks-file {e}"))?);
+        }
+        let enabled = !publish_tokens.is_empty() || !all.is_empty();
+        if !enabled && !config.anonymous {
+            return Err(
+                "--anonymous false needs a key: --publish-token, --jwt-secret, \
+                        --jwt-public-key or --jwks-file"
+                    .into(),
+            );
+        }
+        if let Some(cookie) = &config.auth_cookie {
+            if !enabled {
+                return Err(
+                    "--auth-cookie needs a key: --jwt-secret, --jwt-public-key or \
+                            --jwks-file"
+                        .into(),
+                );
+            }
+            if cookie.is_empty() || !cookie.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+                return Err("--auth-cookie: not a cookie name".into());
+            }
+            if config.cors_origin.iter().any(|o| o.trim() == "*") {
+                return Err(
+                    "--auth-cookie needs an explicit --cors-origin list: browsers \
+                            refuse credentials with a `*` origin"
+                        .into(),
+                );
+            }
+        }
+        Ok(Auth {
+            policy: Policy {
+                enabled,
+                anonymous: config.anonymous,
+            },
+            publish_tokens,
+            keys: RwLock::new(all.into()),
+            fixed,
+            jwks_file: config.jwks_file.clone(),
+            checks: Checks {
+                audience: config.jwt_audience.clone(),
+                issuer: config.jwt_issuer.clone(),
+            },
+            cookie: config.auth_cookie.clone(),
+        })
+    }
+
+    /// Whether any key is configured.
+    pub fn enabled(&self) -> bool {
+        self.policy.enabled
+    }
+
+    /// Who this request is. Fails (401) only when a token was presented and
+    /// refused; a request with no token is [`Access`] for nobody, which the
+    /// checks then judge. With no key configured tokens are not read.
+    pub fn access(&self, req: &Parts) -> Result<Access, Denied> {
+        if !self.policy.enabled {
+            return Ok(Access::anonymous(self.policy));
+        }
+        let token = match token::find(req, self.cookie.as_deref()) {
+            Presented::None => return Ok(Access::anonymous(self.policy)),
+            Presented::Malformed => {
+                tracing::debug!("token refused: Authorization is not `Bearer <token>`");
+                return Err(Denied::Unauthorized { invalid: true });
+            }
+            Presented::Token(token) => token,
+        };
+        if self.is_publish_token(&token) {
+            return Ok(Access::publish_token(self.policy));
+        }
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match keys::verify(&token, &keys, &self.checks) {
+            Ok(claims) => Ok(Access::jwt(claims, self.policy)),
+            Err(why) => {
+                tracing::debug!(?why, "token refused");
+                Err(Denied::Unauthorized { invalid: true })
+            }
+        }
+    }
+
+    /// Compares with every publish token, in constant time for tokens of
+    /// the same length (only the length can leak).
+    fn is_publish_token(&self, token: &str) -> bool {
+        let mut found = subtle::Choice::from(0);
+        for known in &self.publish_tokens {
+            found |= known.ct_eq(token.as_bytes());
+        }
+        found.into()
+    }
+
+    /// Reads `--jwks-file` again. On failure the keys in use stay.
+    pub fn reload_jwks(&self) -> Result<usize, String> {
+        let Some(path) = &self.jwks_file else {
+            return Ok(0);
+        };
+        let loaded = keys::jwks(path)?;
+        let count = loaded.len();
+        let mut all = self.fixed.clone();
+        all.extend(loaded);
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = all.into();
+        Ok(count)
+    }
+}
+
+/// Reloads the JWK Set on every SIGHUP until shutdown (only when
+/// `--jwks-file` is set).
+pub async fn reload_on_sighup(auth: Arc<Auth>, shutdown: CancellationToken) {
+    if auth.jwks_file.is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: --jwks-file will not reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match auth.reload_jwks() {
+                Ok(keys) => tracing::info!(keys, "reloaded --jwks-file"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "--jwks-file not reloaded; keeping the keys in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = shutdown;
+}
