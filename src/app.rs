@@ -72,6 +72,8 @@ enum Route<'a> {
     Healthz,
     Metrics,
     Channels,
+    /// `/channels/{channel}/presence`, with the raw channel.
+    Presence(&'a str),
     Static(&'static include_dir::File<'static>),
 }
 
@@ -88,6 +90,11 @@ impl Route<'_> {
                     Route::Subscribe(Some(channel))
                 } else if let Some(channel) = path.strip_prefix("/publish/") {
                     Route::Publish(Some(channel))
+                } else if let Some(channel) = path
+                    .strip_prefix("/channels/")
+                    .and_then(|rest| rest.strip_suffix("/presence"))
+                {
+                    Route::Presence(channel)
                 } else {
                     Route::Static(routes::assets::find(path)?)
                 }
@@ -223,6 +230,7 @@ where
         Route::Healthz => Ok(routes::health::healthz()),
         Route::Metrics => Ok(routes::health::metrics(state)),
         Route::Channels => routes::channels::list(state, &parts),
+        Route::Presence(channel) => routes::presence::roster(state, &parts, channel, head),
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
     result.unwrap_or_else(|e| rejected(state, e))
@@ -264,7 +272,8 @@ impl ApiError {
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
             | ApiError::BadBatchItem { .. }
-            | ApiError::BodyRead(_) => RejectReason::BadRequest,
+            | ApiError::BodyRead(_)
+            | ApiError::NotPresenceChannel => RejectReason::BadRequest,
             ApiError::NotFound => RejectReason::NotFound,
             ApiError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
             ApiError::ChannelLimit { .. } => RejectReason::ChannelLimit,
@@ -275,9 +284,9 @@ impl ApiError {
             }
             ApiError::BodyTimeout(_) => RejectReason::BodyTimeout,
             ApiError::Unauthorized { .. } => RejectReason::Unauthorized,
-            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
-                RejectReason::Forbidden
-            }
+            ApiError::Forbidden { .. }
+            | ApiError::NoMember { .. }
+            | ApiError::AuthNotConfigured { .. } => RejectReason::Forbidden,
         }
     }
 }

@@ -64,6 +64,11 @@ pub enum ApiError {
         "the token does not grant these channels"
     })]
     Forbidden { channels: Vec<ChannelName> },
+    /// A presence channel with a token that names no member.
+    #[error("presence channels need a token with a `sub` claim: the member the others see")]
+    NoMember { channels: Vec<ChannelName> },
+    #[error("presence is kept only for channels named presence-*")]
+    NotPresenceChannel,
     #[error(
         "channels named private-* and presence-* need access control, and none is configured \
          (--jwt-secret, --jwt-public-key, --jwks-file, --publish-token)"
@@ -91,7 +96,8 @@ impl ApiError {
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
             | ApiError::BadBatchItem { .. }
-            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BodyRead(_)
+            | ApiError::NotPresenceChannel => StatusCode::BAD_REQUEST,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -102,9 +108,9 @@ impl ApiError {
             | ApiError::ConnectionLimit { .. }
             | ApiError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Forbidden { .. }
+            | ApiError::NoMember { .. }
+            | ApiError::AuthNotConfigured { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -128,7 +134,8 @@ impl ApiError {
             ApiError::ConnectionLimit { .. } => "connection_limit",
             ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::NoMember { .. } => "forbidden",
+            ApiError::NotPresenceChannel => "not_a_presence_channel",
             ApiError::AuthNotConfigured { .. } => "auth_not_configured",
         }
     }
@@ -140,7 +147,9 @@ impl ApiError {
         });
         match &self {
             ApiError::BadBatchItem { index, .. } => body["index"] = (*index).into(),
-            ApiError::Forbidden { channels } | ApiError::AuthNotConfigured { channels } => {
+            ApiError::Forbidden { channels }
+            | ApiError::NoMember { channels }
+            | ApiError::AuthNotConfigured { channels } => {
                 body["channels"] = channels.iter().map(|c| c.as_str()).collect();
             }
             _ => {}

@@ -61,13 +61,19 @@ pub struct Member {
 }
 
 impl Member {
-    /// `sub` and `info` come from a verified token, whose parsing checked
-    /// their limits (SPEC §6).
-    pub fn new(sub: &str, info: Option<&serde_json::Value>) -> Member {
+    /// `sub` and `info` (JSON text) come from a verified token, whose
+    /// parsing checked their limits (SPEC §6).
+    pub fn new(sub: &str, info: Option<&str>) -> Member {
         let info = match info {
-            // Compact JSON: never a raw line break, so it fits a `data:` line.
-            Some(value) => value.to_string(),
             None => "null".to_owned(),
+            // JSON as the token sent it, unless it spans lines: a notice's
+            // data is one line, so that is re-encoded compact (which keeps
+            // line breaks inside strings escaped).
+            Some(raw) if raw.contains(['\r', '\n']) => {
+                serde_json::from_str::<serde_json::Value>(raw)
+                    .map_or_else(|_| "null".to_owned(), |v| v.to_string())
+            }
+            Some(raw) => raw.to_owned(),
         };
         Member {
             sub: Arc::from(sub),
@@ -336,7 +342,7 @@ mod tests {
     }
 
     fn member(sub: &str, name: &str) -> Member {
-        Member::new(sub, Some(&json!({ "name": name })))
+        Member::new(sub, Some(&json!({ "name": name }).to_string()))
     }
 
     fn subs(list: &str) -> Vec<String> {
@@ -508,7 +514,7 @@ mod tests {
     #[test]
     fn json_is_escaped_and_stays_on_one_line() {
         let ch = room("presence-a");
-        let odd = Member::new("a\"b\nc", Some(&json!({"n": "x\ny\u{2028}"})));
+        let odd = Member::new("a\"b\nc", Some("{\n  \"n\": \"x\\ny\u{2028}\"\n}"));
         let data = change_json(&ch, &odd);
         assert!(!data.contains('\n') && !data.contains('\r'), "{data}");
         let v: Value = serde_json::from_str(&data).unwrap();

@@ -15,6 +15,7 @@ use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
+use crate::routes::presence;
 use crate::sse;
 use crate::stream::{self, EventStream, Expiry, StreamContext};
 
@@ -32,6 +33,7 @@ pub fn subscribe(
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
     let access = state.auth.access(req)?;
     access.check_subscribe(&channels)?;
+    let member = presence::member(&access, &channels)?;
     let private = access.is_authenticated();
     // The header wins over the query; an empty value means no id, so an
     // empty header leaves the query's id in force.
@@ -48,7 +50,11 @@ pub fn subscribe(
         return Ok(event_stream_response(Body::Empty, private));
     }
 
-    let subscription = match state.hub.subscribe(&channels, resume) {
+    let subscribed = match member {
+        Some(member) => state.hub.subscribe_member(&channels, resume, member),
+        None => state.hub.subscribe(&channels, resume),
+    };
+    let subscription = match subscribed {
         Ok(subscription) => subscription,
         Err(e) => {
             let reason = match e {

@@ -6,6 +6,7 @@ mod endpoints;
 mod helpers;
 mod hostile;
 mod memory;
+mod presence;
 mod publish;
 mod replay;
 mod shutdown;
