@@ -26,7 +26,10 @@ async fn next_is_marker(app: &TestApp, sse: &mut Sse, marker: &str) {
         .unwrap();
     assert_eq!(response.status(), 200);
     let next = sse.next().await;
-    assert_eq!((next.event.as_str(), next.data.as_str()), ("message", marker));
+    assert_eq!(
+        (next.event.as_str(), next.data.as_str()),
+        ("message", marker)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -45,16 +48,24 @@ async fn the_last_stream_closing_announces_a_leave_after_the_grace_and_not_befor
     drop(bo_tab_2);
     let closed = Instant::now();
     assert!(
-        ada.try_next(GRACE - Duration::from_millis(1)).await.is_none(),
+        ada.try_next(GRACE - Duration::from_millis(1))
+            .await
+            .is_none(),
         "no leave inside the grace"
     );
     let (kind, leave) = notice(&mut ada).await;
     assert_eq!(
         (kind.as_str(), leave),
-        ("herald.leave", json!({"channel": ROOM, "sub": "7", "info": {"name": "Bo"}}))
+        (
+            "herald.leave",
+            json!({"channel": ROOM, "sub": "7", "info": {"name": "Bo"}})
+        )
     );
     let after = closed.elapsed();
-    assert!(after >= GRACE && after < GRACE + Duration::from_secs(1), "{after:?}");
+    assert!(
+        after >= GRACE && after < GRACE + Duration::from_secs(1),
+        "{after:?}"
+    );
     assert_eq!(app.state.hub.presence_size(), (1, 0));
 }
 
