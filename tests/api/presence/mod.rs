@@ -3,6 +3,7 @@
 //!
 //! Tokens are HS256 JWTs signed here with the server's `--jwt-secret`.
 
+mod churn;
 mod dead_peer;
 mod grace;
 mod rules;
