@@ -1,11 +1,16 @@
 // herald chat room (chat.html): one channel per room, EventSource to listen,
 // POST /publish/<room> to talk. All message text is put on the page with
-// textContent, so a message can never inject HTML.
+// textContent, so a message can never inject HTML. In a presence-* room (with
+// a token) the "Online" list comes from herald's own presence events.
 'use strict';
 
 (function () {
   const CHANNEL_RE = /^[A-Za-z0-9_\-.:~@]{1,128}$/;
-  const EVENT_TYPES = ['chat', 'chat.join', 'chat.leave', 'message', 'herald.gap'];
+  const EVENT_TYPES = [
+    'chat', 'chat.join', 'chat.leave', 'message',
+    'herald.gap', 'herald.presence', 'herald.join', 'herald.leave', 'herald.expired',
+  ];
+  const PRESENCE_PREFIX = 'presence-';
   const MAX_NICK = 40;
   const MAX_TEXT = 2000;
   const MAX_LINES = 1000;
@@ -20,6 +25,24 @@
     get(key) { try { return localStorage.getItem(key) || ''; } catch (_) { return ''; } },
     set(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* no memory, no harm */ } },
   };
+  // The token is kept for this tab only, never in the address bar or localStorage.
+  const tabStore = {
+    get(key) { try { return sessionStorage.getItem(key) || ''; } catch (_) { return ''; } },
+    set(key, value) { try { sessionStorage.setItem(key, value); } catch (_) { /* not kept */ } },
+  };
+
+  /** A JWT's claims, read without checking the signature (the server checks it); null if unreadable. */
+  function claimsOf(token) {
+    try {
+      const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims && typeof claims === 'object' ? claims : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   // The last id is remembered per room and nickname: two tabs of one browser, in the
   // same room under different names, each catch up on what they themselves missed.
   const lastIdKey = (room, nick) => `herald.chat.lastId:${room}:${nick}`;
@@ -51,10 +74,16 @@
     return `/publish/${encodeURIComponent(room)}?event=${encodeURIComponent(type)}`;
   }
 
-  function post(room, type, payload) {
+  function authHeaders(token) {
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
+  }
+
+  function post(room, type, payload, token) {
     return fetch(publishUrl(room, type), {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: authHeaders(token),
       body: JSON.stringify(payload),
     }).then(async (res) => {
       if (res.ok) return res.json();
@@ -69,12 +98,25 @@
 
   // ---------- joining and leaving ----------
 
-  function join(room, nick) {
+  function join(room, nick, token) {
     if (session) closeStream();
     const lastId = store.get(lastIdKey(room, nick));
-    const url = `/events/${encodeURIComponent(room)}` + (lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '');
+    const query = new URLSearchParams();
+    if (lastId) query.set('lastEventId', lastId);
+    if (token) query.set('token', token);
+    const url = `/events/${encodeURIComponent(room)}` + (query.toString() ? `?${query}` : '');
     const es = new EventSource(url);
-    session = { room, nick, es, seen: new Set(), everOpened: false, announced: false, left: false };
+    const presence = room.startsWith(PRESENCE_PREFIX);
+    session = {
+      room, nick, token, es, seen: new Set(), everOpened: false, announced: false, left: false,
+      // In a presence room herald announces who comes and goes; the page does not.
+      presence,
+      me: (claimsOf(token) || {}).sub || null,
+      // sub -> info, from herald.presence, herald.join and herald.leave
+      members: new Map(),
+      // members a truncated snapshot did not list
+      unlisted: 0,
+    };
     const s = session;
 
     for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => onEvent(s, ev));
@@ -82,23 +124,30 @@
       if (session !== s) return;
       s.everOpened = true;
       setState('open');
-      if (!s.announced) {
+      if (!s.announced && !s.presence) {
         // Announce only once the stream is open, so our own join comes back to us.
         s.announced = true;
-        post(room, 'chat.join', { nick, client: CLIENT }).catch((e) => showSendError(`Could not announce the join: ${e.message}`));
+        post(room, 'chat.join', { nick, client: CLIENT }, token).catch((e) => showSendError(`Could not announce the join: ${e.message}`));
       }
     };
     es.onerror = () => {
       if (session !== s) return;
-      if (es.readyState === EventSource.CLOSED) setState('closed');
-      else setState(s.everOpened ? 'reconnecting' : 'connecting');
+      if (es.readyState === EventSource.CLOSED) {
+        setState('closed');
+        explainClosed(url);
+      } else {
+        setState(s.everOpened ? 'reconnecting' : 'connecting');
+      }
     };
 
     store.set('herald.chat.nick', nick);
+    tabStore.set('herald.chat.token', token || '');
     store.set('herald.chat.room', room);
     history.replaceState(null, '', `${location.pathname}?${new URLSearchParams({ room, nick })}`);
 
     $('messages').replaceChildren();
+    $('members').replaceChildren();
+    $('online').hidden = !presence;
     if (lastId) noticeLine('catch-up', `Back in #${room}: what was said since you were last here follows.`);
     $('room-name').textContent = room;
     $('me').textContent = nick;
@@ -112,15 +161,31 @@
     if (session && session.es) session.es.close();
   }
 
-  /** Publishes the leave notice once. With beacon, it survives the page being closed. */
+  /**
+   * EventSource gives no status when the server refuses it (401, 403): HEAD answers
+   * what GET would, so ask it why, and say so.
+   */
+  function explainClosed(url) {
+    fetch(url, { method: 'HEAD' }).then((res) => {
+      if (res.status === 401) showSendError('The server refused the stream (401): the token is missing, invalid or expired.');
+      else if (res.status === 403) showSendError('The server refused the stream (403): the token does not grant this room, or has no sub.');
+      else if (!res.ok) showSendError(`The server refused the stream (${res.status}).`);
+    }).catch(() => { /* the server is gone: nothing to explain */ });
+  }
+
+  /**
+   * Publishes the leave notice once (not in a presence room: herald announces it).
+   * A beacon survives the page being closed but carries no token; with a token,
+   * a keepalive fetch does the same.
+   */
   function announceLeave(beacon) {
     const s = session;
     if (!s || s.left || !s.announced) return Promise.resolve();
     s.left = true;
     const body = JSON.stringify({ nick: s.nick, client: CLIENT });
     const url = publishUrl(s.room, 'chat.leave');
-    if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
-    return fetch(url, { method: 'POST', body, keepalive: true, headers: { 'Content-Type': 'application/json' } })
+    if (beacon && !s.token && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
+    return fetch(url, { method: 'POST', body, keepalive: true, headers: authHeaders(s.token) })
       .catch(() => { /* leaving anyway */ });
   }
 
@@ -139,14 +204,58 @@
 
   function onEvent(s, ev) {
     if (session !== s) return;
-    // herald.gap has no id of its own; ev.lastEventId would be the previous event's.
-    const id = ev.type === 'herald.gap' ? '' : ev.lastEventId;
+    // herald.* notices have no id of their own; ev.lastEventId would be the previous event's.
+    const id = ev.type.startsWith('herald.') ? '' : ev.lastEventId;
     if (id) {
       if (s.seen.has(id)) return; // replayed after a reconnect or gap: already shown
       s.seen.add(id);
       store.set(lastIdKey(s.room, s.nick), id);
     }
+    if (ev.type === 'herald.presence' || ev.type === 'herald.join' || ev.type === 'herald.leave') {
+      onPresence(s, ev.type, parse(ev.data));
+      return;
+    }
     render(ev.type, ev.data, id);
+  }
+
+  // ---------- who is online (presence-* rooms) ----------
+
+  /** The name a member goes by: its token's info.name, else its sub. */
+  function memberName(sub, info) {
+    return clip(info && typeof info === 'object' && info.name, MAX_NICK) || clip(String(sub), 128);
+  }
+
+  function onPresence(s, type, msg) {
+    if (!msg || msg.channel !== s.room) return;
+    if (type === 'herald.presence') {
+      // The snapshot: who is here now, ourselves included. Sent first on every
+      // (re)connect, so it replaces the list rather than adding to it.
+      const members = Array.isArray(msg.members) ? msg.members : [];
+      s.members = new Map(members.map((m) => [String(m.sub), m.info]));
+      s.unlisted = Math.max(0, (Number(msg.count) || 0) - s.members.size);
+    } else if (type === 'herald.join') {
+      const known = s.members.has(String(msg.sub));
+      s.members.set(String(msg.sub), msg.info);
+      // A join for someone already listed is a new info (a renamed tab): no notice.
+      if (!known) noticeLine('join', `${memberName(msg.sub, msg.info)} joined`).dataset.nick = memberName(msg.sub, msg.info);
+    } else {
+      s.members.delete(String(msg.sub));
+      noticeLine('leave', `${memberName(msg.sub, msg.info)} left`).dataset.nick = memberName(msg.sub, msg.info);
+    }
+    drawMembers(s);
+  }
+
+  function drawMembers(s) {
+    const rows = [...s.members].map(([sub, info]) => ({ sub, name: memberName(sub, info) }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    $('members').replaceChildren(...rows.map(({ sub, name }) => {
+      const li = el('li', { class: sub === s.me ? 'me' : '', text: sub === s.me ? `${name} (you)` : name });
+      li.dataset.sub = sub;
+      return li;
+    }));
+    $('online-count').textContent = String(s.members.size + s.unlisted);
+    $('online-more').hidden = s.unlisted === 0;
+    $('online-more').textContent = `and ${s.unlisted} more`;
   }
 
   function parse(data) {
@@ -166,6 +275,10 @@
     const mine = !!msg && msg.client === CLIENT;
     if (type === 'herald.gap') {
       noticeLine('gap', 'Some messages may be missing here: the room’s history no longer reaches back that far, or the server restarted.');
+      return;
+    }
+    if (type === 'herald.expired') {
+      noticeLine('gap', 'Your token expired: open the room again with a fresh one.');
       return;
     }
     if (type === 'chat.join' || type === 'chat.leave') {
@@ -229,7 +342,7 @@
     $('send').disabled = true;
     try {
       // Not drawn here: the message is shown when it comes back on the stream, with its id.
-      await post(session.room, 'chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() });
+      await post(session.room, 'chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() }, session.token);
       input.value = '';
     } catch (e) {
       showSendError(`Not sent: ${e.message}`);
@@ -244,21 +357,32 @@
   function readJoinForm() {
     const nick = $('nick').value.trim().slice(0, MAX_NICK);
     const room = $('room').value.trim();
+    const token = $('token').value.trim();
     if (!nick) return { error: 'Pick a nickname.' };
     if (!CHANNEL_RE.test(room)) return { error: 'A room name is 1–128 of A–Z a–z 0–9 _ - . : ~ @' };
-    return { nick, room };
+    if (room.startsWith(PRESENCE_PREFIX) && !token) return { error: 'A presence-* room needs a token: see `herald token` in the README.' };
+    return { nick, room, token };
   }
 
   function init() {
     const q = new URLSearchParams(location.search);
-    $('nick').value = q.get('nick') || store.get('herald.chat.nick');
+    $('token').value = q.get('token') || tabStore.get('herald.chat.token');
+    const named = (claimsOf($('token').value) || {}).herald;
+    const tokenName = named && named.info && typeof named.info.name === 'string' ? named.info.name : '';
+    $('nick').value = q.get('nick') || tokenName || store.get('herald.chat.nick');
+    if (q.has('token')) {
+      // Out of the address bar (history, screenshots, shared links) at once.
+      const rest = new URLSearchParams(q);
+      rest.delete('token');
+      history.replaceState(null, '', `${location.pathname}${rest.toString() ? `?${rest}` : ''}`);
+    }
     $('room').value = q.get('room') || store.get('herald.chat.room') || 'lobby';
 
     $('join-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const f = readJoinForm();
       $('join-error').textContent = f.error || '';
-      if (!f.error) join(f.room, f.nick);
+      if (!f.error) join(f.room, f.nick, f.token);
     });
     $('compose').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -274,13 +398,13 @@
     });
     // Back from the back/forward cache: come back in, catching up from the remembered id.
     window.addEventListener('pageshow', (e) => {
-      if (e.persisted && session) join(session.room, session.nick);
+      if (e.persisted && session) join(session.room, session.nick, session.token);
     });
 
     if (q.get('room') && q.get('nick')) {
       const f = readJoinForm();
       if (f.error) $('join-error').textContent = f.error;
-      else join(f.room, f.nick);
+      else join(f.room, f.nick, f.token);
     } else {
       $('nick').focus();
     }

@@ -4,7 +4,7 @@
 // owns the server (start, stop, restart) and answers this script's steps.
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
-//   scenarios: index-live, index-gap, index-resume, index-restart, chat
+//   scenarios: index-live, index-gap, index-resume, index-restart, chat, chat-presence
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
 //
@@ -138,6 +138,26 @@ async function screenshot(page, name) {
   await page.screenshot({ path: file, fullPage: true });
   log('screenshot', file);
   return file;
+}
+
+/** The chat page's lines: kind (message, raw, join, leave, gap, ...), id, nick, text. */
+const chatLines = (page) =>
+  page.$$eval('#messages li', (lis) => lis.map((li) => ({
+    kind: li.dataset.kind,
+    id: li.dataset.id || null,
+    nick: li.dataset.nick || null,
+    text: li.querySelector('.text').textContent,
+  })));
+
+const waitChatLine = (page, kind, text, what) =>
+  waitFor(page, ([k, t]) => [...document.querySelectorAll(`#messages li[data-kind="${k}"] .text`)]
+    .some((n) => n.textContent === t), [kind, text], what || `${kind} "${text}"`);
+
+/** Sends a chat message from the page's compose form, keyboard only. */
+async function say(page, text) {
+  await page.fill('#message', text);
+  await page.press('#message', 'Enter');
+  await waitFor(page, () => document.querySelector('#message').value === '', null, 'the message field to clear after sending');
 }
 
 const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
@@ -305,21 +325,8 @@ const scenarios = {
   async chat(ctx) {
     const room = params.room || unique('room');
     const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}`;
-    const lines = (page) =>
-      page.$$eval('#messages li', (lis) => lis.map((li) => ({
-        kind: li.dataset.kind,
-        id: li.dataset.id || null,
-        nick: li.dataset.nick || null,
-        text: li.querySelector('.text').textContent,
-      })));
-    const waitLine = (page, kind, text, what) =>
-      waitFor(page, ([k, t]) => [...document.querySelectorAll(`#messages li[data-kind="${k}"] .text`)]
-        .some((n) => n.textContent === t), [kind, text], what || `${kind} "${text}"`);
-    const say = async (page, text) => {
-      await page.fill('#message', text);
-      await page.press('#message', 'Enter');
-      await waitFor(page, () => document.querySelector('#message').value === '', null, 'the message field to clear after sending');
-    };
+    const lines = chatLines;
+    const waitLine = waitChatLine;
 
     const alice = await ctx.newPage();
     await alice.setViewportSize({ width: 900, height: 760 });
@@ -394,6 +401,51 @@ const scenarios = {
     await say(bob, 'still here');
     await waitLine(again, 'message', 'still here', 'alice receives bob after the restart');
     return { screenshot: shot, bobLines: (await lines(bob)).length };
+  },
+
+  /**
+   * Presence: two chat windows as two users (tokens from the driver, params.alice and
+   * params.bob, subs "1" and "2") see each other in the "Online" list, come and go;
+   * nobody is told of their own join; the token leaves the address bar.
+   */
+  async 'chat-presence'(ctx) {
+    const room = params.room;
+    const url = (nick, token) => `${base}/chat.html?room=${room}&nick=${nick}&token=${encodeURIComponent(token)}`;
+    const waitOnline = (page, subs, what) =>
+      waitFor(page, (want) => JSON.stringify([...document.querySelectorAll('#members li')].map((li) => li.dataset.sub).sort()) === want,
+        JSON.stringify([...subs].sort()), what);
+
+    const alice = await ctx.newPage();
+    await alice.setViewportSize({ width: 900, height: 760 });
+    await alice.goto(url('alice', params.alice));
+    await waitState(alice, 'open');
+    await waitOnline(alice, ['1'], 'alice sees herself online');
+    check(!alice.url().includes('token'), `the token is taken out of the address bar: ${alice.url()}`);
+
+    const bob = await ctx.newPage();
+    await bob.setViewportSize({ width: 900, height: 760 });
+    await bob.goto(url('bob', params.bob));
+    await waitState(bob, 'open');
+    await waitOnline(bob, ['1', '2'], 'bob sees alice and himself online');
+    await waitOnline(alice, ['1', '2'], 'alice sees bob come online');
+    await waitChatLine(alice, 'join', 'Bob joined', 'alice is told bob joined');
+    same(await alice.textContent('#online-count'), '2', 'online count on alice\'s page');
+    same(await alice.$$eval('#members li', (lis) => lis.map((li) => li.textContent)), ['Alice (you)', 'Bob'], 'names from the tokens\' info');
+
+    // talking works with the token (publishing needs its grant)
+    await say(alice, 'hello bob');
+    await waitChatLine(bob, 'message', 'hello bob', 'bob receives alice');
+    same((await chatLines(bob)).filter((l) => l.kind === 'join').length, 0, 'bob is told of no join (alice was there before him, he is not told of his own)');
+    const shot = await screenshot(alice, 'chat-presence.png');
+
+    // bob closes his window: after the server's presence grace, alice sees him leave
+    await bob.close({ runBeforeUnload: true });
+    await waitChatLine(alice, 'leave', 'Bob left', 'alice is told bob left');
+    await waitOnline(alice, ['1'], 'bob is gone from alice\'s list');
+    same(await alice.textContent('#online-count'), '1', 'online count after the leave');
+    same((await chatLines(alice)).filter((l) => l.kind === 'join' || l.kind === 'leave').map((l) => l.text),
+      ['Bob joined', 'Bob left'], 'presence lines on alice\'s page');
+    return { screenshot: shot };
   },
 };
 
