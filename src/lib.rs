@@ -15,7 +15,10 @@
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
 //!   `channels`, `health`, `assets` (the embedded `web/` pages).
-//! - [`hub`]: channels, ids, publish and subscribe, under one lock.
+//! - [`hub`]: channels, ids, publish and subscribe, under one lock; and
+//!   presence (`hub::presence`: who is in each `presence-*` channel, which
+//!   joins and leaves to announce; `hub::membership`: a stream's membership
+//!   and the one place presence notices are sent).
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`stream`]: one subscriber's response body: backlog, live events merged
 //!   in id order, heartbeats, catching up after lag, shutdown.

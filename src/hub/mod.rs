@@ -19,7 +19,9 @@
 //! the lock is taken.
 //!
 //! A later shared backend (Redis) replaces what is under this lock; the
-//! public methods are the seam.
+//! public methods are the seam. Presence ([`presence`], [`membership`]) lives
+//! under the same lock, so a stream's snapshot and its receiver are taken
+//! together and joins and leaves are queued in order with the events.
 
 mod membership;
 pub mod presence;
