@@ -99,10 +99,10 @@ for name, what in [("plain", "ordinary channel"), ("presence", "presence-* chann
         continue
     med = lambda k: statistics.median(r[k] for r in rs)
     rows.append(f"| {what} | {med('server_cpu_pct'):.1f} % | {med('joins_per_member_s'):.1f} | "
-                f"{med('leaves_per_member_s'):.1f} | {med('bytes_per_member_s') / 1024:.1f} KiB | {len(rs)} |")
+                f"{med('leaves_per_member_s'):.1f} | {med('bytes_per_member_s'):,.0f} B | {len(rs)} |")
 r0 = runs[0]["result"]
 out = [f"{r0['members']} members, {round(r0['churn_per_s'])} churned per second, {r0['seconds']:.0f} s per run, medians over rounds",
-       "", "| channel | server CPU | joins per member per s | leaves per member per s | received per member per s | runs |",
+       "", "| channel | server CPU (share of one core) | joins per member per s | leaves per member per s | received per member per s | runs |",
        "|---|---:|---:|---:|---:|---:|", *rows]
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))

@@ -140,3 +140,113 @@ pub(super) fn announce(
 pub(super) fn snapshot(presence: &Presence, channel: &ChannelName) -> Bytes {
     sse::notice("herald.presence", &presence.snapshot_json(channel))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::history::HistoryLimits;
+    use crate::hub::presence::PresenceConfig;
+    use crate::hub::{Backlog, HubConfig};
+    use crate::metrics::Metrics;
+
+    fn hub(stream_buffer: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            HubConfig {
+                history: HistoryLimits {
+                    events: 10,
+                    bytes: 1 << 20,
+                },
+                max_channels: 10,
+                stream_buffer,
+                channel_ttl: Duration::from_secs(60),
+                presence: PresenceConfig {
+                    grace: Duration::from_secs(10),
+                    max_members: 100,
+                },
+            },
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    fn room() -> Vec<ChannelName> {
+        vec![ChannelName::parse("presence-a").unwrap()]
+    }
+
+    fn text(bytes: &Bytes) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn snapshot_of(sub: &Subscription) -> String {
+        match &sub.backlog[0] {
+            Backlog::Presence(frame) => text(frame),
+            _ => panic!("the backlog starts with the snapshot"),
+        }
+    }
+
+    #[test]
+    fn a_member_is_told_of_others_but_never_of_its_own_join() {
+        let hub = hub(16);
+        let mut ada = hub
+            .subscribe_member(&room(), Resume::Live, Member::new("1", None))
+            .unwrap();
+        let bo = hub
+            .subscribe_member(&room(), Resume::Live, Member::new("2", None))
+            .unwrap();
+        let join = ada.sources[0].receiver.try_recv().unwrap();
+        assert!(join.is_notice());
+        assert!(text(&join.frame)
+            .starts_with("event: herald.join\ndata: {\"channel\":\"presence-a\",\"sub\":\"2\""));
+        assert!(
+            snapshot_of(&bo).contains("\"count\":2"),
+            "{}",
+            snapshot_of(&bo)
+        );
+        let mut bo = bo;
+        assert!(
+            bo.sources[0].receiver.try_recv().is_err(),
+            "no join for itself"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_stream_leaves_after_the_grace_from_the_timer() {
+        let hub = hub(16);
+        let mut watcher = hub.subscribe(&room(), Resume::Live).unwrap();
+        let ada = hub
+            .subscribe_member(&room(), Resume::Live, Member::new("1", None))
+            .unwrap();
+        assert!(
+            text(&watcher.sources[0].receiver.try_recv().unwrap().frame).contains("herald.join")
+        );
+        drop(ada);
+        let due = hub
+            .expire_presence(Instant::now())
+            .expect("a leave is pending");
+        assert_eq!(due, Instant::now() + Duration::from_secs(10));
+        assert!(watcher.sources[0].receiver.try_recv().is_err());
+        assert_eq!(hub.expire_presence(due), None);
+        let leave = watcher.sources[0].receiver.try_recv().unwrap();
+        assert!(text(&leave.frame).starts_with("event: herald.leave\n"));
+        assert_eq!(hub.presence_size(), (0, 0));
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_caught_up_with_a_fresh_snapshot() {
+        let hub = hub(2);
+        let watcher = hub.subscribe(&room(), Resume::Live).unwrap();
+        let members: Vec<Subscription> = (0..5)
+            .map(|i| {
+                hub.subscribe_member(&room(), Resume::Live, Member::new(&i.to_string(), None))
+                    .unwrap()
+            })
+            .collect();
+        let after = watcher.sources[0].last_id;
+        let catch_up = hub.catch_up(&room()[0], after).unwrap();
+        let snapshot = text(&catch_up.presence.expect("a presence channel"));
+        assert!(snapshot.contains("\"count\":5"), "{snapshot}");
+        assert!(catch_up.gap.is_none() && catch_up.events.is_empty());
+        drop(members);
+    }
+}
