@@ -40,7 +40,7 @@ async fn connect_and_drop(bin: &Binary, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_reconnects_of_one_member_make_one_join_and_one_leave_and_memory_returns() {
     let bin = Binary::start_with_env(
-        &["--presence-grace", "1s"],
+        &["--presence-grace", "3s"],
         &[
             ("HERALD_JWT_SECRET", SECRET),
             ("HERALD_PUBLISH_TOKEN", PUBLISH_TOKEN),

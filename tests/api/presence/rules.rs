@@ -337,3 +337,46 @@ async fn without_access_control_presence_channels_fail_closed() {
         .unwrap();
     assert_eq!(roster.status(), 403);
 }
+
+#[test]
+fn herald_token_refuses_a_long_sub_and_an_info_that_is_not_json_or_too_large() {
+    let mint = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("token")
+            .args(args)
+            .env("HERALD_JWT_SECRET", super::SECRET)
+            .output()
+            .expect("the binary runs")
+    };
+    let ok = mint(&[
+        "--sub",
+        "42",
+        "--subscribe",
+        "presence-*",
+        "--info",
+        r#"{"name":"Ada"}"#,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let long_sub = "x".repeat(129);
+    let big_info = format!(r#"{{"bio":"{}"}}"#, "x".repeat(1100));
+    for (args, says) in [
+        (vec!["--sub", long_sub.as_str()], "--sub"),
+        (
+            vec!["--sub", "42", "--info", "{not json"],
+            "--info is not JSON",
+        ),
+        (vec!["--sub", "42", "--info", big_info.as_str()], "1 KiB"),
+    ] {
+        let refused = mint(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        assert!(refused.stdout.is_empty(), "no token printed");
+    }
+}
