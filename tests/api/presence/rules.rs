@@ -98,6 +98,7 @@ async fn a_member_is_a_sub_so_a_second_tab_announces_nothing_but_a_new_info_does
 
     let (status, list) = roster(&app, ROOM, Some(PUBLISH_TOKEN)).await;
     assert_eq!(status, 200);
+    assert_eq!(app.metric("herald_presence_members").await, 2.0);
     assert_eq!(
         list,
         json!({"channel": ROOM, "count": 2, "members": [
