@@ -317,10 +317,11 @@ async fn two_chat_windows_as_two_users_see_each_other_come_online_and_leave() {
         return;
     }
     let _one = one_browser_at_a_time().await;
-    // Arrange: access control on, a short presence grace, a token per user
+    // Arrange: access control on, a presence grace longer than a page reload
+    // and shorter than the scenario's waits, a token per user
     let configure: fn(&mut herald::Config) = |c| {
         crate::presence::with_auth(c);
-        c.presence_grace = Duration::from_millis(500);
+        c.presence_grace = Duration::from_secs(3);
     };
     let mut driver = Driver {
         app: Some(spawn_app_with(configure).await),

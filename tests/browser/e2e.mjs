@@ -406,7 +406,8 @@ const scenarios = {
   /**
    * Presence: two chat windows as two users (tokens from the driver, params.alice and
    * params.bob, subs "1" and "2") see each other in the "Online" list, come and go;
-   * nobody is told of their own join; the token leaves the address bar.
+   * nobody is told of their own join; the token leaves the address bar; a reload
+   * (inside the server's presence grace) announces nothing.
    */
   async 'chat-presence'(ctx) {
     const room = params.room;
@@ -437,6 +438,14 @@ const scenarios = {
     await waitChatLine(bob, 'message', 'hello bob', 'bob receives alice');
     same((await chatLines(bob)).filter((l) => l.kind === 'join').length, 0, 'bob is told of no join (alice was there before him, he is not told of his own)');
     const shot = await screenshot(alice, 'chat-presence.png');
+
+    // bob reloads: the page comes back with the token kept for the tab, and alice
+    // hears nothing (a leave would show before bob's close below is announced)
+    await bob.reload();
+    await waitState(bob, 'open');
+    await waitOnline(bob, ['1', '2'], 'bob is back with the token kept for his tab');
+    await say(alice, 'after your reload');
+    await waitChatLine(bob, 'message', 'after your reload', 'bob receives alice after the reload');
 
     // bob closes his window: after the server's presence grace, alice sees him leave
     await bob.close({ runBeforeUnload: true });
