@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{app, member, notice, stream, subs, PUBLISH_TOKEN, ROOM};
+use super::{app, jwt_for, member, notice, stream, subs, PUBLISH_TOKEN, ROOM};
 use crate::helpers::{Sse, TestApp};
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -67,6 +67,36 @@ async fn the_last_stream_closing_announces_a_leave_after_the_grace_and_not_befor
         "{after:?}"
     );
     assert_eq!(app.state.hub.presence_size(), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_token_expires_leaves_one_grace_after_its_stream_ends() {
+    let app = app(|_| {}).await;
+    let mut ada = stream(&app, ROOM, &member("42", "Ada")).await;
+    notice(&mut ada).await;
+    let short = jwt_for(
+        json!({"sub": "7", "herald": {"subscribe": ["presence-*"]}}),
+        3,
+    );
+    let opened = Instant::now();
+    let mut bo = stream(&app, ROOM, &short).await;
+    assert_eq!(notice(&mut ada).await.0, "herald.join");
+    notice(&mut bo).await;
+
+    assert_eq!(bo.next().await.event, "herald.expired");
+    assert!(
+        bo.ends_within(Duration::from_secs(1)).await,
+        "the stream ends at exp"
+    );
+    let ended = opened.elapsed();
+    let leave = ada.try_next(3 * GRACE).await.expect("bo leaves");
+    assert_eq!(leave.event, "herald.leave");
+    assert!(leave.data.contains(r#""sub":"7""#), "{leave:?}");
+    let left = opened.elapsed();
+    assert!(
+        left >= ended + GRACE - Duration::from_millis(10),
+        "{ended:?} then {left:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

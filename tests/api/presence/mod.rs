@@ -36,9 +36,13 @@ pub async fn app(configure: impl FnOnce(&mut Config)) -> TestApp {
 
 /// A JWT with these claims, valid for an hour.
 pub fn jwt(claims: Value) -> String {
-    let mut claims = claims;
+    jwt_for(claims, 3600)
+}
+
+/// A JWT with these claims, valid for `seconds`.
+pub fn jwt_for(mut claims: Value, seconds: u64) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    claims["exp"] = (now.as_secs() + 3600).into();
+    claims["exp"] = (now.as_secs() + seconds).into();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
