@@ -26,8 +26,14 @@
 //! the hub *follows* the log: see [`follow`] for how events with given ids
 //! are applied in log order, and how a channel's history is loaded from the
 //! log before its first local subscriber is served.
+//!
+//! Presence ([`presence`], [`membership`]) lives under the same lock, so a
+//! stream's snapshot and its receiver are taken together and joins and
+//! leaves are queued in order with the events.
 
 mod follow;
+mod membership;
+pub mod presence;
 pub use follow::{LoadPlan, Snapshot};
 
 use std::collections::HashMap;
@@ -44,6 +50,9 @@ pub use apply::{Applier, OutOfOrder};
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
 
+pub use membership::Membership;
+use presence::{is_presence_channel, Member, Presence, PresenceConfig};
+
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct HubConfig {
@@ -53,6 +62,7 @@ pub struct HubConfig {
     /// fall behind live events before it is caught up from history.
     pub stream_buffer: usize,
     pub channel_ttl: Duration,
+    pub presence: PresenceConfig,
 }
 
 /// The past-`--max-channels` refusal: the request would create a channel.
@@ -72,15 +82,20 @@ pub enum SubscribeError {
 
 /// A new stream's starting state, taken atomically with respect to publishes.
 pub struct Subscription {
-    /// Gap notices, then replayed events in id order: written before any
-    /// live event.
+    /// Presence snapshots, gap notices, then replayed events in id order:
+    /// written before any live event.
     pub backlog: Vec<Backlog>,
     /// One live receiver per channel.
     pub sources: Vec<Source>,
+    /// The stream's member on its presence channels, if it is one: held for
+    /// as long as the stream lives, its drop counts the connection out.
+    pub membership: Option<Membership>,
 }
 
 /// An item of a stream's backlog, and what it counts as in the metrics.
 pub enum Backlog {
+    /// A `herald.presence` snapshot.
+    Presence(Notice),
     Gap(Notice),
     /// A retained event of the `channel`-th channel subscribed to.
     Replayed {
@@ -103,6 +118,9 @@ pub struct Source {
 /// not seen.
 pub struct CatchUp {
     pub receiver: broadcast::Receiver<Event>,
+    /// A fresh `herald.presence` snapshot on a presence channel: joins and
+    /// leaves the subscriber missed are not retained.
+    pub presence: Option<Notice>,
     pub gap: Option<Notice>,
     pub events: Vec<Event>,
 }
@@ -138,6 +156,9 @@ pub struct Hub {
     /// Woken whenever a channel load finishes (or is given up), for other
     /// subscribers waiting on the same channel.
     loaded: Notify,
+    /// Wakes the presence timer when a leave is scheduled earlier than any
+    /// it is waiting for.
+    leave_scheduled: Notify,
 }
 
 struct Inner {
@@ -146,6 +167,9 @@ struct Inner {
     /// pass): new channels take it as their mark, and a resume id above it
     /// is unknown.
     last: EventId,
+    /// Who is in each presence channel (under the same lock as the channels,
+    /// so a snapshot and a live receiver are taken together).
+    presence: Presence,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
     /// Following a shared log: channels whose history is being loaded, and
@@ -216,11 +240,13 @@ impl Hub {
                 // `crate::log`), so a channel created now marks them as
                 // possibly missed.
                 last: start,
+                presence: Presence::new(config.presence),
                 closed: false,
                 loading: HashMap::new(),
             }),
             config,
             loaded: Notify::new(),
+            leave_scheduled: Notify::new(),
         }
     }
 
@@ -233,11 +259,26 @@ impl Hub {
 
     /// Opens a stream on `channels` (distinct names) resuming from `resume`:
     /// its backlog per SPEC §2 (gap notices, then replay in id order) and its
-    /// live receivers, taken together under the lock.
+    /// live receivers, taken together under the lock. On a presence channel
+    /// the stream watches without being a member (see
+    /// [`Hub::subscribe_member`]).
     pub fn subscribe(
         &self,
         channels: &[ChannelName],
         resume: Resume,
+    ) -> Result<Subscription, SubscribeError> {
+        self.open(channels, resume, None)
+    }
+
+    /// [`Hub::subscribe`], and on its presence channels the stream counts
+    /// as a connection of `member`: joins are announced to the others
+    /// before this stream's receiver exists (it gets no join for itself),
+    /// and its snapshot, taken after, lists it.
+    fn open(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+        member: Option<&Member>,
     ) -> Result<Subscription, SubscribeError> {
         let mut inner = self.lock();
         if inner.closed {
@@ -256,6 +297,7 @@ impl Hub {
         };
         let now = Instant::now();
         let cutoff = self.config.history.age_cutoff(unix_micros());
+        let mut snapshots = Vec::new();
         let mut gaps = Vec::new();
         let mut replay: Vec<(usize, &Event)> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
@@ -263,11 +305,18 @@ impl Hub {
             let Inner {
                 channels: map,
                 last,
+                presence,
                 ..
             } = &mut *inner;
             let channel = channel_entry(map, name, &self.config, *last, now);
             if let Some(cutoff) = cutoff {
                 channel.history.expire(cutoff);
+            }
+            if is_presence_channel(name) {
+                if let Some(join) = member.and_then(|m| presence.connect(name, m)) {
+                    membership::announce(channel, presence, *last, &join);
+                }
+                snapshots.push(Backlog::Presence(membership::snapshot(presence, name)));
             }
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
@@ -299,15 +348,19 @@ impl Hub {
             }
         }
         replay.sort_unstable_by_key(|(_, e)| e.id);
-        let backlog = gaps
+        let backlog = snapshots
             .into_iter()
-            .map(Backlog::Gap)
+            .chain(gaps.into_iter().map(Backlog::Gap))
             .chain(replay.into_iter().map(|(channel, e)| Backlog::Replayed {
                 channel,
                 event: e.clone(),
             }))
             .collect();
-        Ok(Subscription { backlog, sources })
+        Ok(Subscription {
+            backlog,
+            sources,
+            membership: None,
+        })
     }
 
     /// For a subscriber whose receiver on `channel` overflowed: a new
@@ -319,15 +372,21 @@ impl Hub {
         if inner.closed {
             return None;
         }
-        let ch = inner.channels.get_mut(channel)?;
+        let Inner {
+            channels, presence, ..
+        } = &mut *inner;
+        let ch = channels.get_mut(channel)?;
         if let Some(cutoff) = self.config.history.age_cutoff(unix_micros()) {
             ch.history.expire(cutoff);
         }
         let receiver = ch.subscribe(self.config.stream_buffer);
+        let presence =
+            is_presence_channel(channel).then(|| membership::snapshot(presence, channel));
         let (complete, events) = ch.history.since(after);
         let gap = (!complete).then(|| Notice::gap(channel, GapReason::SlowSubscriber, Some(after)));
         Some(CatchUp {
             receiver,
+            presence,
             gap,
             events: events.cloned().collect(),
         })
@@ -507,6 +566,7 @@ mod tests {
             max_channels,
             stream_buffer: 16,
             channel_ttl: Duration::from_secs(60),
+            presence: PresenceConfig::default(),
         })
     }
 
@@ -531,6 +591,7 @@ mod tests {
         sub.backlog
             .iter()
             .map(|b| match b {
+                Backlog::Presence(_) => "presence".to_owned(),
                 Backlog::Gap(_) => "gap".to_owned(),
                 Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
             })
