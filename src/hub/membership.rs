@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::presence::{change_json, is_presence_channel, Announcement, Member, Presence};
-use super::{Channel, Hub, Inner, SubscribeError, Subscription};
+use super::{Channel, Hub, Inner, SharedOp, SubscribeError, Subscription};
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, Notice};
 use crate::sse;
@@ -43,12 +43,21 @@ impl Hub {
         resume: Resume,
         member: Member,
     ) -> Result<Subscription, SubscribeError> {
-        let mut subscription = self.open(channels, resume, Some(&member))?;
+        let opened = self.open(channels, resume, Some(&member));
         let presence: Vec<ChannelName> = channels
             .iter()
             .filter(|c| is_presence_channel(c))
             .cloned()
             .collect();
+        let mut subscription = match opened {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                // Shared presence counted the connection in before this
+                // (`log::redis`): count it out again.
+                self.disconnect_shared(&presence, member.sub());
+                return Err(e);
+            }
+        };
         if !presence.is_empty() {
             subscription.membership = Some(Membership {
                 hub: self.clone(),
@@ -60,6 +69,9 @@ impl Hub {
     }
 
     fn disconnect(&self, channels: &[ChannelName], sub: &str) {
+        if self.disconnect_shared(channels, sub) {
+            return;
+        }
         let now = Instant::now();
         let mut inner = self.lock();
         let mut earliest = false;
@@ -85,6 +97,14 @@ impl Hub {
             last,
             ..
         } = &mut *inner;
+        if let Some(ops) = self.shared.get() {
+            // Redis decides, once for the service; the leave comes back as
+            // a record of the log.
+            for (channel, sub) in presence.due(now) {
+                let _ = ops.send(SharedOp::Leave { channel, sub });
+            }
+            return presence.next_leave();
+        }
         for announcement in presence.expire(now) {
             if let Some(channel) = channels.get(announcement.channel()) {
                 announce(channel, presence, *last, &announcement);

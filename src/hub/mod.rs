@@ -34,13 +34,15 @@
 mod follow;
 mod membership;
 pub mod presence;
+mod shared;
 pub use follow::{LoadPlan, Snapshot};
+pub use shared::{Change, SharedOp};
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
 mod apply;
@@ -159,6 +161,9 @@ pub struct Hub {
     /// Wakes the presence timer when a leave is scheduled earlier than any
     /// it is waiting for.
     leave_scheduled: Notify,
+    /// With `--redis`: where presence changes go (see `shared.rs`); unset,
+    /// presence is this node's own.
+    shared: OnceLock<mpsc::UnboundedSender<SharedOp>>,
 }
 
 struct Inner {
@@ -170,6 +175,9 @@ struct Inner {
     /// Who is in each presence channel (under the same lock as the channels,
     /// so a snapshot and a live receiver are taken together).
     presence: Presence,
+    /// Shared presence: the log position the rooms were loaded at; records
+    /// up to it are already in them.
+    presence_through: EventId,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
     /// Following a shared log: channels whose history is being loaded, and
@@ -241,12 +249,14 @@ impl Hub {
                 // possibly missed.
                 last: start,
                 presence: Presence::new(config.presence),
+                presence_through: EventId::new(0),
                 closed: false,
                 loading: HashMap::new(),
             }),
             config,
             loaded: Notify::new(),
             leave_scheduled: Notify::new(),
+            shared: OnceLock::new(),
         }
     }
 
@@ -313,7 +323,10 @@ impl Hub {
                 channel.history.expire(cutoff);
             }
             if is_presence_channel(name) {
-                if let Some(join) = member.and_then(|m| presence.connect(name, m)) {
+                // Shared presence: the member was counted in by its record,
+                // applied before this (see `shared.rs`).
+                let local = member.filter(|_| self.shared.get().is_none());
+                if let Some(join) = local.and_then(|m| presence.connect(name, m)) {
                     membership::announce(channel, presence, *last, &join);
                 }
                 snapshots.push(Backlog::Presence(membership::snapshot(presence, name)));

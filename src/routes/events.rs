@@ -52,7 +52,11 @@ pub async fn subscribe(
         return Ok(event_stream_response(Body::Empty, private));
     }
 
-    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+    if let Err(reason) = state
+        .log
+        .prepare_subscribe(&channels, resume, member.as_ref())
+        .await
+    {
         state.metrics.rejected(reason);
         return Ok(retry_later(state, reason));
     }
@@ -108,7 +112,11 @@ pub async fn websocket(
     };
     // The same preparation as an event stream (with --redis: Redis is up
     // and this node holds the channels' history).
-    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+    if let Err(reason) = state
+        .log
+        .prepare_subscribe(&channels, resume, member.as_ref())
+        .await
+    {
         state.metrics.rejected(reason);
         let retry_after = state.config.retry;
         return Err(match reason {

@@ -34,6 +34,8 @@ use tokio::time::Instant;
 
 use crate::domain::ChannelName;
 
+mod shared;
+
 /// Channels with this prefix carry presence.
 pub const PRESENCE_PREFIX: &str = "presence-";
 
@@ -234,33 +236,46 @@ impl Presence {
                 break;
             }
             let (channel, sub) = entry.remove();
-            let Some(room) = self.rooms.get_mut(&channel) else {
-                continue;
-            };
-            let before = room.members.len();
-            let Some(gone) = room.members.remove(&sub) else {
-                continue;
-            };
-            let max = self.config.max_members;
-            if before <= max {
-                out.push(Announcement::Leave(
-                    channel.clone(),
-                    Member {
-                        sub,
-                        info: gone.info,
-                    },
-                ));
-            } else if before == max + 1 {
-                out.push(Announcement::Snapshot(channel.clone()));
+            if let Some(room) = self.rooms.get_mut(&channel) {
+                if let Some(entry) = room.members.get_mut(&sub) {
+                    entry.leave = None;
+                }
             }
-            if room.members.is_empty() {
-                self.rooms.remove(&channel);
-            }
-        }
-        if self.rooms.capacity() > 4 * self.rooms.len() + 64 {
-            self.rooms.shrink_to_fit();
+            out.extend(self.remove(&channel, &sub));
         }
         out
+    }
+
+    /// Removes `sub` from `channel` (and its pending leave): the leave to
+    /// announce, or, when the channel falls back to the member limit, a
+    /// fresh snapshot.
+    fn remove(&mut self, channel: &ChannelName, sub: &str) -> Option<Announcement> {
+        let room = self.rooms.get_mut(channel)?;
+        let before = room.members.len();
+        let (sub, gone) = room.members.remove_entry(sub)?;
+        if let Some(key) = gone.leave {
+            self.leaves.remove(&key);
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(channel);
+            if self.rooms.capacity() > 4 * self.rooms.len() + 64 {
+                self.rooms.shrink_to_fit();
+            }
+        }
+        let max = self.config.max_members;
+        if before <= max {
+            Some(Announcement::Leave(
+                channel.clone(),
+                Member {
+                    sub,
+                    info: gone.info,
+                },
+            ))
+        } else if before == max + 1 {
+            Some(Announcement::Snapshot(channel.clone()))
+        } else {
+            None
+        }
     }
 
     /// When the earliest pending leave is due.
