@@ -141,7 +141,7 @@ async fn members_joins_leaves_and_the_roster_are_the_services() {
 }
 
 #[tokio::test]
-async fn a_member_on_two_nodes_is_one_member_until_both_are_gone() {
+async fn a_member_on_two_nodes_is_one_member_until_both_are_gone_and_a_new_node_knows_it() {
     let Some(redis) = Redis::start(&[]).await else {
         return;
     };
@@ -163,6 +163,9 @@ async fn a_member_on_two_nodes_is_one_member_until_both_are_gone() {
         ),
         (Some(1), Some(2))
     );
+    // A node started now loads the members from Redis
+    let c = presence_node(&redis).await;
+    assert_eq!(roster(&c).await, listed);
 
     // Its stream on A ends; longer than the grace passes: still a member
     drop(on_a);
