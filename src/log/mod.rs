@@ -124,8 +124,9 @@ impl Log {
     /// been committed and answered.
     pub async fn close(&self) {
         match self {
-            Log::Memory(_) | Log::Redis(_) => {}
+            Log::Memory(_) => {}
             Log::Disk(log) => log.close().await,
+            Log::Redis(log) => log.close().await,
         }
     }
 

@@ -194,6 +194,22 @@ impl RedisLog {
         tokio::spawn(self.clone().watchdog(shutdown));
     }
 
+    /// At the end of shutdown (streams ended): leaves the node set and
+    /// counts this node's presence connections out at once, rather than
+    /// after the node timeout.
+    pub async fn close(&self) {
+        let gone = Lua::new(presence::GONE);
+        let args = [
+            Arg::Str(&self.keys.base),
+            Arg::Int(u64::from(self.log_len)),
+            Arg::Str(&self.node),
+        ];
+        let left = tokio::time::timeout(Duration::from_secs(1), self.link.eval(&gone, &[], &args));
+        if let Ok(Err(e)) = left.await {
+            tracing::warn!(error = %e, "could not leave the node set in Redis");
+        }
+    }
+
     /// Whether Redis answers this node now.
     pub fn is_up(&self) -> bool {
         self.health.up.load(Ordering::Acquire)
@@ -523,22 +539,8 @@ impl RedisLog {
         let mut last_refresh: Option<Instant> = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    // Leave the counts, and count this node's presence
-                    // connections out, at once rather than after node_ttl.
-                    let gone = Lua::new(presence::GONE);
-                    let args = [
-                        Arg::Str(&self.keys.base),
-                        Arg::Int(u64::from(self.log_len)),
-                        Arg::Str(&self.node),
-                    ];
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        self.link.eval(&gone, &[], &args),
-                    )
-                    .await;
-                    return;
-                }
+                // `close` leaves the node set, at the end of shutdown.
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(beat) => {}
             }
             if !self.is_up() {

@@ -227,3 +227,34 @@ async fn the_members_of_a_killed_node_leave_once_within_the_grace_plus_the_node_
     );
     assert_eq!(roster(&b).await["count"], 0);
 }
+
+#[tokio::test]
+async fn a_node_shut_down_counts_its_members_out_at_once() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = presence_node(&redis).await;
+    let b = presence_node(&redis).await;
+    let mut watcher = stream(&b, PUBLISH_TOKEN).await;
+    assert_eq!(notice(&mut watcher).await.0, "herald.presence");
+    let _ada = stream(&a, &member("1", "Ada")).await;
+    assert_eq!(notice(&mut watcher).await.0, "herald.join");
+
+    // SIGTERM: A ends its streams and counts its members out on the way
+    let sent = tokio::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // The leave comes one grace later, not after the node timeout (3 s)
+    let (kind, leave) = notice(&mut watcher).await;
+    assert_eq!(
+        (kind.as_str(), leave["sub"].as_str()),
+        ("herald.leave", Some("1"))
+    );
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(3), "left {took:?} after SIGTERM");
+    nothing_before_a_marker(&b, &mut watcher, "one leave").await;
+}
