@@ -21,7 +21,7 @@
 //!   shared, then is handed to the hub in id order; the contract every
 //!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
 //!   segments, group commit, recovery, compaction), `log::redis` (`--redis`:
-//!   many nodes, one service).
+//!   many nodes, one service, presence included: `log/redis/presence.rs`).
 //! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
 //!   enter it only through [`hub::Hub::applier`], or, on a node following
 //!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`). And presence
