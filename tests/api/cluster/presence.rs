@@ -258,3 +258,40 @@ async fn a_node_shut_down_counts_its_members_out_at_once() {
     assert!(took < Duration::from_secs(3), "left {took:?} after SIGTERM");
     nothing_before_a_marker(&b, &mut watcher, "one leave").await;
 }
+
+#[tokio::test]
+async fn a_websocket_member_on_one_node_is_seen_from_another() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = presence_node(&redis).await;
+    let b = presence_node(&redis).await;
+    let mut watcher = stream(&b, PUBLISH_TOKEN).await;
+    assert_eq!(notice(&mut watcher).await.0, "herald.presence");
+
+    // A WebSocket member on A: its snapshot first, and B's watcher is told
+    let url = format!("ws://{}/events/{ROOM}?token={}", a.addr, member("1", "Ada"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let first = loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Text(text) => break serde_json::from_str::<Value>(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(first["event"], "herald.presence");
+    let snapshot: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
+    assert_eq!(subs(&snapshot), vec!["1"]);
+    let (kind, join) = notice(&mut watcher).await;
+    assert_eq!(
+        (kind.as_str(), join["sub"].as_str()),
+        ("herald.join", Some("1"))
+    );
+
+    // It closes: B's watcher is told it left
+    drop(socket);
+    assert_eq!(notice(&mut watcher).await.0, "herald.leave");
+}
