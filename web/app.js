@@ -1,7 +1,8 @@
 // herald demo page (index.html): subscribe with EventSource, show every event,
-// publish single events or batches, list channels. Only the public HTTP API is
-// used. Every piece of server or user text is put on the page with textContent,
-// never parsed as HTML.
+// publish single events or batches, list channels, with an access token when
+// one is given (and a new one fetched when it expires). Only the public HTTP
+// API is used. Every piece of server or user text is put on the page with
+// textContent, never parsed as HTML.
 'use strict';
 
 (function () {
@@ -52,7 +53,37 @@
     count: 0,          // events shown
     seq: 0,            // arrival order of log lines, for tests and readers
     lastId: '',        // id of the newest event received
+    channels: [],      // what the current stream is on, to resume it with a new token
+    types: [],
+    renewUrl: '',      // ?renew=: where a new token comes from on herald.expired
   };
+
+  // ---------- access token ----------
+
+  /** The token in the form: a JWT or the publish token, or '' for none. */
+  function token() {
+    return $('sub-token').value.trim();
+  }
+
+  /** Headers carrying the token on fetch requests (publishes, /channels). */
+  function authHeaders() {
+    const t = token();
+    return t ? { Authorization: `Bearer ${t}` } : {};
+  }
+
+  /**
+   * A new token from the renew URL: GET with the page's cookies (the app's
+   * session), answered as text or as JSON {"token": "..."}.
+   */
+  async function fetchToken(url) {
+    const res = await fetch(url, { credentials: 'include', cache: 'no-store' });
+    if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+    const text = (await res.text()).trim();
+    let t = text;
+    if (text.startsWith('{')) t = JSON.parse(text).token;
+    if (typeof t !== 'string' || !t) throw new Error('the answer holds no token');
+    return t;
+  }
 
   // ---------- connection ----------
 
@@ -60,10 +91,11 @@
     const badge = $('state');
     badge.dataset.state = name;
     badge.textContent = name;
-    $('sub-stop').disabled = name === 'idle' || name === 'closed';
+    $('sub-stop').disabled = name === 'idle' || name === 'closed' || name === 'expired';
   }
 
-  function streamUrl(channels, lastEventId) {
+  /** The stream's URL; with `tok`, the token goes in ?token= (EventSource cannot set headers). */
+  function streamUrl(channels, lastEventId, tok) {
     const params = new URLSearchParams();
     let path;
     if (channels.length === 1) {
@@ -73,6 +105,7 @@
       for (const c of channels) params.append('channel', c);
     }
     if (lastEventId) params.set('lastEventId', lastEventId);
+    if (tok) params.set('token', tok);
     const qs = params.toString();
     return qs ? `${path}?${qs}` : path;
   }
@@ -80,18 +113,22 @@
   function listenFor(type) {
     if (!state.es || state.listening.has(type)) return;
     state.listening.add(type);
-    state.es.addEventListener(type, type === 'herald.gap' ? onGap : onEvent);
+    const handler = { 'herald.gap': onGap, 'herald.expired': onExpired }[type] || onEvent;
+    state.es.addEventListener(type, handler);
   }
 
-  function connect(channels, types, lastEventId) {
+  /** Opens the stream; `resume` keeps the ids already shown (a renewal). */
+  function connect(channels, types, lastEventId, resume = false) {
     disconnect(false);
-    const url = streamUrl(channels, lastEventId);
-    const es = new EventSource(url);
+    const tok = token();
+    const es = new EventSource(streamUrl(channels, lastEventId, tok));
     state.es = es;
     state.everOpened = false;
     state.listening = new Set();
-    state.seen = new Set();
-    for (const t of ['message', 'herald.gap', ...types]) listenFor(t);
+    if (!resume) state.seen = new Set();
+    state.channels = channels;
+    state.types = types;
+    for (const t of ['message', 'herald.gap', 'herald.expired', ...types]) listenFor(t);
 
     es.onopen = () => {
       if (state.es !== es) return;
@@ -104,7 +141,7 @@
       if (state.es !== es) return;
       if (es.readyState === EventSource.CLOSED) {
         setState('closed');
-        sysLine('the server refused the stream; EventSource will not retry');
+        sysLine('the server refused the stream; EventSource will not retry' + (tok ? ' (is the token valid and does it grant these channels?)' : ''));
       } else if (state.everOpened) {
         if ($('state').dataset.state !== 'reconnecting') sysLine('connection lost, reconnecting…');
         setState('reconnecting');
@@ -114,7 +151,8 @@
     };
 
     setState('connecting');
-    $('stream-url').textContent = url;
+    // The token is not shown on the page.
+    $('stream-url').textContent = streamUrl(channels, lastEventId, tok ? 'TOKEN' : '').replace('token=TOKEN', 'token=…');
     $('try-text').textContent = tryText(channels);
     sysLine(`subscribing to ${channels.join(', ')}` + (lastEventId ? ` after id ${lastEventId}` : ''));
   }
@@ -172,6 +210,36 @@
     logLine({ cls: 'event', id, type: ev.type, data: ev.data });
   }
 
+  /**
+   * The token ran out: the server sent herald.expired and ends the stream.
+   * With a renew URL, get a new token and resume after the last id seen, so
+   * nothing published meanwhile is missed; without one, stop and say so.
+   */
+  async function onExpired() {
+    const es = state.es;
+    if (!es) return;
+    es.close();
+    if (!state.renewUrl) {
+      state.es = null;
+      setState('expired');
+      sysLine('the token expired: enter a new one and subscribe again');
+      return;
+    }
+    setState('renewing');
+    sysLine('the token expired: renewing it');
+    try {
+      const fresh = await fetchToken(state.renewUrl);
+      if (state.es !== es) return; // the user subscribed or disconnected meanwhile
+      $('sub-token').value = fresh;
+      connect(state.channels, state.types, state.lastId, true);
+    } catch (e) {
+      if (state.es !== es) return;
+      state.es = null;
+      setState('expired');
+      sysLine(`the token expired and could not be renewed: ${e.message}`);
+    }
+  }
+
   function onGap(ev) {
     // A herald.gap event carries no id of its own (ev.lastEventId would be the
     // previous event's), and JSON data with at least "channel".
@@ -218,6 +286,8 @@
       for (const c of form.channels) params.append('channel', c);
       for (const t of form.types) params.append('event', t);
       if (form.lastEventId) params.set('lastEventId', form.lastEventId);
+      // The token is never written into the address; the renew URL is kept.
+      if (state.renewUrl) params.set('renew', state.renewUrl);
       history.replaceState(null, '', `${location.pathname}?${params}`);
     }
     connect(form.channels, form.types, form.lastEventId);
@@ -249,13 +319,13 @@
         for (const it of items) if (it && typeof it.event === 'string') listenFor(it.event);
       }
       url = '/publish';
-      init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: data };
+      init = { method: 'POST', headers: { 'Content-Type': 'application/json', ...authHeaders() }, body: data };
     } else {
       const channel = $('pub-channel').value.trim();
       const type = $('pub-event').value.trim();
       if (type) listenFor(type);
       url = '/publish/' + encodeURIComponent(channel) + (type ? '?event=' + encodeURIComponent(type) : '');
-      init = { method: 'POST', headers: { 'Content-Type': 'text/plain; charset=utf-8' }, body: data };
+      init = { method: 'POST', headers: { 'Content-Type': 'text/plain; charset=utf-8', ...authHeaders() }, body: data };
     }
     $('pub-submit').disabled = true;
     try {
@@ -298,7 +368,8 @@
     if (channelsBusy) return;
     channelsBusy = true;
     try {
-      const res = await fetch('/channels', { cache: 'no-store' });
+      const res = await fetch('/channels', { cache: 'no-store', headers: authHeaders() });
+      if (res.status === 401 || res.status === 403) throw new Error(`${res.status}: the channel list needs the publish token`);
       if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       const list = await res.json();
       renderChannels(Array.isArray(list) ? list : []);
@@ -344,16 +415,18 @@
     const base = location.origin;
     const ch = channels[0] || 'news';
     const quote = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
+    // With a token, the commands read it from $TOKEN rather than show it.
+    const auth = token() ? '-H "Authorization: Bearer $TOKEN" ' : '';
     return [
       '# subscribe (Ctrl+C to stop)',
-      `curl -N ${quote(base + streamUrl(channels, ''))}`,
+      `curl -N ${auth}${quote(base + streamUrl(channels, ''))}`,
       '',
       '# publish: the body is the data',
-      `curl -d 'hello from curl' ${quote(`${base}/publish/${encodeURIComponent(ch)}`)}`,
-      `curl -d 'disk almost full' ${quote(`${base}/publish/${encodeURIComponent(ch)}?event=alert`)}`,
+      `curl ${auth}-d 'hello from curl' ${quote(`${base}/publish/${encodeURIComponent(ch)}`)}`,
+      `curl ${auth}-d 'disk almost full' ${quote(`${base}/publish/${encodeURIComponent(ch)}?event=alert`)}`,
       '',
       '# resume: every retained event after id 0, or a herald.gap notice',
-      `curl -N -H 'Last-Event-ID: 0' ${quote(base + streamUrl(channels, ''))}`,
+      `curl -N ${auth}-H 'Last-Event-ID: 0' ${quote(base + streamUrl(channels, ''))}`,
     ].join('\n');
   }
 
@@ -366,6 +439,8 @@
     if (channels.length) $('sub-channels').value = channels.join(' ');
     if (types.length) $('sub-events').value = types.join(', ');
     if (q.get('lastEventId')) $('sub-last-id').value = q.get('lastEventId').trim();
+    if (q.get('token')) $('sub-token').value = q.get('token').trim();
+    state.renewUrl = (q.get('renew') || '').trim();
     $('pub-channel').value = splitList([$('sub-channels').value])[0] || 'news';
     $('try-text').textContent = tryText(splitList([$('sub-channels').value]));
 

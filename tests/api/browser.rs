@@ -21,6 +21,8 @@ use tokio::process::Command;
 use crate::helpers::{spawn_app, spawn_app_at, spawn_app_with, TestApp};
 use crate::tls_client::spawn_tls_app_with;
 
+mod auth;
+
 /// Upper bound for one scenario, browser start included; e2e.mjs has its own,
 /// shorter watchdog, so this only fires if node itself hangs.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
@@ -129,6 +131,7 @@ impl Driver {
                 self.app = Some(spawn_app_at(addr, self.configure).await);
                 json!({})
             }
+            Some("mint") => auth::mint(step),
             other => json!({ "error": format!("unknown step {other:?}") }),
         }
     }

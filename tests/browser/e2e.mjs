@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { authScenarios } from './auth.mjs';
 
 const LAUNCH_ARGS = [
   '--headless',
@@ -546,6 +547,11 @@ scenarios['many-streams'] = async (ctx) => {
   const opened = await page.evaluate(() => window.opened);
   return { protocol, opened, received };
 };
+
+// Access control (SPEC §6): auth-token, auth-renew, auth-cookie (see auth.mjs).
+Object.assign(scenarios, authScenarios({
+  base, params, step, waitFor, waitState, waitEventId, logEvents, publishResult, check, same, screenshot,
+}));
 
 // ---------- main ----------
 

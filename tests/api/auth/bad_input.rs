@@ -107,17 +107,18 @@ async fn each_bad_token_is_refused_counted_and_changes_nothing() {
             !message.contains(bad.as_str()),
             "{what}: the token is not echoed"
         );
+        // On an open channel by the query, and on a publish: the same.
         let by_query = app.url(&format!("/events/news?token={bad}"));
-        assert_eq!(
-            answer(app.client.get(by_query)).await.0,
-            401,
-            "{what}: query"
-        );
         let publish = app
             .client
             .post(app.url("/publish/private-a"))
-            .bearer_auth(bad);
-        assert_eq!(answer(publish.body("x")).await.0, 401, "{what}: publish");
+            .bearer_auth(bad)
+            .body("x");
+        for (how, request) in [("query", app.client.get(by_query)), ("publish", publish)] {
+            let (status, _, body) = answer(request).await;
+            assert_eq!(status, 401, "{what}: {how}");
+            assert_eq!(body["error"], "unauthorized", "{what}: {how}");
+        }
     }
     assert_eq!(
         rejected(&app, "unauthorized").await,
@@ -126,18 +127,24 @@ async fn each_bad_token_is_refused_counted_and_changes_nothing() {
     // A cookie header of garbage is no token at all; a garbage token in it
     // is refused.
     for garbage in [
-        "\u{1}=;;;herald_token",
-        "herald_token=%%%; =;",
-        "herald_token=a.b.c",
+        &b"\xff\xfe=;;;herald_token"[..],
+        b"herald_token=%%%; =;",
+        b"herald_token=a.b.c",
+        b"herald_token",
     ] {
+        let value = reqwest::header::HeaderValue::from_bytes(garbage).unwrap();
         let r = app
             .client
             .get(app.url("/events/private-a"))
-            .header("cookie", garbage);
-        assert_eq!(answer(r).await.0, 401, "{garbage:?}");
+            .header("cookie", value);
+        let (status, _, body) = answer(r).await;
+        assert_eq!(status, 401, "{garbage:?}");
+        assert_eq!(body["error"], "unauthorized", "{garbage:?}");
     }
-    // Nothing was published, and the server still serves a good client.
+    // Nothing was published or subscribed (only the watcher's channel
+    // exists), and the server still serves a good client.
     assert_eq!(app.metric("herald_events_published_total").await, 0.0);
+    assert_eq!(app.state.hub.channel_count(), 1);
     let ok = app
         .client
         .post(app.url("/publish/private-a"))

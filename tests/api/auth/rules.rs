@@ -198,15 +198,19 @@ async fn the_token_comes_from_header_then_query_then_cookie() {
 
 #[tokio::test]
 async fn a_cookie_with_a_wildcard_cors_origin_is_a_startup_error() {
-    let mut config = herald::Config::default();
-    config.jwt_secret = vec![Secret::new("s")];
-    config.auth_cookie = Some("herald_token".into());
+    let mut config = herald::Config {
+        jwt_secret: vec![Secret::new("s")],
+        auth_cookie: Some("herald_token".into()),
+        ..Default::default()
+    };
     let error = herald::app::State::try_new(config.clone()).err().unwrap();
     assert!(error.contains("--cors-origin"), "{error}");
     config.cors_origin = vec!["https://app.example".into()];
     assert!(herald::app::State::try_new(config).is_ok());
-    let mut no_key = herald::Config::default();
-    no_key.anonymous = false;
+    let no_key = herald::Config {
+        anonymous: false,
+        ..Default::default()
+    };
     assert!(herald::app::State::try_new(no_key).is_err());
 }
 
