@@ -377,3 +377,75 @@ async fn check_eviction_policy(conn: &mut MultiplexedConnection) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    #[test]
+    fn presence_records_decode_in_the_id_chain() {
+        let ch = ChannelName::parse("presence-a").unwrap();
+        let open = entry(
+            "11-0",
+            &[
+                "k",
+                "o",
+                "c",
+                "presence-a",
+                "s",
+                "1",
+                "i",
+                "{\"n\":1}",
+                "n",
+                "2",
+                "j",
+                "1",
+                "p",
+                "10",
+            ],
+        );
+        let Some((id, prev, Item::Presence(Some(change)))) = decode(&open) else {
+            panic!("a presence record");
+        };
+        assert_eq!((id, prev), (EventId::new(11), EventId::new(10)));
+        assert_eq!(
+            change,
+            Change::Opened {
+                channel: ch.clone(),
+                member: Member::new("1", Some("{\"n\":1}")),
+                count: 2,
+                join: true,
+            }
+        );
+        let close = entry(
+            "12-0",
+            &["k", "x", "p", "11", "c", "presence-a", "s", "1", "n", "0"],
+        );
+        assert!(matches!(
+            decode(&close),
+            Some((_, _, Item::Presence(Some(Change::Closed { count: 0, .. }))))
+        ));
+        // Unreadable, it still counts for continuity.
+        let odd = entry("13-0", &["k", "?", "p", "12", "c", "presence-a", "s", "1"]);
+        assert!(matches!(
+            decode(&odd),
+            Some((_, prev, Item::Presence(None))) if prev == EventId::new(12)
+        ));
+        let event = entry(
+            "14-0",
+            &["c", "news", "p", "13", "b", "data: x\n", "n", "1"],
+        );
+        assert!(matches!(
+            decode(&event),
+            Some((_, _, Item::Event(Some(_), _)))
+        ));
+    }
+}
