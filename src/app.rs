@@ -150,6 +150,8 @@ enum Route<'a> {
     Healthz,
     Metrics,
     Channels,
+    /// `/channels/{channel}/presence`, with the raw channel.
+    Presence(&'a str),
     Static(&'static include_dir::File<'static>),
 }
 
@@ -166,6 +168,11 @@ impl Route<'_> {
                     Route::Subscribe(Some(channel))
                 } else if let Some(channel) = path.strip_prefix("/publish/") {
                     Route::Publish(Some(channel))
+                } else if let Some(channel) = path
+                    .strip_prefix("/channels/")
+                    .and_then(|rest| rest.strip_suffix("/presence"))
+                {
+                    Route::Presence(channel)
                 } else {
                     Route::Static(routes::assets::find(path)?)
                 }
@@ -361,6 +368,7 @@ where
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
         Route::Channels => routes::channels::list(state, &parts).await,
+        Route::Presence(channel) => routes::presence::roster(state, &parts, channel, head),
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
     result.unwrap_or_else(|e| rejected(state, e))

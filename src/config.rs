@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::history::HistoryLimits;
+use crate::hub::presence::PresenceConfig;
 use crate::hub::HubConfig;
 
 #[derive(Parser, Debug, Clone)]
@@ -107,6 +108,23 @@ pub struct Config {
     /// Answer 408 to a client that has not sent its whole request body by then.
     #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub body_timeout: Duration,
+
+    /// On a presence channel, announce a member's leave after it has had no
+    /// open stream for this long (a page reload or reconnect announces nothing).
+    #[arg(long, env = "HERALD_PRESENCE_GRACE", default_value = "10s", value_parser = duration)]
+    pub presence_grace: Duration,
+
+    /// Above this many members a presence channel stops announcing joins and
+    /// leaves, and its snapshot lists only this many.
+    #[arg(long, env = "HERALD_PRESENCE_MAX_MEMBERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub presence_max_members: u32,
+
+    /// Close a connection whose peer has not acknowledged anything for this
+    /// long (TCP keepalive and TCP_USER_TIMEOUT on accepted sockets): a client
+    /// that vanished without closing leaves within about `--heartbeat` plus
+    /// this. `0s` keeps the system defaults (hours).
+    #[arg(long, env = "HERALD_DEAD_PEER_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub dead_peer_timeout: Duration,
 
     /// On SIGINT/SIGTERM, wait at most this long for open requests before exiting.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
@@ -288,6 +306,10 @@ impl Config {
             max_channels: self.max_channels as usize,
             stream_buffer: self.stream_buffer as usize,
             channel_ttl: self.channel_ttl,
+            presence: PresenceConfig {
+                grace: self.presence_grace,
+                max_members: self.presence_max_members as usize,
+            },
         }
     }
 }
@@ -380,6 +402,9 @@ mod tests {
         assert_eq!(c.history_age, None);
         assert_eq!(c.data_dir, None);
         assert_eq!(c.fsync, Fsync::Batch);
+        assert_eq!(c.presence_grace, Duration::from_secs(10));
+        assert_eq!(c.presence_max_members, 100);
+        assert_eq!(c.dead_peer_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub enum ApiError {
         "the token does not grant these channels"
     })]
     Forbidden { channels: Vec<ChannelName> },
+    /// A presence channel with a token that names no member.
+    #[error("presence channels need a token with a `sub` claim: the member the others see")]
+    NoMember { channels: Vec<ChannelName> },
+    #[error("presence is kept only for channels named presence-*")]
+    NotPresenceChannel,
     #[error(
         "channels named private-* and presence-* need access control, and none is configured \
          (--jwt-secret, --jwt-public-key, --jwks-file, --publish-token)"
@@ -101,7 +106,8 @@ impl ApiError {
             | ApiError::BadJson(_)
             | ApiError::BadBatchItem { .. }
             | ApiError::BodyRead(_)
-            | ApiError::BadUpgrade(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadUpgrade(_)
+            | ApiError::NotPresenceChannel => StatusCode::BAD_REQUEST,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -113,9 +119,9 @@ impl ApiError {
             | ApiError::ShuttingDown { .. }
             | ApiError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::AuthNotConfigured { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Forbidden { .. }
+            | ApiError::NoMember { .. }
+            | ApiError::AuthNotConfigured { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -141,7 +147,8 @@ impl ApiError {
             ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::BackendUnavailable { .. } => "backend_unavailable",
             ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::NoMember { .. } => "forbidden",
+            ApiError::NotPresenceChannel => "not_a_presence_channel",
             ApiError::AuthNotConfigured { .. } => "auth_not_configured",
         }
     }
@@ -153,7 +160,9 @@ impl ApiError {
         });
         match &self {
             ApiError::BadBatchItem { index, .. } => body["index"] = (*index).into(),
-            ApiError::Forbidden { channels } | ApiError::AuthNotConfigured { channels } => {
+            ApiError::Forbidden { channels }
+            | ApiError::NoMember { channels }
+            | ApiError::AuthNotConfigured { channels } => {
                 body["channels"] = channels.iter().map(|c| c.as_str()).collect();
             }
             _ => {}

@@ -37,6 +37,23 @@ impl Event {
             ws: Arc::default(),
         }
     }
+
+    /// A frame that is not a published event but travels on the channel's
+    /// live queue with them: a presence notice (`herald.join`, ...), with
+    /// no `id:` line and never kept in history. `position` is the newest id
+    /// applied when it was sent, its place in the id order: every event of
+    /// the channel up to it was queued before it. Encoded once, like an
+    /// event: the SSE frame here, the WebSocket message by the first socket
+    /// that writes it.
+    pub fn notice(position: EventId, frame: Bytes) -> Event {
+        Event::new(position, frame, 0)
+    }
+
+    /// Whether this is a [notice](Event::notice). Published data is never
+    /// empty (SPEC §3), so a zero `data_len` marks a notice.
+    pub fn is_notice(&self) -> bool {
+        self.data_len == 0
+    }
 }
 
 /// A `herald.*` notice for one subscriber: no id (so it never moves a

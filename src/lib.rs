@@ -21,10 +21,13 @@
 //!   shared, then is handed to the hub in id order; the contract every
 //!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
 //!   segments, group commit, recovery, compaction), `log::redis` (`--redis`:
-//!   many nodes, one service).
+//!   many nodes, one service, presence included: `log/redis/presence.rs`).
 //! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
 //!   enter it only through [`hub::Hub::applier`], or, on a node following
-//!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`).
+//!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`). And presence
+//!   (`hub::presence`: who is in each `presence-*` channel, which joins and
+//!   leaves to announce; `hub::membership`: a stream's membership and the one
+//!   place presence notices are sent).
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`transport`]: the subscription core (backlog, live events merged in
 //!   id order, heartbeats, catching up after lag, shutdown) and its two thin

@@ -163,6 +163,9 @@ pub struct Metrics {
     pub streams_ws: IntGauge,
     /// Channels the hub holds; set from the hub at scrape time.
     pub channels: IntGauge,
+    /// Members of presence channels (those in their grace included), summed
+    /// over channels; set from the hub at scrape time.
+    pub presence_members: IntGauge,
     pub events_published: IntCounter,
     /// Live events handed to subscribers' connections.
     pub events_delivered: IntCounter,
@@ -222,6 +225,10 @@ impl Metrics {
             streams_sse: transport.with_label_values(&["sse"]),
             streams_ws: transport.with_label_values(&["ws"]),
             channels: gauge("herald_channels", "Channels held in memory."),
+            presence_members: gauge(
+                "herald_presence_members",
+                "Members of presence channels, summed over channels.",
+            ),
             events_published: counter("herald_events_published_total", "Events published."),
             events_delivered: counter(
                 "herald_events_delivered_total",
@@ -291,12 +298,13 @@ impl Metrics {
             )
             .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(transport),
             Box::new(metrics.ws_rejected.clone()),
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.streams_open.clone()),
             Box::new(metrics.channels.clone()),
+            Box::new(metrics.presence_members.clone()),
             Box::new(metrics.events_published.clone()),
             Box::new(metrics.events_delivered.clone()),
             Box::new(metrics.events_replayed.clone()),

@@ -300,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn notice_has_a_type_one_data_line_and_no_id() {
+        assert_eq!(
+            &notice(&Notice {
+                channel: crate::domain::ChannelName::parse("presence-a").unwrap(),
+                event: "herald.join",
+                data: "{\"sub\":\"42\"}".to_owned(),
+            })[..],
+            b"event: herald.join\ndata: {\"sub\":\"42\"}\n\n"
+        );
+    }
+
+    #[test]
     fn gap_notice_has_no_id_and_json_data() {
         let ch = crate::domain::ChannelName::parse("news").unwrap();
         let text = notice(&Notice::gap(

@@ -2,12 +2,17 @@
 // same room: EventSource to listen and POST /publish/<room> to talk, or one
 // WebSocket on /events/<room> for both (a publish message per line said).
 // All message text is put on the page with textContent, so a message can
-// never inject HTML.
+// never inject HTML. In a presence-* room (with a token) the "Online" list
+// comes from herald's own presence events, on either transport.
 'use strict';
 
 (function () {
   const CHANNEL_RE = /^[A-Za-z0-9_\-.:~@]{1,128}$/;
-  const EVENT_TYPES = ['chat', 'chat.join', 'chat.leave', 'message', 'herald.gap'];
+  const EVENT_TYPES = [
+    'chat', 'chat.join', 'chat.leave', 'message',
+    'herald.gap', 'herald.presence', 'herald.join', 'herald.leave', 'herald.expired',
+  ];
+  const PRESENCE_PREFIX = 'presence-';
   const MAX_NICK = 40;
   const MAX_TEXT = 2000;
   const MAX_LINES = 1000;
@@ -22,6 +27,24 @@
     get(key) { try { return localStorage.getItem(key) || ''; } catch (_) { return ''; } },
     set(key, value) { try { localStorage.setItem(key, value); } catch (_) { /* no memory, no harm */ } },
   };
+  // The token is kept for this tab only, never in the address bar or localStorage.
+  const tabStore = {
+    get(key) { try { return sessionStorage.getItem(key) || ''; } catch (_) { return ''; } },
+    set(key, value) { try { sessionStorage.setItem(key, value); } catch (_) { /* not kept */ } },
+  };
+
+  /** A JWT's claims, read without checking the signature (the server checks it); null if unreadable. */
+  function claimsOf(token) {
+    try {
+      const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims && typeof claims === 'object' ? claims : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   // The last id is remembered per room and nickname: two tabs of one browser, in the
   // same room under different names, each catch up on what they themselves missed.
   const lastIdKey = (room, nick) => `herald.chat.lastId:${room}:${nick}`;
@@ -53,10 +76,16 @@
     return `/publish/${encodeURIComponent(room)}?event=${encodeURIComponent(type)}`;
   }
 
-  function post(room, type, payload) {
+  function authHeaders(token) {
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
+  }
+
+  function post(room, type, payload, token) {
     return fetch(publishUrl(room, type), {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: authHeaders(token),
       body: JSON.stringify(payload),
     }).then(async (res) => {
       if (res.ok) return res.json();
@@ -71,18 +100,27 @@
 
   // ---------- joining and leaving ----------
 
-  function join(room, nick, transport) {
+  function join(room, nick, transport, token) {
     if (session) closeStream();
     const lastId = store.get(lastIdKey(room, nick));
+    const presence = room.startsWith(PRESENCE_PREFIX);
     session = {
-      room, nick, transport, seen: new Set(), everOpened: false, announced: false, left: false,
-      close() {}, publish: (type, payload) => post(room, type, payload),
+      room, nick, transport, token, seen: new Set(), everOpened: false, announced: false, left: false,
+      close() {}, publish: (type, payload) => post(room, type, payload, token),
+      // In a presence room herald announces who comes and goes; the page does not.
+      presence,
+      me: (claimsOf(token) || {}).sub || null,
+      // sub -> info, from herald.presence, herald.join and herald.leave
+      members: new Map(),
+      // members a truncated snapshot did not list
+      unlisted: 0,
     };
     const s = session;
     if (transport === 'ws') openSocket(s, lastId);
     else openEventSource(s, lastId);
 
     store.set('herald.chat.nick', nick);
+    tabStore.set('herald.chat.token', token || '');
     store.set('herald.chat.room', room);
     store.set('herald.chat.transport', transport);
     const q = { room, nick };
@@ -90,6 +128,8 @@
     history.replaceState(null, '', `${location.pathname}?${new URLSearchParams(q)}`);
 
     $('messages').replaceChildren();
+    $('members').replaceChildren();
+    $('online').hidden = !presence;
     if (lastId) noticeLine('catch-up', `Back in #${room}: what was said since you were last here follows.`);
     $('room-name').textContent = room;
     $('me').textContent = nick;
@@ -104,23 +144,35 @@
   function opened(s) {
     s.everOpened = true;
     setState('open');
-    if (!s.announced) {
+    if (!s.announced && !s.presence) {
       s.announced = true;
       s.publish('chat.join', { nick: s.nick, client: CLIENT })
         .catch((e) => showSendError(`Could not announce the join: ${e.message}`));
     }
   }
 
+  /** The subscription's query: where to resume, and the token (a browser can set no header on either). */
+  function streamQuery(s, lastId) {
+    const query = new URLSearchParams();
+    if (lastId) query.set('lastEventId', lastId);
+    if (s.token) query.set('token', s.token);
+    return query.toString() ? `?${query}` : '';
+  }
+
   function openEventSource(s, lastId) {
-    const url = `/events/${encodeURIComponent(s.room)}` + (lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '');
+    const url = `/events/${encodeURIComponent(s.room)}${streamQuery(s, lastId)}`;
     const es = new EventSource(url);
     s.close = () => es.close();
     for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => onEvent(s, ev.type, ev.data, ev.lastEventId));
     es.onopen = () => { if (session === s) opened(s); };
     es.onerror = () => {
       if (session !== s) return;
-      if (es.readyState === EventSource.CLOSED) setState('closed');
-      else setState(s.everOpened ? 'reconnecting' : 'connecting');
+      if (es.readyState === EventSource.CLOSED) {
+        setState('closed');
+        explainClosed(url);
+      } else {
+        setState(s.everOpened ? 'reconnecting' : 'connecting');
+      }
     };
   }
 
@@ -132,8 +184,8 @@
    */
   function openSocket(s, lastId) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const resume = lastId ? `?lastEventId=${encodeURIComponent(lastId)}` : '';
-    const ws = new WebSocket(`${scheme}//${location.host}/events/${encodeURIComponent(s.room)}${resume}`);
+    const path = `/events/${encodeURIComponent(s.room)}${streamQuery(s, lastId)}`;
+    const ws = new WebSocket(`${scheme}//${location.host}${path}`);
     const pending = [];
     let closed = false;
     s.close = () => { closed = true; ws.close(1000); };
@@ -172,7 +224,23 @@
     if (session) session.close();
   }
 
-  /** Publishes the leave notice once. With beacon, it survives the page being closed. */
+  /**
+   * EventSource gives no status when the server refuses it (401, 403): HEAD answers
+   * what GET would, so ask it why, and say so.
+   */
+  function explainClosed(url) {
+    fetch(url, { method: 'HEAD' }).then((res) => {
+      if (res.status === 401) showSendError('The server refused the stream (401): the token is missing, invalid or expired.');
+      else if (res.status === 403) showSendError('The server refused the stream (403): the token does not grant this room, or has no sub.');
+      else if (!res.ok) showSendError(`The server refused the stream (${res.status}).`);
+    }).catch(() => { /* the server is gone: nothing to explain */ });
+  }
+
+  /**
+   * Publishes the leave notice once (not in a presence room: herald announces it).
+   * A beacon survives the page being closed but carries no token; with a token,
+   * a keepalive fetch does the same.
+   */
   function announceLeave(beacon) {
     const s = session;
     if (!s || s.left || !s.announced) return Promise.resolve();
@@ -184,8 +252,8 @@
     }
     const body = JSON.stringify({ nick: s.nick, client: CLIENT });
     const url = publishUrl(s.room, 'chat.leave');
-    if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
-    return fetch(url, { method: 'POST', body, keepalive: true, headers: { 'Content-Type': 'application/json' } })
+    if (beacon && !s.token && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve();
+    return fetch(url, { method: 'POST', body, keepalive: true, headers: authHeaders(s.token) })
       .catch(() => { /* leaving anyway */ });
   }
 
@@ -204,14 +272,58 @@
 
   function onEvent(s, type, data, lastEventId) {
     if (session !== s) return;
-    // herald.gap has no id of its own; an EventSource's lastEventId would be the previous event's.
-    const id = type === 'herald.gap' ? '' : lastEventId;
+    // herald.* notices have no id of their own; an EventSource's lastEventId would be the previous event's.
+    const id = type.startsWith('herald.') ? '' : lastEventId;
     if (id) {
       if (s.seen.has(id)) return; // replayed after a reconnect or gap: already shown
       s.seen.add(id);
       store.set(lastIdKey(s.room, s.nick), id);
     }
+    if (type === 'herald.presence' || type === 'herald.join' || type === 'herald.leave') {
+      onPresence(s, type, parse(data));
+      return;
+    }
     render(type, data, id);
+  }
+
+  // ---------- who is online (presence-* rooms) ----------
+
+  /** The name a member goes by: its token's info.name, else its sub. */
+  function memberName(sub, info) {
+    return clip(info && typeof info === 'object' && info.name, MAX_NICK) || clip(String(sub), 128);
+  }
+
+  function onPresence(s, type, msg) {
+    if (!msg || msg.channel !== s.room) return;
+    if (type === 'herald.presence') {
+      // The snapshot: who is here now, ourselves included. Sent first on every
+      // (re)connect, so it replaces the list rather than adding to it.
+      const members = Array.isArray(msg.members) ? msg.members : [];
+      s.members = new Map(members.map((m) => [String(m.sub), m.info]));
+      s.unlisted = Math.max(0, (Number(msg.count) || 0) - s.members.size);
+    } else if (type === 'herald.join') {
+      const known = s.members.has(String(msg.sub));
+      s.members.set(String(msg.sub), msg.info);
+      // A join for someone already listed is a new info (a renamed tab): no notice.
+      if (!known) noticeLine('join', `${memberName(msg.sub, msg.info)} joined`).dataset.nick = memberName(msg.sub, msg.info);
+    } else {
+      s.members.delete(String(msg.sub));
+      noticeLine('leave', `${memberName(msg.sub, msg.info)} left`).dataset.nick = memberName(msg.sub, msg.info);
+    }
+    drawMembers(s);
+  }
+
+  function drawMembers(s) {
+    const rows = [...s.members].map(([sub, info]) => ({ sub, name: memberName(sub, info) }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    $('members').replaceChildren(...rows.map(({ sub, name }) => {
+      const li = el('li', { class: sub === s.me ? 'me' : '', text: sub === s.me ? `${name} (you)` : name });
+      li.dataset.sub = sub;
+      return li;
+    }));
+    $('online-count').textContent = String(s.members.size + s.unlisted);
+    $('online-more').hidden = s.unlisted === 0;
+    $('online-more').textContent = `and ${s.unlisted} more`;
   }
 
   function parse(data) {
@@ -231,6 +343,10 @@
     const mine = !!msg && msg.client === CLIENT;
     if (type === 'herald.gap') {
       noticeLine('gap', 'Some messages may be missing here: the room’s history no longer reaches back that far, or the server restarted.');
+      return;
+    }
+    if (type === 'herald.expired') {
+      noticeLine('gap', 'Your token expired: open the room again with a fresh one.');
       return;
     }
     if (type === 'chat.join' || type === 'chat.leave') {
@@ -309,14 +425,25 @@
   function readJoinForm() {
     const nick = $('nick').value.trim().slice(0, MAX_NICK);
     const room = $('room').value.trim();
+    const token = $('token').value.trim();
     if (!nick) return { error: 'Pick a nickname.' };
     if (!CHANNEL_RE.test(room)) return { error: 'A room name is 1–128 of A–Z a–z 0–9 _ - . : ~ @' };
-    return { nick, room, transport: $('transport').value === 'ws' ? 'ws' : 'sse' };
+    if (room.startsWith(PRESENCE_PREFIX) && !token) return { error: 'A presence-* room needs a token: see `herald token` in the README.' };
+    return { nick, room, token, transport: $('transport').value === 'ws' ? 'ws' : 'sse' };
   }
 
   function init() {
     const q = new URLSearchParams(location.search);
-    $('nick').value = q.get('nick') || store.get('herald.chat.nick');
+    $('token').value = q.get('token') || tabStore.get('herald.chat.token');
+    const named = (claimsOf($('token').value) || {}).herald;
+    const tokenName = named && named.info && typeof named.info.name === 'string' ? named.info.name : '';
+    $('nick').value = q.get('nick') || tokenName || store.get('herald.chat.nick');
+    if (q.has('token')) {
+      // Out of the address bar (history, screenshots, shared links) at once.
+      const rest = new URLSearchParams(q);
+      rest.delete('token');
+      history.replaceState(null, '', `${location.pathname}${rest.toString() ? `?${rest}` : ''}`);
+    }
     $('room').value = q.get('room') || store.get('herald.chat.room') || 'lobby';
     $('transport').value = (q.get('transport') || store.get('herald.chat.transport')) === 'ws' ? 'ws' : 'sse';
 
@@ -324,7 +451,7 @@
       e.preventDefault();
       const f = readJoinForm();
       $('join-error').textContent = f.error || '';
-      if (!f.error) join(f.room, f.nick, f.transport);
+      if (!f.error) join(f.room, f.nick, f.transport, f.token);
     });
     $('compose').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -340,13 +467,13 @@
     });
     // Back from the back/forward cache: come back in, catching up from the remembered id.
     window.addEventListener('pageshow', (e) => {
-      if (e.persisted && session) join(session.room, session.nick, session.transport);
+      if (e.persisted && session) join(session.room, session.nick, session.transport, session.token);
     });
 
     if (q.get('room') && q.get('nick')) {
       const f = readJoinForm();
       if (f.error) $('join-error').textContent = f.error;
-      else join(f.room, f.nick, f.transport);
+      else join(f.room, f.nick, f.transport, f.token);
     } else {
       $('nick').focus();
     }

@@ -191,6 +191,7 @@ mod tests {
             max_channels: 10,
             stream_buffer: 16,
             channel_ttl: Duration::from_secs(60),
+            presence: crate::hub::presence::PresenceConfig::default(),
         })
     }
 
@@ -214,6 +215,7 @@ mod tests {
         sub.backlog
             .iter()
             .map(|b| match b {
+                Backlog::Presence(_) => "presence".to_owned(),
                 Backlog::Gap(_) => "gap".to_owned(),
                 Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
             })

@@ -219,6 +219,7 @@ mod tests {
             max_channels: 10,
             stream_buffer: 16,
             channel_ttl: Duration::from_secs(60),
+            presence: crate::hub::presence::PresenceConfig::default(),
         })
     }
 
@@ -242,6 +243,7 @@ mod tests {
         sub.backlog
             .iter()
             .map(|b| match b {
+                Backlog::Presence(_) => "presence".to_owned(),
                 Backlog::Gap(_) => "gap".to_owned(),
                 Backlog::Replayed { event, .. } => {
                     String::from_utf8_lossy(&event.frame).trim().to_owned()

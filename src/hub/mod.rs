@@ -26,15 +26,23 @@
 //! the hub *follows* the log: see [`follow`] for how events with given ids
 //! are applied in log order, and how a channel's history is loaded from the
 //! log before its first local subscriber is served.
+//!
+//! Presence ([`presence`], [`membership`]) lives under the same lock, so a
+//! stream's snapshot and its receiver are taken together and joins and
+//! leaves are queued in order with the events.
 
 mod follow;
+mod membership;
+pub mod presence;
+mod shared;
 pub use follow::{LoadPlan, Snapshot};
+pub use shared::{Change, SharedOp};
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
 mod apply;
@@ -43,6 +51,9 @@ pub use apply::{Applier, OutOfOrder};
 
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
+
+pub use membership::Membership;
+use presence::{is_presence_channel, Member, Presence, PresenceConfig};
 
 /// What the hub needs to know from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +64,7 @@ pub struct HubConfig {
     /// fall behind live events before it is caught up from history.
     pub stream_buffer: usize,
     pub channel_ttl: Duration,
+    pub presence: PresenceConfig,
 }
 
 /// The past-`--max-channels` refusal: the request would create a channel.
@@ -72,15 +84,20 @@ pub enum SubscribeError {
 
 /// A new stream's starting state, taken atomically with respect to publishes.
 pub struct Subscription {
-    /// Gap notices, then replayed events in id order: written before any
-    /// live event.
+    /// Presence snapshots, gap notices, then replayed events in id order:
+    /// written before any live event.
     pub backlog: Vec<Backlog>,
     /// One live receiver per channel.
     pub sources: Vec<Source>,
+    /// The stream's member on its presence channels, if it is one: held for
+    /// as long as the stream lives, its drop counts the connection out.
+    pub membership: Option<Membership>,
 }
 
 /// An item of a stream's backlog, and what it counts as in the metrics.
 pub enum Backlog {
+    /// A `herald.presence` snapshot.
+    Presence(Notice),
     Gap(Notice),
     /// A retained event of the `channel`-th channel subscribed to.
     Replayed {
@@ -103,6 +120,9 @@ pub struct Source {
 /// not seen.
 pub struct CatchUp {
     pub receiver: broadcast::Receiver<Event>,
+    /// A fresh `herald.presence` snapshot on a presence channel: joins and
+    /// leaves the subscriber missed are not retained.
+    pub presence: Option<Notice>,
     pub gap: Option<Notice>,
     pub events: Vec<Event>,
 }
@@ -138,6 +158,12 @@ pub struct Hub {
     /// Woken whenever a channel load finishes (or is given up), for other
     /// subscribers waiting on the same channel.
     loaded: Notify,
+    /// Wakes the presence timer when a leave is scheduled earlier than any
+    /// it is waiting for.
+    leave_scheduled: Notify,
+    /// With `--redis`: where presence changes go (see `shared.rs`); unset,
+    /// presence is this node's own.
+    shared: OnceLock<mpsc::UnboundedSender<SharedOp>>,
 }
 
 struct Inner {
@@ -146,6 +172,12 @@ struct Inner {
     /// pass): new channels take it as their mark, and a resume id above it
     /// is unknown.
     last: EventId,
+    /// Who is in each presence channel (under the same lock as the channels,
+    /// so a snapshot and a live receiver are taken together).
+    presence: Presence,
+    /// Shared presence: the log position the rooms were loaded at; records
+    /// up to it are already in them.
+    presence_through: EventId,
     /// Set by [`Hub::close`]: no new live receivers.
     closed: bool,
     /// Following a shared log: channels whose history is being loaded, and
@@ -216,11 +248,15 @@ impl Hub {
                 // `crate::log`), so a channel created now marks them as
                 // possibly missed.
                 last: start,
+                presence: Presence::new(config.presence),
+                presence_through: EventId::new(0),
                 closed: false,
                 loading: HashMap::new(),
             }),
             config,
             loaded: Notify::new(),
+            leave_scheduled: Notify::new(),
+            shared: OnceLock::new(),
         }
     }
 
@@ -233,11 +269,26 @@ impl Hub {
 
     /// Opens a stream on `channels` (distinct names) resuming from `resume`:
     /// its backlog per SPEC §2 (gap notices, then replay in id order) and its
-    /// live receivers, taken together under the lock.
+    /// live receivers, taken together under the lock. On a presence channel
+    /// the stream watches without being a member (see
+    /// [`Hub::subscribe_member`]).
     pub fn subscribe(
         &self,
         channels: &[ChannelName],
         resume: Resume,
+    ) -> Result<Subscription, SubscribeError> {
+        self.open(channels, resume, None)
+    }
+
+    /// [`Hub::subscribe`], and on its presence channels the stream counts
+    /// as a connection of `member`: joins are announced to the others
+    /// before this stream's receiver exists (it gets no join for itself),
+    /// and its snapshot, taken after, lists it.
+    fn open(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+        member: Option<&Member>,
     ) -> Result<Subscription, SubscribeError> {
         let mut inner = self.lock();
         if inner.closed {
@@ -256,6 +307,7 @@ impl Hub {
         };
         let now = Instant::now();
         let cutoff = self.config.history.age_cutoff(unix_micros());
+        let mut snapshots = Vec::new();
         let mut gaps = Vec::new();
         let mut replay: Vec<(usize, &Event)> = Vec::new();
         let mut sources = Vec::with_capacity(channels.len());
@@ -263,11 +315,21 @@ impl Hub {
             let Inner {
                 channels: map,
                 last,
+                presence,
                 ..
             } = &mut *inner;
             let channel = channel_entry(map, name, &self.config, *last, now);
             if let Some(cutoff) = cutoff {
                 channel.history.expire(cutoff);
+            }
+            if is_presence_channel(name) {
+                // Shared presence: the member was counted in by its record,
+                // applied before this (see `shared.rs`).
+                let local = member.filter(|_| self.shared.get().is_none());
+                if let Some(join) = local.and_then(|m| presence.connect(name, m)) {
+                    membership::announce(channel, presence, *last, &join);
+                }
+                snapshots.push(Backlog::Presence(membership::snapshot(presence, name)));
             }
             let receiver = channel.subscribe(self.config.stream_buffer);
             sources.push(Source {
@@ -299,15 +361,19 @@ impl Hub {
             }
         }
         replay.sort_unstable_by_key(|(_, e)| e.id);
-        let backlog = gaps
+        let backlog = snapshots
             .into_iter()
-            .map(Backlog::Gap)
+            .chain(gaps.into_iter().map(Backlog::Gap))
             .chain(replay.into_iter().map(|(channel, e)| Backlog::Replayed {
                 channel,
                 event: e.clone(),
             }))
             .collect();
-        Ok(Subscription { backlog, sources })
+        Ok(Subscription {
+            backlog,
+            sources,
+            membership: None,
+        })
     }
 
     /// For a subscriber whose receiver on `channel` overflowed: a new
@@ -319,15 +385,21 @@ impl Hub {
         if inner.closed {
             return None;
         }
-        let ch = inner.channels.get_mut(channel)?;
+        let Inner {
+            channels, presence, ..
+        } = &mut *inner;
+        let ch = channels.get_mut(channel)?;
         if let Some(cutoff) = self.config.history.age_cutoff(unix_micros()) {
             ch.history.expire(cutoff);
         }
         let receiver = ch.subscribe(self.config.stream_buffer);
+        let presence =
+            is_presence_channel(channel).then(|| membership::snapshot(presence, channel));
         let (complete, events) = ch.history.since(after);
         let gap = (!complete).then(|| Notice::gap(channel, GapReason::SlowSubscriber, Some(after)));
         Some(CatchUp {
             receiver,
+            presence,
             gap,
             events: events.cloned().collect(),
         })
@@ -492,138 +564,4 @@ impl serde::Serialize for ChannelName {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::{memory, PublishError, PublishItem};
-    use crate::sse::PendingEvent;
-
-    fn hub(history: usize, max_channels: usize) -> Hub {
-        Hub::new(HubConfig {
-            history: HistoryLimits {
-                events: history,
-                bytes: 1 << 20,
-                age: None,
-            },
-            max_channels,
-            stream_buffer: 16,
-            channel_ttl: Duration::from_secs(60),
-        })
-    }
-
-    fn name(s: &str) -> ChannelName {
-        ChannelName::parse(s).unwrap()
-    }
-
-    fn publish(hub: &Hub, channel: &str, data: &str) -> EventId {
-        memory::publish(
-            hub,
-            vec![PublishItem {
-                channel: name(channel),
-                event: PendingEvent::encode(None, data),
-                data_len: data.len(),
-            }],
-        )
-        .unwrap()[0]
-            .id
-    }
-
-    fn replayed(sub: &Subscription) -> Vec<String> {
-        sub.backlog
-            .iter()
-            .map(|b| match b {
-                Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn ids_strictly_increase_across_channels() {
-        let hub = hub(10, 10);
-        let ids: Vec<EventId> = (0..100)
-            .map(|i| publish(&hub, ["a", "b", "c"][i % 3], "x"))
-            .collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn resume_replays_only_later_events_of_the_subscribed_channels_in_id_order() {
-        let hub = hub(10, 10);
-        let first = publish(&hub, "a", "1");
-        publish(&hub, "b", "2");
-        publish(&hub, "c", "skip");
-        publish(&hub, "a", "3");
-        let sub = hub
-            .subscribe(&[name("b"), name("a")], Resume::After(first))
-            .unwrap();
-        let frames = replayed(&sub);
-        assert_eq!(frames.len(), 2);
-        assert!(frames[0].ends_with("data: 2\n\n") && frames[1].ends_with("data: 3\n\n"));
-    }
-
-    #[test]
-    fn live_receiver_starts_right_after_the_backlog() {
-        let hub = hub(10, 10);
-        let first = publish(&hub, "a", "1");
-        let mut sub = hub.subscribe(&[name("a")], Resume::After(first)).unwrap();
-        let next = publish(&hub, "a", "2");
-        let live = sub.sources[0].receiver.try_recv().unwrap();
-        assert_eq!(live.id, next);
-        assert!(sub.backlog.is_empty());
-    }
-
-    #[test]
-    fn resuming_below_the_dropped_events_gets_a_gap_then_everything_retained() {
-        let hub = hub(2, 10);
-        let first = publish(&hub, "a", "1");
-        publish(&hub, "a", "2");
-        publish(&hub, "a", "3");
-        publish(&hub, "a", "4");
-        let sub = hub.subscribe(&[name("a")], Resume::After(first)).unwrap();
-        let frames = replayed(&sub);
-        assert_eq!(frames[0], "gap");
-        assert_eq!(frames.len(), 3);
-    }
-
-    #[test]
-    fn an_id_from_the_future_is_a_gap() {
-        let hub = hub(10, 10);
-        publish(&hub, "a", "1");
-        let sub = hub
-            .subscribe(&[name("a")], Resume::After(EventId::new(u64::MAX)))
-            .unwrap();
-        assert_eq!(replayed(&sub)[0], "gap");
-    }
-
-    #[test]
-    fn publish_past_max_channels_is_refused_whole() {
-        let hub = hub(10, 2);
-        publish(&hub, "a", "1");
-        let items = ["a", "b", "c"]
-            .iter()
-            .map(|c| PublishItem {
-                channel: name(c),
-                event: PendingEvent::encode(None, "x"),
-                data_len: 1,
-            })
-            .collect();
-        assert!(matches!(
-            memory::publish(&hub, items),
-            Err(PublishError::ChannelLimit)
-        ));
-        assert_eq!(hub.channel_count(), 1);
-        assert_eq!(hub.channels()[0].retained, 1, "nothing of the batch landed");
-    }
-
-    #[test]
-    fn reaper_drops_idle_channels_but_keeps_subscribed_ones() {
-        let hub = hub(10, 10);
-        publish(&hub, "idle", "1");
-        let _sub = hub.subscribe(&[name("busy")], Resume::Live).unwrap();
-        let later = Instant::now() + Duration::from_secs(61);
-        let reaped = hub.reap(later);
-        assert_eq!(reaped.left, 1);
-        assert_eq!(reaped.dropped, [name("idle")]);
-        assert_eq!(hub.channels()[0].channel.as_str(), "busy");
-    }
-}
+mod tests;

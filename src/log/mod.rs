@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{ChannelName, EventId, Resume};
+use crate::hub::presence::Member;
 use crate::hub::{unix_micros, ChannelInfo, Hub};
 use crate::metrics::RejectReason;
 use crate::sse::PendingEvent;
@@ -123,22 +124,25 @@ impl Log {
     /// been committed and answered.
     pub async fn close(&self) {
         match self {
-            Log::Memory(_) | Log::Redis(_) => {}
+            Log::Memory(_) => {}
             Log::Disk(log) => log.close().await,
+            Log::Redis(log) => log.close().await,
         }
     }
 
     /// Gets the hub ready to serve a subscribe to `channels` from `resume`
-    /// (with `--redis`: load their history, catch up with the log), or says
-    /// why the subscribe must be told to come back later.
+    /// (with `--redis`: load their history, catch up with the log, count a
+    /// `member` in service-wide), or says why the subscribe must be told to
+    /// come back later.
     pub async fn prepare_subscribe(
         &self,
         channels: &[ChannelName],
         resume: Resume,
+        member: Option<&Member>,
     ) -> Result<(), RejectReason> {
         match self {
             Log::Memory(_) | Log::Disk(_) => Ok(()),
-            Log::Redis(log) => log.prepare_subscribe(channels, resume).await,
+            Log::Redis(log) => log.prepare_subscribe(channels, resume, member).await,
         }
     }
 

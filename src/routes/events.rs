@@ -19,6 +19,7 @@ use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
 use crate::hub::SubscribeError;
 use crate::metrics::RejectReason;
+use crate::routes::presence;
 use crate::sse;
 use crate::transport::sse::{self as stream, EventStream, StreamContext};
 use crate::transport::ws::{self, session::OpenConnection};
@@ -37,6 +38,7 @@ pub async fn subscribe(
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
     let access = state.auth.access(req)?;
     access.check_subscribe(&channels)?;
+    let member = presence::member(&access, &channels)?;
     let private = access.is_authenticated();
     let resume = resume(req, query_resume);
 
@@ -50,12 +52,20 @@ pub async fn subscribe(
         return Ok(event_stream_response(Body::Empty, private));
     }
 
-    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+    if let Err(reason) = state
+        .log
+        .prepare_subscribe(&channels, resume, member.as_ref())
+        .await
+    {
         state.metrics.rejected(reason);
         return Ok(retry_later(state, reason));
     }
 
-    let subscription = match state.hub.subscribe(&channels, resume) {
+    let subscribed = match member {
+        Some(member) => state.hub.subscribe_member(&channels, resume, member),
+        None => state.hub.subscribe(&channels, resume),
+    };
+    let subscription = match subscribed {
         Ok(subscription) => subscription,
         Err(e) => {
             let reason = match e {
@@ -94,6 +104,7 @@ pub async fn websocket(
     }
     let access = state.auth.access(req)?;
     access.check_subscribe(&channels)?;
+    let member = presence::member(&access, &channels)?;
     let resume = resume(req, query_resume);
     let response = ws::accept(&req.headers)?;
     let Some(on_upgrade) = on_upgrade else {
@@ -101,7 +112,11 @@ pub async fn websocket(
     };
     // The same preparation as an event stream (with --redis: Redis is up
     // and this node holds the channels' history).
-    if let Err(reason) = state.log.prepare_subscribe(&channels, resume).await {
+    if let Err(reason) = state
+        .log
+        .prepare_subscribe(&channels, resume, member.as_ref())
+        .await
+    {
         state.metrics.rejected(reason);
         let retry_after = state.config.retry;
         return Err(match reason {
@@ -113,7 +128,11 @@ pub async fn websocket(
             },
         });
     }
-    let subscription = match state.hub.subscribe(&channels, resume) {
+    let subscribed = match member {
+        Some(member) => state.hub.subscribe_member(&channels, resume, member),
+        None => state.hub.subscribe(&channels, resume),
+    };
+    let subscription = match subscribed {
         Ok(subscription) => subscription,
         Err(e) => {
             let retry_after = state.config.retry;

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod channels;
 pub mod events;
 pub mod health;
+pub mod presence;
 pub mod publish;
 
 use std::time::Duration;

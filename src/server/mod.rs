@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::{self, Conn, ConnService, State};
 use crate::config::Config;
@@ -84,6 +84,7 @@ pub async fn serve(
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
+    tokio::spawn(announce_leaves(state.clone()));
     // `--jwks-file` rereads on SIGHUP with its own signal listener (tokio
     // hands every SIGHUP to each listener), beside `reload` for TLS.
     tokio::spawn(crate::auth::reload_on_sighup(
@@ -116,7 +117,7 @@ pub async fn serve(
                 }
             },
         };
-        prepare(&stream);
+        prepare(&stream, config.dead_peer_timeout);
         let guard = ConnectionGuard::open(&state.metrics);
         let conn = Conn {
             over_limit: guard.open_now > max_connections,
@@ -166,9 +167,42 @@ pub async fn serve(
 }
 
 /// Sets up a freshly accepted socket: the one place for socket options.
-fn prepare(stream: &TcpStream) {
+fn prepare(stream: &TcpStream, dead_peer_timeout: Duration) {
     // Events must leave at once, not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
+    if !dead_peer_timeout.is_zero() {
+        if let Err(e) = detect_dead_peer(stream, dead_peer_timeout) {
+            debug!(error = %e, "cannot set dead-peer detection on a socket");
+        }
+    }
+}
+
+/// Makes the kernel close a connection whose peer vanished (power loss,
+/// network gone) instead of keeping it for hours, so its streams end and
+/// its presence leaves. Two settings, because a stream is either busy or
+/// idle:
+///
+/// - `TCP_USER_TIMEOUT`: data written (an event, a heartbeat) and not
+///   acknowledged for `timeout` closes the connection. A stream writes at
+///   least a heartbeat every `--heartbeat`, so a vanished subscriber is
+///   found within `--heartbeat` plus `timeout`.
+/// - keepalive probes on a connection with nothing in flight, the first
+///   after `timeout / 3` of silence and then every `timeout / 3`; with the
+///   user timeout set, the kernel gives up once nothing was heard for
+///   `timeout`.
+fn detect_dead_peer(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    // Keepalive counts whole seconds, at least one.
+    let probe = (timeout / 3).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(probe)
+        .with_interval(probe);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let keepalive = keepalive.with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    Ok(())
 }
 
 /// Counts an open TCP connection in `herald_connections_open` for as long as
@@ -207,6 +241,26 @@ async fn reap_channels(state: Arc<State>) {
         state.metrics.channels.set(reaped.left as i64);
         if !reaped.dropped.is_empty() {
             state.log.forget(reaped.dropped, reaped.through).await;
+        }
+    }
+}
+
+/// The presence timer: one task for the whole server, sleeping until the
+/// earliest pending leave, announcing the leaves that are due, until
+/// shutdown.
+async fn announce_leaves(state: Arc<State>) {
+    loop {
+        let next = state.hub.expire_presence(tokio::time::Instant::now());
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = state.hub.leave_scheduled() => {}
+            () = due => {}
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 
 use crate::domain::{ChannelName, EventId};
 use crate::history::{Event, Notice};
-use crate::hub::{Backlog, Hub, Source, Subscription};
+use crate::hub::{Backlog, Hub, Membership, Source, Subscription};
 use crate::metrics::Metrics;
 
 /// What a subscriber needs besides its subscription.
@@ -65,9 +65,12 @@ pub struct Expiry {
 #[derive(Debug)]
 pub enum Item {
     /// An event, live or replayed, of the `channel`-th channel subscribed
-    /// to (see [`Subscriber::channel`]).
+    /// to (see [`Subscriber::channel`]); or a presence notice shared by the
+    /// channel's streams (`herald.join`, `herald.leave`: see
+    /// [`Event::is_notice`]), encoded once like an event but without an id.
     Event { event: Event, channel: usize },
-    /// A `herald.*` notice: a gap, before the events that follow it.
+    /// A `herald.*` notice for this subscriber alone: a gap, before the
+    /// events that follow it, or a `herald.presence` snapshot.
     Notice(Notice),
     /// Nothing was written for `--heartbeat`: write something that keeps
     /// proxies (and, on a WebSocket, the peer check) going.
@@ -107,6 +110,9 @@ pub struct Subscriber {
     delivered: u64,
     /// The hub closed its channels (shutdown): nothing more will come.
     done: bool,
+    /// Its member's connection on presence channels, counted out when the
+    /// subscriber is dropped (the stream or socket ended).
+    _membership: Option<Membership>,
 }
 
 /// One subscribed channel of a stream.
@@ -127,6 +133,9 @@ enum Ready {
     Replayed(Event),
     /// A `herald.gap` notice, yielded just before the events after the hole.
     Gap(Notice),
+    /// A fresh `herald.presence` snapshot after a lag: the joins and leaves
+    /// missed are not retained.
+    Presence(Notice),
 }
 
 impl Ready {
@@ -136,7 +145,7 @@ impl Ready {
     fn order(&self) -> Option<EventId> {
         match self {
             Ready::Live(e) | Ready::Replayed(e) => Some(e.id),
-            Ready::Gap(_) => None,
+            Ready::Gap(_) | Ready::Presence(_) => None,
         }
     }
 }
@@ -165,6 +174,7 @@ impl Subscriber {
         ctx.metrics.streams_open.inc();
         let now = Instant::now();
         Subscriber {
+            _membership: sub.membership,
             backlog: sub.backlog.into(),
             channels,
             heartbeat: Box::pin(tokio::time::sleep_until(now + ctx.heartbeat)),
@@ -204,6 +214,7 @@ impl Subscriber {
             }
             self.wrote = true;
             return Poll::Ready(Some(match item {
+                Backlog::Presence(snapshot) => Item::Notice(snapshot),
                 Backlog::Gap(notice) => {
                     self.ctx.metrics.gaps.inc();
                     Item::Notice(notice)
@@ -313,8 +324,10 @@ impl Subscriber {
         let channel = &mut self.channels[next];
         let item = match channel.ready.pop_front().expect("picked a non-empty queue") {
             Ready::Live(event) => {
+                // A presence notice's id is its place in the id order:
+                // everything of the channel up to it came before it.
                 channel.last_id = event.id;
-                self.delivered += 1;
+                self.delivered += u64::from(!event.is_notice());
                 Item::Event {
                     event,
                     channel: next,
@@ -332,6 +345,7 @@ impl Subscriber {
                 self.ctx.metrics.gaps.inc();
                 Item::Notice(notice)
             }
+            Ready::Presence(snapshot) => Item::Notice(snapshot),
         };
         Poll::Ready(Some(item))
     }
@@ -358,6 +372,7 @@ impl Subscriber {
                     };
                     channel.receiver = BroadcastStream::new(catch_up.receiver);
                     channel.ready.clear();
+                    channel.ready.extend(catch_up.presence.map(Ready::Presence));
                     channel.ready.extend(catch_up.gap.map(Ready::Gap));
                     channel
                         .ready

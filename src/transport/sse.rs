@@ -112,6 +112,7 @@ mod tests {
             max_channels: 100,
             stream_buffer,
             channel_ttl: Duration::from_secs(3600),
+            presence: crate::hub::presence::PresenceConfig::default(),
         };
         Fixture {
             hub: Arc::new(Hub::new(config)),

@@ -321,6 +321,47 @@ async fn demo_page_reconnects_by_itself_after_a_server_restart_and_shows_the_gap
 }
 
 #[tokio::test]
+async fn two_chat_windows_as_two_users_see_each_other_come_online_and_leave() {
+    chat_presence("sse", "chat-presence.png").await;
+}
+
+#[tokio::test]
+async fn two_chat_windows_on_websockets_see_each_other_come_online_and_leave() {
+    chat_presence("ws", "chat-presence-ws.png").await;
+}
+
+/// The chat-presence scenario with the pages on `transport`.
+async fn chat_presence(transport: &str, screenshot: &str) {
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    // Arrange: access control on, a presence grace longer than a page reload
+    // and shorter than the scenario's waits, a token per user
+    let configure: fn(&mut herald::Config) = |c| {
+        crate::presence::with_auth(c);
+        c.presence_grace = Duration::from_secs(3);
+    };
+    let mut driver = Driver {
+        app: Some(spawn_app_with(configure).await),
+        configure,
+    };
+    let token = |sub: &str, name: &str| {
+        crate::presence::jwt(json!({"sub": sub, "herald": {
+            "subscribe": ["presence-*"], "publish": ["presence-*"], "info": {"name": name}}}))
+    };
+
+    // Act
+    let params = json!({ "room": "presence-lobby", "transport": transport,
+        "alice": token("1", "Alice"), "bob": token("2", "Bob") });
+    run_scenario(&mut driver, "chat-presence", params).await;
+
+    // Assert: done in the scenario (online lists, join and leave lines); the screenshot
+    assert!(screenshot_dir().join(screenshot).is_file());
+    stop(driver).await;
+}
+
+#[tokio::test]
 async fn two_chat_pages_talk_both_ways_with_join_leave_notices_and_safe_text() {
     if !browser_available() {
         return;

@@ -25,6 +25,7 @@ async fn metrics_expose_every_documented_series_in_prometheus_text() {
         ("herald_connections_open", "gauge"),
         ("herald_streams_open", "gauge"),
         ("herald_channels", "gauge"),
+        ("herald_presence_members", "gauge"),
         ("herald_events_published_total", "counter"),
         ("herald_events_delivered_total", "counter"),
         ("herald_events_replayed_total", "counter"),

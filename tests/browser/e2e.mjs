@@ -4,7 +4,8 @@
 // owns the server (start, stop, restart) and answers this script's steps.
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
-//   scenarios: index-live, index-gap, index-resume, index-restart, chat, many-streams, websocket
+//   scenarios: index-live, index-gap, index-resume, index-restart, chat, chat-presence,
+//   many-streams, websocket
 //   (an https base is served with a self-signed certificate: certificate errors are ignored)
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
@@ -140,6 +141,26 @@ async function screenshot(page, name) {
   await page.screenshot({ path: file, fullPage: true });
   log('screenshot', file);
   return file;
+}
+
+/** The chat page's lines: kind (message, raw, join, leave, gap, ...), id, nick, text. */
+const chatLines = (page) =>
+  page.$$eval('#messages li', (lis) => lis.map((li) => ({
+    kind: li.dataset.kind,
+    id: li.dataset.id || null,
+    nick: li.dataset.nick || null,
+    text: li.querySelector('.text').textContent,
+  })));
+
+const waitChatLine = (page, kind, text, what) =>
+  waitFor(page, ([k, t]) => [...document.querySelectorAll(`#messages li[data-kind="${k}"] .text`)]
+    .some((n) => n.textContent === t), [kind, text], what || `${kind} "${text}"`);
+
+/** Sends a chat message from the page's compose form, keyboard only. */
+async function say(page, text) {
+  await page.fill('#message', text);
+  await page.press('#message', 'Enter');
+  await waitFor(page, () => document.querySelector('#message').value === '', null, 'the message field to clear after sending');
 }
 
 const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
@@ -310,21 +331,8 @@ const scenarios = {
     const ws = params.transport === 'ws';
     const url = (nick) => `${base}/chat.html?room=${room}&nick=${nick}` + (ws ? '&transport=ws' : '');
     const shotName = (name) => (ws ? name.replace('.png', '-ws.png') : name);
-    const lines = (page) =>
-      page.$$eval('#messages li', (lis) => lis.map((li) => ({
-        kind: li.dataset.kind,
-        id: li.dataset.id || null,
-        nick: li.dataset.nick || null,
-        text: li.querySelector('.text').textContent,
-      })));
-    const waitLine = (page, kind, text, what) =>
-      waitFor(page, ([k, t]) => [...document.querySelectorAll(`#messages li[data-kind="${k}"] .text`)]
-        .some((n) => n.textContent === t), [kind, text], what || `${kind} "${text}"`);
-    const say = async (page, text) => {
-      await page.fill('#message', text);
-      await page.press('#message', 'Enter');
-      await waitFor(page, () => document.querySelector('#message').value === '', null, 'the message field to clear after sending');
-    };
+    const lines = chatLines;
+    const waitLine = waitChatLine;
 
     const alice = await ctx.newPage();
     await alice.setViewportSize({ width: 900, height: 760 });
@@ -440,6 +448,64 @@ const scenarios = {
     same(note, { id: got[2].id, channel, event: 'note', data: '{"from":"page"}' }, 'the published event comes back');
     same(await page.evaluate(() => !!window.__closed), false, 'the socket stayed open');
     return { messages: got.length };
+  },
+
+  /**
+   * Presence: two chat windows as two users (tokens from the driver, params.alice and
+   * params.bob, subs "1" and "2") see each other in the "Online" list, come and go;
+   * nobody is told of their own join; the token leaves the address bar; a reload
+   * (inside the server's presence grace) announces nothing. params.transport "ws":
+   * the same over WebSockets.
+   */
+  async 'chat-presence'(ctx) {
+    const room = params.room;
+    // transport "ws": the same over one WebSocket per page
+    const ws = params.transport === 'ws';
+    const url = (nick, token) => `${base}/chat.html?room=${room}&nick=${nick}&token=${encodeURIComponent(token)}`
+      + (ws ? '&transport=ws' : '');
+    const waitOnline = (page, subs, what) =>
+      waitFor(page, (want) => JSON.stringify([...document.querySelectorAll('#members li')].map((li) => li.dataset.sub).sort()) === want,
+        JSON.stringify([...subs].sort()), what);
+
+    const alice = await ctx.newPage();
+    await alice.setViewportSize({ width: 900, height: 760 });
+    await alice.goto(url('alice', params.alice));
+    await waitState(alice, 'open');
+    await waitOnline(alice, ['1'], 'alice sees herself online');
+    check(!alice.url().includes('token'), `the token is taken out of the address bar: ${alice.url()}`);
+
+    const bob = await ctx.newPage();
+    await bob.setViewportSize({ width: 900, height: 760 });
+    await bob.goto(url('bob', params.bob));
+    await waitState(bob, 'open');
+    await waitOnline(bob, ['1', '2'], 'bob sees alice and himself online');
+    await waitOnline(alice, ['1', '2'], 'alice sees bob come online');
+    await waitChatLine(alice, 'join', 'Bob joined', 'alice is told bob joined');
+    same(await alice.textContent('#online-count'), '2', 'online count on alice\'s page');
+    same(await alice.$$eval('#members li', (lis) => lis.map((li) => li.textContent)), ['Alice (you)', 'Bob'], 'names from the tokens\' info');
+
+    // talking works with the token (publishing needs its grant)
+    await say(alice, 'hello bob');
+    await waitChatLine(bob, 'message', 'hello bob', 'bob receives alice');
+    same((await chatLines(bob)).filter((l) => l.kind === 'join').length, 0, 'bob is told of no join (alice was there before him, he is not told of his own)');
+    const shot = await screenshot(alice, ws ? 'chat-presence-ws.png' : 'chat-presence.png');
+
+    // bob reloads: the page comes back with the token kept for the tab, and alice
+    // hears nothing (a leave would show before bob's close below is announced)
+    await bob.reload();
+    await waitState(bob, 'open');
+    await waitOnline(bob, ['1', '2'], 'bob is back with the token kept for his tab');
+    await say(alice, 'after your reload');
+    await waitChatLine(bob, 'message', 'after your reload', 'bob receives alice after the reload');
+
+    // bob closes his window: after the server's presence grace, alice sees him leave
+    await bob.close({ runBeforeUnload: true });
+    await waitChatLine(alice, 'leave', 'Bob left', 'alice is told bob left');
+    await waitOnline(alice, ['1'], 'bob is gone from alice\'s list');
+    same(await alice.textContent('#online-count'), '1', 'online count after the leave');
+    same((await chatLines(alice)).filter((l) => l.kind === 'join' || l.kind === 'leave').map((l) => l.text),
+      ['Bob joined', 'Bob left'], 'presence lines on alice\'s page');
+    return { screenshot: shot };
   },
 };
 

@@ -7,6 +7,8 @@
 //!                  [--pub-addr 127.0.0.1:PORT] [--watch name=pid,name=pid]
 //! herald-bench report --in runs.jsonl --md results.md --json results.json [--title TEXT]
 //! herald-bench list
+//! herald-bench presence --addr 127.0.0.1:PORT --pid PID --secret S --channel C
+//!                  [--members 1000] [--churn 100] [--seconds 10] [--settle-ms 3000]
 //! ```
 //!
 //! `run` measures one scenario against one server and appends one JSON line;
@@ -26,6 +28,7 @@
 
 mod client;
 mod hist;
+mod presence;
 mod report;
 mod scenario;
 mod sse;
@@ -56,6 +59,7 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("run") => cmd_run(&args[1..]),
         Some("report") => cmd_report(&args[1..]),
+        Some("presence") => cmd_presence(&args[1..]),
         Some("list") => {
             println!("{}", scenario::SCENARIOS.join("\n"));
             0
@@ -195,6 +199,52 @@ fn cmd_run(args: &[String]) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// `presence`: one churn run against one server (see `presence.rs`); prints one JSON line.
+fn cmd_presence(args: &[String]) -> i32 {
+    let (Some(addr), Some(pid), Some(secret), Some(channel)) =
+        (opt(args, "--addr"), opt(args, "--pid"), opt(args, "--secret"), opt(args, "--channel"))
+    else {
+        eprintln!("presence needs --addr, --pid, --secret and --channel");
+        return 2;
+    };
+    let (Ok(addr), Ok(pid)) = (addr.parse::<SocketAddr>(), pid.parse::<i32>()) else {
+        eprintln!("bad --addr or --pid");
+        return 2;
+    };
+    if !addr.ip().is_loopback() {
+        eprintln!("refusing {addr}: this tool only loads servers on the loopback interface");
+        return 2;
+    }
+    let num = |name: &str, default: u64| opt(args, name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    sys::raise_nofile();
+    std::thread::spawn(|| {
+        std::thread::sleep(WATCHDOG);
+        eprintln!("herald-bench: watchdog: giving up after {WATCHDOG:?}");
+        std::process::exit(3);
+    });
+    let run = presence::Args {
+        addr,
+        pid,
+        secret: secret.to_owned(),
+        channel: channel.to_owned(),
+        members: num("--members", 1000) as usize,
+        churn_per_s: num("--churn", 100) as u32,
+        seconds: num("--seconds", 10),
+        settle: Duration::from_millis(num("--settle-ms", 3000)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match rt.block_on(presence::run(run)) {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("presence run failed: {e}");
+            1
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 //! publish answer.
 
 mod link;
+mod presence;
 mod reader;
 mod values;
 
@@ -33,13 +34,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, HistoryLimits};
-use crate::hub::{ChannelInfo, Hub, Snapshot};
+use crate::hub::presence::Member;
+use crate::hub::{ChannelInfo, Hub, SharedOp, Snapshot};
 use crate::log::{PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
 use crate::sse::PendingEvent;
@@ -92,6 +95,7 @@ struct Scripts {
     load: Lua,
     beat: Lua,
     channels: Lua,
+    presence: presence::PresenceScripts,
 }
 
 /// Whether the node can reach Redis, as the log reader sees it: the reader
@@ -120,6 +124,9 @@ pub struct RedisLog {
     health: Health,
     scripts: Scripts,
     metrics: Arc<Metrics>,
+    /// Presence changes of this node's streams, sent by [`presence::run`].
+    presence_ops: mpsc::UnboundedSender<SharedOp>,
+    presence_queue: Mutex<Option<mpsc::UnboundedReceiver<SharedOp>>>,
 }
 
 impl RedisLog {
@@ -140,6 +147,8 @@ impl RedisLog {
         // The URL may carry a password: never repeat it in a message.
         let client = redis::Client::open(url)
             .map_err(|e| format!("--redis: not a usable redis:// URL ({:?})", e.kind()))?;
+        let (presence_ops, presence_queue) = mpsc::unbounded_channel();
+        hub.share_presence(presence_ops.clone());
         Ok(RedisLog {
             hub,
             link: Link::new(client.clone(), config.redis_timeout),
@@ -159,10 +168,13 @@ impl RedisLog {
             scripts: Scripts {
                 publish: Lua::new(include_str!("publish.lua")),
                 load: Lua::new(include_str!("load.lua")),
-                beat: Lua::new(include_str!("beat.lua")),
+                beat: Lua::new(presence::BEAT),
                 channels: Lua::new(include_str!("channels.lua")),
+                presence: presence::PresenceScripts::new(),
             },
             metrics,
+            presence_ops,
+            presence_queue: Mutex::new(Some(presence_queue)),
         })
     }
 
@@ -171,7 +183,31 @@ impl RedisLog {
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(reader::run(self.clone(), shutdown.clone()));
         tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        let queue = self
+            .presence_queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(queue) = queue {
+            tokio::spawn(presence::run(self.clone(), queue, shutdown.clone()));
+        }
         tokio::spawn(self.clone().watchdog(shutdown));
+    }
+
+    /// At the end of shutdown (streams ended): leaves the node set and
+    /// counts this node's presence connections out at once, rather than
+    /// after the node timeout.
+    pub async fn close(&self) {
+        let gone = Lua::new(presence::GONE);
+        let args = [
+            Arg::Str(&self.keys.base),
+            Arg::Int(u64::from(self.log_len)),
+            Arg::Str(&self.node),
+        ];
+        let left = tokio::time::timeout(Duration::from_secs(1), self.link.eval(&gone, &[], &args));
+        if let Ok(Err(e)) = left.await {
+            tracing::warn!(error = %e, "could not leave the node set in Redis");
+        }
     }
 
     /// Whether Redis answers this node now.
@@ -330,8 +366,22 @@ impl RedisLog {
 
     /// Makes sure this node holds `channels` (loading their history from
     /// Redis) and has applied the log up to `resume`'s id, so the hub can
-    /// serve the subscribe exactly as a single node would.
+    /// serve the subscribe exactly as a single node would; a `member`'s
+    /// stream on presence channels is counted in service-wide.
     pub async fn prepare_subscribe(
+        &self,
+        channels: &[ChannelName],
+        resume: Resume,
+        member: Option<&Member>,
+    ) -> Result<(), RejectReason> {
+        self.hold_channels(channels, resume).await?;
+        match member {
+            Some(member) => self.open_member(channels, member).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn hold_channels(
         &self,
         channels: &[ChannelName],
         resume: Resume,
@@ -467,6 +517,12 @@ impl RedisLog {
         Ok(rows)
     }
 
+    /// How long a node that stops beating is taken for alive: then it drops
+    /// out of the counts, and its presence connections are counted out.
+    pub fn node_ttl(&self) -> Duration {
+        (3 * self.beat_interval()).max(Duration::from_secs(3))
+    }
+
     /// How often a node writes its heartbeat: the lag of other nodes'
     /// subscriber counts.
     pub fn beat_interval(&self) -> Duration {
@@ -478,19 +534,13 @@ impl RedisLog {
     async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
         let beat = self.beat_interval();
         let refresh_every = (self.channel_ttl / 4).max(beat);
-        // A node that stops beating drops out of the counts after this.
-        let node_ttl = (3 * beat).max(Duration::from_secs(3));
+        let node_ttl = self.node_ttl();
         let mut last_counts: Option<Vec<(ChannelName, usize)>> = None;
         let mut last_refresh: Option<Instant> = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    // Leave the counts at once rather than after node_ttl.
-                    let mut leave = redis::cmd("ZREM");
-                    leave.arg(self.keys.key("nodes")).arg(&self.node);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.link.query(&leave)).await;
-                    return;
-                }
+                // `close` leaves the node set, at the end of shutdown.
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(beat) => {}
             }
             if !self.is_up() {
@@ -513,13 +563,25 @@ impl RedisLog {
                 Arg::Int(self.key_lifetime_ms()),
                 Arg::Int(u64::from(changed)),
                 Arg::Int(u64::from(refresh)),
+                Arg::Int(u64::from(self.log_len)),
             ];
             for (channel, n) in &counts {
                 args.push(Arg::Str(channel.as_str()));
                 args.push(Arg::Int(*n as u64));
             }
             match self.link.eval(&self.scripts.beat, &keys, &args).await {
-                Ok(_) => {
+                Ok(reply) => {
+                    if int(&reply) == Some(1) {
+                        // Another node took this one for dead and counted
+                        // its members out: end the streams, so they come
+                        // back and count in again.
+                        let streams = self.hub.reset();
+                        self.metrics.redis_resyncs.inc();
+                        tracing::warn!(
+                            streams,
+                            "this node missed its heartbeats and was taken for dead: ended its streams"
+                        );
+                    }
                     last_counts = Some(counts);
                     if refresh {
                         last_refresh = Some(Instant::now());

@@ -23,7 +23,8 @@ use super::values::{array, bulk, stream_id, text};
 use super::{link, RedisLog};
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
-use crate::hub::Hub;
+use crate::hub::presence::Member;
+use crate::hub::{Change, Hub};
 use crate::sse::PendingEvent;
 
 /// Entries taken per `XREAD`.
@@ -39,6 +40,7 @@ pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
         at: None,
         epoch: None,
         checked_policy: false,
+        load_presence: true,
     };
     let mut backoff = Duration::from_millis(50);
     while !shutdown.is_cancelled() {
@@ -84,6 +86,9 @@ struct Reader {
     /// The epoch seen at the last connection.
     epoch: Option<String>,
     checked_policy: bool,
+    /// The presence rooms must be (re)loaded from Redis: at the start, and
+    /// after starting over (records may have been missed).
+    load_presence: bool,
 }
 
 impl Reader {
@@ -102,7 +107,8 @@ impl Reader {
             conn.req_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(&name))
                 .await,
         )?;
-        let keys = &self.log.keys;
+        let log = self.log.clone();
+        let keys = &log.keys;
         let reply = link::checked(
             conn.req_packed_command(
                 redis::cmd("EVAL")
@@ -145,6 +151,10 @@ impl Reader {
             self.at = Some(seq);
             self.hub.start_at(seq);
         }
+        if self.load_presence {
+            super::presence::load(&self.log, &mut conn).await?;
+            self.load_presence = false;
+        }
         if !self.checked_policy {
             self.checked_policy = true;
             check_eviction_policy(&mut conn).await;
@@ -185,7 +195,7 @@ impl Reader {
         let mut batch = Vec::with_capacity(entries.len());
         let mut at = at;
         for entry in entries {
-            let Some((prev, channel, event)) = decode(entry) else {
+            let Some((id, prev, item)) = decode(entry) else {
                 // Not written by herald: nothing can be proven past it.
                 self.hub.apply(std::mem::take(&mut batch));
                 self.start_over("unreadable log entry");
@@ -203,24 +213,38 @@ impl Reader {
                     self.start_over("entries missing from the log");
                 }
             }
-            at = event.id;
-            if let Some(channel) = channel {
-                batch.push((channel, event));
+            at = id;
+            match item {
+                Item::Event(Some(channel), event) => batch.push((channel, event)),
+                Item::Event(None, _) => {}
+                Item::Presence(change) => {
+                    // In log order with the events around it.
+                    self.hub.apply(std::mem::take(&mut batch));
+                    if let Some(change) = change {
+                        self.hub.apply_presence(id, change);
+                    }
+                }
             }
         }
         self.hub.apply(batch);
-        if entries
-            .last()
-            .is_some_and(|e| decode(e).is_none_or(|(_, c, _)| c.is_none()))
-        {
+        if entries.last().is_some_and(|e| {
+            decode(e).is_none_or(|(_, _, item)| {
+                matches!(item, Item::Event(None, _) | Item::Presence(None))
+            })
+        }) {
             // The batch ended on an entry the hub did not see.
             self.hub.start_at(at);
         }
         self.at = Some(at);
+        if self.load_presence {
+            super::presence::load(&self.log, conn).await?;
+            self.load_presence = false;
+        }
         Ok(())
     }
 
-    fn start_over(&self, why: &str) {
+    fn start_over(&mut self, why: &str) {
+        self.load_presence = true;
         let streams = self.hub.reset();
         self.log.metrics.redis_resyncs.inc();
         tracing::warn!(
@@ -270,22 +294,60 @@ fn entries(reply: &Value) -> Option<&[Value]> {
     array(stream.get(1)?)
 }
 
-/// A log entry: `[ "<id>-0", ["c", channel, "p", prev, "b", fields, "n", len] ]`.
-/// The channel is `None` if it is not a valid name (the entry still counts
-/// for continuity).
-fn decode(entry: &Value) -> Option<(EventId, Option<ChannelName>, Event)> {
+/// What a log entry carries.
+enum Item {
+    /// An event, of its channel (`None` if not a valid name: the entry
+    /// still counts for continuity).
+    Event(Option<ChannelName>, Event),
+    /// A presence record (`None` if unreadable; it counts all the same).
+    Presence(Option<Change>),
+}
+
+/// A log entry, with its id and the id issued before it: an event
+/// `[ "<id>-0", ["c", channel, "p", prev, "b", fields, "n", len] ]`, or a
+/// presence record `["k", kind, "p", prev, "c", channel, "s", sub, ...]`
+/// (`presence.lua`).
+fn decode(entry: &Value) -> Option<(EventId, EventId, Item)> {
     let entry = array(entry)?;
     let id = stream_id(entry.first()?)?;
     let fields = array(entry.get(1)?)?;
     let (mut channel, mut prev, mut body, mut len) = (None, None, None, None);
+    let (mut kind, mut sub, mut info, mut join) = (None, None, None, false);
     for pair in fields.chunks_exact(2) {
         match bulk(&pair[0])? {
             b"c" => channel = text(&pair[1]),
             b"p" => prev = text(&pair[1]).and_then(|s| s.parse().ok()),
             b"b" => body = bulk(&pair[1]),
             b"n" => len = text(&pair[1]).and_then(|s| s.parse().ok()),
+            b"k" => kind = bulk(&pair[1]),
+            b"s" => sub = text(&pair[1]),
+            b"i" => info = text(&pair[1]),
+            b"j" => join = bulk(&pair[1]) == Some(b"1"),
             _ => {}
         }
+    }
+    let prev = EventId::new(prev?);
+    let channel = channel.and_then(|c| ChannelName::parse(c).ok());
+    if let Some(kind) = kind {
+        let change = (|| {
+            let (channel, sub) = (channel?, sub?.to_owned());
+            Some(match kind {
+                b"o" => Change::Opened {
+                    member: Member::new(&sub, Some(info?)),
+                    channel,
+                    count: len?,
+                    join,
+                },
+                b"x" => Change::Closed {
+                    channel,
+                    sub,
+                    count: len?,
+                },
+                b"l" => Change::Left { channel, sub },
+                _ => return None,
+            })
+        })();
+        return Some((id, prev, Item::Presence(change)));
     }
     let event = Event {
         id,
@@ -293,11 +355,7 @@ fn decode(entry: &Value) -> Option<(EventId, Option<ChannelName>, Event)> {
         data_len: len?,
         ws: Default::default(),
     };
-    Some((
-        EventId::new(prev?),
-        channel.and_then(|c| ChannelName::parse(c).ok()),
-        event,
-    ))
+    Some((id, prev, Item::Event(channel, event)))
 }
 
 /// SPEC §9: herald relies on Redis never evicting its keys; say so at
@@ -317,5 +375,77 @@ async fn check_eviction_policy(conn: &mut MultiplexedConnection) {
         None => tracing::warn!(
             "could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    #[test]
+    fn presence_records_decode_in_the_id_chain() {
+        let ch = ChannelName::parse("presence-a").unwrap();
+        let open = entry(
+            "11-0",
+            &[
+                "k",
+                "o",
+                "c",
+                "presence-a",
+                "s",
+                "1",
+                "i",
+                "{\"n\":1}",
+                "n",
+                "2",
+                "j",
+                "1",
+                "p",
+                "10",
+            ],
+        );
+        let Some((id, prev, Item::Presence(Some(change)))) = decode(&open) else {
+            panic!("a presence record");
+        };
+        assert_eq!((id, prev), (EventId::new(11), EventId::new(10)));
+        assert_eq!(
+            change,
+            Change::Opened {
+                channel: ch.clone(),
+                member: Member::new("1", Some("{\"n\":1}")),
+                count: 2,
+                join: true,
+            }
+        );
+        let close = entry(
+            "12-0",
+            &["k", "x", "p", "11", "c", "presence-a", "s", "1", "n", "0"],
+        );
+        assert!(matches!(
+            decode(&close),
+            Some((_, _, Item::Presence(Some(Change::Closed { count: 0, .. }))))
+        ));
+        // Unreadable, it still counts for continuity.
+        let odd = entry("13-0", &["k", "?", "p", "12", "c", "presence-a", "s", "1"]);
+        assert!(matches!(
+            decode(&odd),
+            Some((_, prev, Item::Presence(None))) if prev == EventId::new(12)
+        ));
+        let event = entry(
+            "14-0",
+            &["c", "news", "p", "13", "b", "data: x\n", "n", "1"],
+        );
+        assert!(matches!(
+            decode(&event),
+            Some((_, _, Item::Event(Some(_), _)))
+        ));
     }
 }

@@ -33,14 +33,16 @@ struct Out<'a> {
 
 /// The text message of `event` of `channel`: encoded by the first
 /// WebSocket that writes it, then a clone of the same bytes for every other.
+/// A presence notice on the live queue (`herald.join`, `herald.leave`) has
+/// no `id`, like every `herald.*` notice.
 pub fn event(event: &Event, channel: &ChannelName) -> Utf8Bytes {
     event
         .ws
         .get_or_init(|| {
             let (ty, data) = sse::frame_fields(&event.frame);
-            let id = event.id.to_string();
+            let id = (!event.is_notice()).then(|| event.id.to_string());
             encode(&Out {
-                id: Some(&id),
+                id: id.as_deref(),
                 channel: channel.as_str(),
                 event: ty,
                 data: &data,

@@ -7,6 +7,7 @@
 //! The long randomized version is `scripts/cluster-chaos.sh`.
 
 mod chaos;
+mod presence;
 mod support;
 
 use std::time::Duration;

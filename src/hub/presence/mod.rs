@@ -1,0 +1,549 @@
+//! Presence (SPEC §7): who is in each `presence-*` channel, and which joins
+//! and leaves to announce.
+//!
+//! This is the one owner of membership. Pure and synchronous, like
+//! [`crate::history`]: the hub keeps one [`Presence`] under its lock, feeds
+//! it connects and disconnects, and sends what it returns on the channel's
+//! live queue, so a new stream's snapshot and its live receiver are taken
+//! together. Every announcement is decided here and nowhere else, which is
+//! the seam a shared backend (Redis, SPEC §9) replaces.
+//!
+//! - A member is a `sub`, not a connection: a channel maps each `sub` to
+//!   its connection count and the `info` of its newest token.
+//! - `herald.join` when a member's count goes from 0 to 1, or a connection
+//!   brings a different `info`. Nothing when a member that is waiting to
+//!   leave comes back with the same `info`.
+//! - At 0 connections the member is kept for `--presence-grace`; then it
+//!   is removed and `herald.leave` announced. The pending leaves sit in one
+//!   ordered map that the hub's single timer task drains
+//!   ([`Presence::expire`]): no task or timer per member.
+//! - Above `--presence-max-members` a channel announces no joins or leaves;
+//!   when it falls back to the limit, it announces a fresh snapshot instead,
+//!   so pages that stopped hearing changes resynchronise.
+//!
+//! Memory: a member that left, and a channel with no member, are removed;
+//! a pending leave is removed when its member comes back, so the map of
+//! pending leaves never holds more than the members at 0 connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::domain::ChannelName;
+
+mod shared;
+
+/// Channels with this prefix carry presence.
+pub const PRESENCE_PREFIX: &str = "presence-";
+
+/// Whether `channel` carries presence.
+pub fn is_presence_channel(channel: &ChannelName) -> bool {
+    channel.as_str().starts_with(PRESENCE_PREFIX)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PresenceConfig {
+    /// How long a member stays at 0 connections before its leave is
+    /// announced (`--presence-grace`).
+    pub grace: Duration,
+    /// Above this many members a channel stops announcing joins and leaves
+    /// and lists only this many (`--presence-max-members`).
+    pub max_members: usize,
+}
+
+impl Default for PresenceConfig {
+    /// The flags' defaults: a 10 s grace, 100 members.
+    fn default() -> PresenceConfig {
+        PresenceConfig {
+            grace: std::time::Duration::from_secs(10),
+            max_members: 100,
+        }
+    }
+}
+
+/// A member as the others see it: the `sub` of its token and the token's
+/// `info`, kept as compact JSON text (`null` when the token has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    sub: Arc<str>,
+    info: Arc<str>,
+}
+
+impl Member {
+    /// `sub` and `info` (JSON text) come from a verified token, whose
+    /// parsing checked their limits (SPEC §6).
+    pub fn new(sub: &str, info: Option<&str>) -> Member {
+        let info = match info {
+            None => "null".to_owned(),
+            // JSON as the token sent it, unless it spans lines: a notice's
+            // data is one line, so that is re-encoded compact (which keeps
+            // line breaks inside strings escaped).
+            Some(raw) if raw.contains(['\r', '\n']) => {
+                serde_json::from_str::<serde_json::Value>(raw)
+                    .map_or_else(|_| "null".to_owned(), |v| v.to_string())
+            }
+            Some(raw) => raw.to_owned(),
+        };
+        Member {
+            sub: Arc::from(sub),
+            info: Arc::from(info),
+        }
+    }
+
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    /// The `info` as compact JSON text.
+    pub fn info_json(&self) -> &str {
+        &self.info
+    }
+}
+
+/// What a channel's streams must be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// `herald.join`.
+    Join(ChannelName, Member),
+    /// `herald.leave`, with the member's last `info`.
+    Leave(ChannelName, Member),
+    /// A fresh `herald.presence`: the channel came back to
+    /// `--presence-max-members` after announcing nothing above it.
+    Snapshot(ChannelName),
+}
+
+impl Announcement {
+    pub fn channel(&self) -> &ChannelName {
+        match self {
+            Announcement::Join(c, _) | Announcement::Leave(c, _) | Announcement::Snapshot(c) => c,
+        }
+    }
+}
+
+/// The JSON data of a `herald.join` or `herald.leave`:
+/// `{"channel","sub","info"}`.
+pub fn change_json(channel: &ChannelName, member: &Member) -> String {
+    let mut out = String::with_capacity(48 + member.sub.len() + member.info.len());
+    out.push_str("{\"channel\":");
+    push_json_str(&mut out, channel.as_str());
+    out.push_str(",\"sub\":");
+    push_json_str(&mut out, &member.sub);
+    out.push_str(",\"info\":");
+    out.push_str(&member.info);
+    out.push('}');
+    out
+}
+
+pub struct Presence {
+    config: PresenceConfig,
+    rooms: HashMap<ChannelName, Room>,
+    /// Pending leaves, earliest first. The key is unique (a sequence number
+    /// breaks ties) and is also kept in the member's entry, so a member that
+    /// comes back removes its own leave.
+    leaves: BTreeMap<LeaveKey, (ChannelName, Arc<str>)>,
+    next_seq: u64,
+}
+
+type LeaveKey = (Instant, u64);
+
+/// One channel's members, ordered by `sub` so lists and truncation are
+/// stable.
+#[derive(Default)]
+struct Room {
+    members: BTreeMap<Arc<str>, Entry>,
+}
+
+struct Entry {
+    info: Arc<str>,
+    /// Open streams of this `sub` on this channel.
+    connections: usize,
+    /// Set while `connections` is 0: when the leave is due.
+    leave: Option<LeaveKey>,
+}
+
+impl Presence {
+    pub fn new(config: PresenceConfig) -> Presence {
+        Presence {
+            config,
+            rooms: HashMap::new(),
+            leaves: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// A stream of `member` opened on `channel`. Returns the join to
+    /// announce, if any; the caller sends it before the new stream's own
+    /// receiver exists, so the stream gets no join for itself.
+    pub fn connect(&mut self, channel: &ChannelName, member: &Member) -> Option<Announcement> {
+        let max = self.config.max_members;
+        let room = self.rooms.entry(channel.clone()).or_default();
+        let changed = match room.members.get_mut(&member.sub) {
+            None => {
+                room.members.insert(
+                    member.sub.clone(),
+                    Entry {
+                        info: member.info.clone(),
+                        connections: 1,
+                        leave: None,
+                    },
+                );
+                true
+            }
+            Some(entry) => {
+                entry.connections += 1;
+                if let Some(key) = entry.leave.take() {
+                    self.leaves.remove(&key);
+                }
+                let changed = entry.info != member.info;
+                entry.info = member.info.clone();
+                changed
+            }
+        };
+        (changed && room.members.len() <= max)
+            .then(|| Announcement::Join(channel.clone(), member.clone()))
+    }
+
+    /// A stream of `sub` on `channel` ended. At 0 connections the member's
+    /// leave is scheduled `--presence-grace` from `now`; returns when it is
+    /// due if it was scheduled (the timer may need waking).
+    pub fn disconnect(
+        &mut self,
+        channel: &ChannelName,
+        sub: &str,
+        now: Instant,
+    ) -> Option<Instant> {
+        let entry = self.rooms.get_mut(channel)?.members.get_mut(sub)?;
+        entry.connections = entry.connections.saturating_sub(1);
+        if entry.connections > 0 || entry.leave.is_some() {
+            return None;
+        }
+        let key = (now + self.config.grace, self.next_seq);
+        self.next_seq += 1;
+        entry.leave = Some(key);
+        self.leaves.insert(key, (channel.clone(), Arc::from(sub)));
+        Some(key.0)
+    }
+
+    /// Removes the members whose grace ended by `now`, and returns what to
+    /// announce for them.
+    pub fn expire(&mut self, now: Instant) -> Vec<Announcement> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.leaves.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (channel, sub) = entry.remove();
+            if let Some(room) = self.rooms.get_mut(&channel) {
+                if let Some(entry) = room.members.get_mut(&sub) {
+                    entry.leave = None;
+                }
+            }
+            out.extend(self.remove(&channel, &sub));
+        }
+        out
+    }
+
+    /// Removes `sub` from `channel` (and its pending leave): the leave to
+    /// announce, or, when the channel falls back to the member limit, a
+    /// fresh snapshot.
+    fn remove(&mut self, channel: &ChannelName, sub: &str) -> Option<Announcement> {
+        let room = self.rooms.get_mut(channel)?;
+        let before = room.members.len();
+        let (sub, gone) = room.members.remove_entry(sub)?;
+        if let Some(key) = gone.leave {
+            self.leaves.remove(&key);
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(channel);
+            if self.rooms.capacity() > 4 * self.rooms.len() + 64 {
+                self.rooms.shrink_to_fit();
+            }
+        }
+        let max = self.config.max_members;
+        if before <= max {
+            Some(Announcement::Leave(
+                channel.clone(),
+                Member {
+                    sub,
+                    info: gone.info,
+                },
+            ))
+        } else if before == max + 1 {
+            Some(Announcement::Snapshot(channel.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// When the earliest pending leave is due.
+    pub fn next_leave(&self) -> Option<Instant> {
+        self.leaves.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// The `herald.presence` data of `channel`:
+    /// `{"channel","count","members":[{"sub","info"}]}`, the first
+    /// `--presence-max-members` members by `sub`, and `"truncated":true`
+    /// when there are more.
+    pub fn snapshot_json(&self, channel: &ChannelName) -> String {
+        self.list_json(channel, false)
+    }
+
+    /// The answer of `GET /channels/{channel}/presence`: the snapshot with
+    /// each member's open `connections` (0 while its leave is pending).
+    pub fn roster_json(&self, channel: &ChannelName) -> String {
+        self.list_json(channel, true)
+    }
+
+    fn list_json(&self, channel: &ChannelName, connections: bool) -> String {
+        let room = self.rooms.get(channel);
+        let count = room.map_or(0, |r| r.members.len());
+        let shown = count.min(self.config.max_members);
+        let mut out = String::with_capacity(64 + 48 * shown);
+        out.push_str("{\"channel\":");
+        push_json_str(&mut out, channel.as_str());
+        let _ = write!(out, ",\"count\":{count},\"members\":[");
+        for (i, (sub, entry)) in room
+            .into_iter()
+            .flat_map(|r| r.members.iter())
+            .take(shown)
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"sub\":");
+            push_json_str(&mut out, sub);
+            out.push_str(",\"info\":");
+            out.push_str(&entry.info);
+            if connections {
+                let _ = write!(out, ",\"connections\":{}", entry.connections);
+            }
+            out.push('}');
+        }
+        out.push(']');
+        if count > shown {
+            out.push_str(",\"truncated\":true");
+        }
+        out.push('}');
+        out
+    }
+
+    /// Members held across all channels, leaving ones included.
+    pub fn members(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
+    /// Leaves waiting for their grace to end.
+    pub fn pending_leaves(&self) -> usize {
+        self.leaves.len()
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly what JSON requires, line breaks included.
+    out.push_str(&serde_json::Value::from(s).to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    fn presence(max_members: usize) -> Presence {
+        Presence::new(PresenceConfig {
+            grace: GRACE,
+            max_members,
+        })
+    }
+
+    fn room(name: &str) -> ChannelName {
+        ChannelName::parse(name).unwrap()
+    }
+
+    fn member(sub: &str, name: &str) -> Member {
+        Member::new(sub, Some(&json!({ "name": name }).to_string()))
+    }
+
+    fn subs(list: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(list).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["sub"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn first_connection_joins_and_later_ones_do_not() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let ada = member("42", "Ada");
+        assert_eq!(
+            p.connect(&ch, &ada),
+            Some(Announcement::Join(ch.clone(), ada.clone()))
+        );
+        assert_eq!(
+            p.connect(&ch, &ada),
+            None,
+            "a second tab is the same member"
+        );
+        assert_eq!(p.members(), 1);
+    }
+
+    #[test]
+    fn a_new_info_is_announced_as_a_join() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        p.connect(&ch, &member("42", "Ada"));
+        let renamed = member("42", "Ada L.");
+        assert_eq!(
+            p.connect(&ch, &renamed),
+            Some(Announcement::Join(ch.clone(), renamed))
+        );
+        let snapshot: Value = serde_json::from_str(&p.snapshot_json(&ch)).unwrap();
+        assert_eq!(snapshot["members"][0]["info"]["name"], "Ada L.");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leave_is_announced_only_after_the_grace_at_zero_connections() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let ada = member("42", "Ada");
+        p.connect(&ch, &ada);
+        p.connect(&ch, &ada);
+        let t0 = Instant::now();
+        assert_eq!(p.disconnect(&ch, "42", t0), None, "one tab is still open");
+        assert_eq!(p.disconnect(&ch, "42", t0), Some(t0 + GRACE));
+        assert_eq!(p.next_leave(), Some(t0 + GRACE));
+        assert!(p.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
+        assert_eq!(
+            p.expire(t0 + GRACE),
+            vec![Announcement::Leave(ch.clone(), ada)]
+        );
+        assert_eq!((p.members(), p.pending_leaves()), (0, 0));
+        assert!(p.rooms.is_empty(), "an empty channel is forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coming_back_within_the_grace_announces_nothing() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let ada = member("42", "Ada");
+        p.connect(&ch, &ada);
+        let t0 = Instant::now();
+        p.disconnect(&ch, "42", t0);
+        assert_eq!(p.connect(&ch, &ada), None);
+        assert_eq!(p.pending_leaves(), 0, "the pending leave is cancelled");
+        assert!(p.expire(t0 + 2 * GRACE).is_empty());
+        assert_eq!(p.members(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thousands_of_reconnects_make_one_join_and_one_leave() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let ada = member("42", "Ada");
+        let t0 = Instant::now();
+        let mut announced = Vec::new();
+        for i in 0..5000u32 {
+            let now = t0 + Duration::from_micros(200 * u64::from(i));
+            announced.extend(p.connect(&ch, &ada));
+            p.disconnect(&ch, "42", now);
+            announced.extend(p.expire(now));
+            assert!(p.pending_leaves() <= 1);
+        }
+        announced.extend(p.expire(t0 + Duration::from_secs(1) + GRACE));
+        assert_eq!(
+            announced,
+            vec![
+                Announcement::Join(ch.clone(), ada.clone()),
+                Announcement::Leave(ch.clone(), ada)
+            ]
+        );
+        assert_eq!((p.members(), p.pending_leaves(), p.rooms.len()), (0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaves_come_out_in_deadline_order_across_channels() {
+        let mut p = presence(100);
+        let (a, b) = (room("presence-a"), room("presence-b"));
+        p.connect(&a, &member("1", "x"));
+        p.connect(&b, &member("2", "y"));
+        let t0 = Instant::now();
+        p.disconnect(&b, "2", t0);
+        p.disconnect(&a, "1", t0 + Duration::from_secs(1));
+        let out = p.expire(t0 + GRACE);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].channel(), &b);
+        assert_eq!(p.next_leave(), Some(t0 + Duration::from_secs(1) + GRACE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn above_the_limit_nothing_is_announced_until_a_fresh_snapshot() {
+        let mut p = presence(2);
+        let ch = room("presence-a");
+        assert!(p.connect(&ch, &member("a", "A")).is_some());
+        assert!(p.connect(&ch, &member("b", "B")).is_some());
+        assert_eq!(p.connect(&ch, &member("c", "C")), None, "third of two");
+        let snapshot: Value = serde_json::from_str(&p.snapshot_json(&ch)).unwrap();
+        assert_eq!(snapshot["count"], 3);
+        assert_eq!(snapshot["truncated"], true);
+        assert_eq!(subs(&p.snapshot_json(&ch)), ["a", "b"]);
+
+        let t0 = Instant::now();
+        p.disconnect(&ch, "c", t0);
+        assert_eq!(
+            p.expire(t0 + GRACE),
+            vec![Announcement::Snapshot(ch.clone())],
+            "back at the limit: a fresh snapshot, not a leave nobody saw join"
+        );
+        let snapshot: Value = serde_json::from_str(&p.snapshot_json(&ch)).unwrap();
+        assert_eq!(snapshot.get("truncated"), None);
+        p.disconnect(&ch, "b", t0 + GRACE);
+        let out = p.expire(t0 + 2 * GRACE);
+        assert!(matches!(&out[..], [Announcement::Leave(_, m)] if m.sub() == "b"));
+    }
+
+    #[test]
+    fn snapshot_and_roster_have_the_spec_shapes() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let ada = member("42", "Ada");
+        p.connect(&ch, &ada);
+        p.connect(&ch, &ada);
+        p.connect(&ch, &Member::new("7", None));
+        assert_eq!(
+            serde_json::from_str::<Value>(&p.snapshot_json(&ch)).unwrap(),
+            json!({"channel":"presence-a","count":2,"members":[
+                {"sub":"42","info":{"name":"Ada"}},{"sub":"7","info":null}]})
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&p.roster_json(&ch)).unwrap(),
+            json!({"channel":"presence-a","count":2,"members":[
+                {"sub":"42","info":{"name":"Ada"},"connections":2},
+                {"sub":"7","info":null,"connections":1}]})
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&p.roster_json(&room("presence-empty"))).unwrap(),
+            json!({"channel":"presence-empty","count":0,"members":[]})
+        );
+    }
+
+    #[test]
+    fn json_is_escaped_and_stays_on_one_line() {
+        let ch = room("presence-a");
+        let odd = Member::new("a\"b\nc", Some("{\n  \"n\": \"x\\ny\u{2028}\"\n}"));
+        let data = change_json(&ch, &odd);
+        assert!(!data.contains('\n') && !data.contains('\r'), "{data}");
+        let v: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["sub"], "a\"b\nc");
+        assert_eq!(v["info"]["n"], "x\ny\u{2028}");
+    }
+}
