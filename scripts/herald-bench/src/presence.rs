@@ -76,9 +76,8 @@ fn member(addr: SocketAddr, channel: Arc<str>, token: String, counts: Arc<Counts
             counts.failed.fetch_add(1, Relaxed);
             return;
         };
-        let request = format!(
-            "GET /events/{channel}?token={token} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
-        );
+        let request =
+            format!("GET /events/{channel}?token={token} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
         if socket.write_all(request.as_bytes()).await.is_err() {
             counts.failed.fetch_add(1, Relaxed);
             return;
