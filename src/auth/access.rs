@@ -175,14 +175,16 @@ impl Access {
 
     /// When a stream opened with this access must end: a millisecond
     /// before `exp`, so the timer (which fires at or after its deadline, at
-    /// millisecond granularity) never fires later than `exp`.
+    /// millisecond granularity) never fires later than `exp`. None also for
+    /// an `exp` too far ahead for the clock to hold (past the year
+    /// 292 billion): such a stream never ends for its token.
     pub fn deadline(&self) -> Option<tokio::time::Instant> {
-        let exp = UNIX_EPOCH + Duration::from_secs(self.expires_at()?);
+        let exp = UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at()?))?;
         let left = exp
             .duration_since(SystemTime::now())
             .unwrap_or_default()
             .saturating_sub(Duration::from_millis(1));
-        Some(tokio::time::Instant::now() + left)
+        tokio::time::Instant::now().checked_add(left)
     }
 
     /// The JWT's `sub`, the user.
@@ -308,5 +310,15 @@ mod tests {
         assert_eq!(a.check_publish(&chs(&["private-a"])), Ok(()));
         assert_eq!(a.check_admin(), Ok(()));
         assert!(a.is_publish_token() && a.expires_at().is_none());
+    }
+
+    #[test]
+    fn an_exp_past_what_the_clock_holds_has_no_deadline() {
+        for exp in [1u64 << 63, u64::MAX] {
+            let a = jwt(&format!(r#"{{"exp":{exp}}}"#), ON);
+            assert_eq!(a.deadline(), None, "{exp}");
+        }
+        let a = jwt(r#"{"exp":9007199254740991}"#, ON);
+        assert!(a.deadline().is_some());
     }
 }

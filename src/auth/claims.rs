@@ -27,6 +27,7 @@ pub const MAX_GRANTS: usize = 256;
 /// checked by the JWT library; these are the ones herald keeps.
 #[derive(Debug, Deserialize)]
 pub struct Claims {
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     #[serde(default, deserialize_with = "sub")]
     pub sub: Option<String>,
@@ -122,6 +123,24 @@ impl<'de> Deserialize<'de> for Grants {
     }
 }
 
+/// An RFC 7519 NumericDate: seconds since the epoch, which may have a
+/// fraction (`Date.now() / 1000 + 600` in JavaScript). Rounded down, so a
+/// stream never outlives its token.
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Fraction(f64),
+    }
+    match Number::deserialize(d)? {
+        Number::Whole(secs) => Ok(secs),
+        // `as` saturates: a date past u64::MAX seconds is u64::MAX.
+        Number::Fraction(secs) if secs.is_finite() && secs >= 0.0 => Ok(secs.floor() as u64),
+        Number::Fraction(_) => Err(D::Error::custom("`exp` is not a date")),
+    }
+}
+
 fn sub<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let sub = String::deserialize(d)?;
     match sub.chars().count() {
@@ -200,6 +219,21 @@ mod tests {
         assert!(serde_json::from_str::<Claims>(&long_sub).is_err());
         let big_info = format!(r#"{{"exp":1,"herald":{{"info":"{}"}}}}"#, "x".repeat(1100));
         assert!(serde_json::from_str::<Claims>(&big_info).is_err());
+    }
+
+    #[test]
+    fn exp_may_have_a_fraction_and_is_rounded_down() {
+        let c: Claims = serde_json::from_str(r#"{"exp":1767225600.9}"#).unwrap();
+        assert_eq!(c.exp, 1767225600);
+        let c: Claims = serde_json::from_str(r#"{"exp":1.7672256e9}"#).unwrap();
+        assert_eq!(c.exp, 1767225600);
+        for bad in [
+            r#"{"exp":-1}"#,
+            r#"{"exp":-0.5}"#,
+            r#"{"exp":"1767225600"}"#,
+        ] {
+            assert!(serde_json::from_str::<Claims>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

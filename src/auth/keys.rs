@@ -63,6 +63,14 @@ impl Key {
     /// Ed25519, told apart by the key itself.
     pub fn pem(path: &Path) -> Result<Key, String> {
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // `jsonwebtoken` reads an RSA private key as a verification key
+        // that then refuses every token; say so at startup instead.
+        if String::from_utf8_lossy(&pem).contains("PRIVATE KEY-----") {
+            return Err(format!(
+                "{}: a private key; give its public half (openssl pkey -in KEY -pubout)",
+                path.display()
+            ));
+        }
         if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
             return Ok(Key::new(
                 None,

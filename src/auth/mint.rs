@@ -7,7 +7,9 @@
 //! ```
 //!
 //! It signs with the first `--jwt-secret` (HS256), or with
-//! `--private-key FILE` (the PEM private half of a `--jwt-public-key`).
+//! `--private-key FILE` (the PEM private half of a `--jwt-public-key`:
+//! RS256, ES256 or ES384 by the key's curve, EdDSA); `--alg` picks another
+//! algorithm the key allows.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,16 +75,26 @@ pub struct TokenArgs {
 
 /// The signed token.
 pub fn mint(args: &TokenArgs) -> Result<String, String> {
-    let (key, default_alg) = signing_key(args)?;
-    let alg = match &args.alg {
-        Some(name) => name
-            .parse::<Algorithm>()
-            .map_err(|_| format!("--alg {name}: unknown algorithm"))?,
-        None => default_alg,
+    let key = signing_key(args)?;
+    // Whether the key can sign with `alg`, found by signing: an EC key's
+    // curve decides between ES256 and ES384, and a public key signs nothing.
+    let signs = |alg: &Algorithm| {
+        key.family().algorithms().contains(alg)
+            && jsonwebtoken::crypto::sign(b"herald", &key, *alg).is_ok()
     };
-    if !key.family().algorithms().contains(&alg) {
-        return Err(format!("--alg {alg:?} does not match the key"));
-    }
+    let alg = match &args.alg {
+        Some(name) => match name.parse::<Algorithm>() {
+            Ok(alg) if signs(&alg) => alg,
+            Ok(alg) => return Err(format!("--alg {alg:?} does not match the key")),
+            Err(_) => return Err(format!("--alg {name}: unknown algorithm")),
+        },
+        None => *key
+            .family()
+            .algorithms()
+            .iter()
+            .find(|alg| signs(alg))
+            .ok_or("the key cannot sign: is it a private key?")?,
+    };
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|_| "the clock is before 1970")?
@@ -122,17 +134,19 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("cannot sign: {e}"))
 }
 
-fn signing_key(args: &TokenArgs) -> Result<(EncodingKey, Algorithm), String> {
+/// The key to sign with; its family's first algorithm it can sign with is
+/// the default (HS256, RS256, ES256 or ES384 by curve, EdDSA).
+fn signing_key(args: &TokenArgs) -> Result<EncodingKey, String> {
     if let Some(path) = &args.private_key {
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
-            return Ok((key, Algorithm::RS256));
+            return Ok(key);
         }
         if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
-            return Ok((key, Algorithm::ES256));
+            return Ok(key);
         }
         if let Ok(key) = EncodingKey::from_ed_pem(&pem) {
-            return Ok((key, Algorithm::EdDSA));
+            return Ok(key);
         }
         return Err(format!(
             "{}: not a PKCS#8 PEM private key (RSA, EC or Ed25519)",
@@ -145,7 +159,6 @@ fn signing_key(args: &TokenArgs) -> Result<(EncodingKey, Algorithm), String> {
         .find(|s| !s.expose().trim().is_empty())
     {
         Some(secret) => EncodingKey::from_secret(secret.expose().trim().as_bytes())
-            .map(|key| (key, Algorithm::HS256))
             .map_err(|e| format!("--jwt-secret: {e}")),
         None => Err("no key to sign with: set HERALD_JWT_SECRET or --private-key".into()),
     }

@@ -57,8 +57,9 @@ fn find_cookie(req: &Parts, name: &str) -> Option<String> {
         .filter_map(|h| h.to_str().ok())
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| k.trim() == name && !v.trim().is_empty())
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
 }
 
 #[cfg(test)]
@@ -117,7 +118,7 @@ mod tests {
                 "{value}"
             );
         }
-        let garbage = [("cookie", ";;==;t;=x; t")];
+        let garbage = [("cookie", ";;==;t;=x; t; t=\"\"")];
         assert_eq!(
             find(&parts("GET", "/e?token=", &garbage), Some("t")),
             Presented::None

@@ -151,6 +151,14 @@ async fn each_bad_token_is_refused_counted_and_changes_nothing() {
         .bearer_auth(PUBLISH_TOKEN);
     assert_eq!(answer(ok.body("still here")).await.0, 200);
     assert_eq!(watcher.next().await.data, "still here");
+    // An empty cookie, quoted or not, is no token: an open channel serves it.
+    for empty in ["herald_token=", "herald_token=\"\""] {
+        let r = app
+            .client
+            .get(app.url("/events/news"))
+            .header("cookie", empty);
+        assert_eq!(answer(r).await.0, 200, "{empty}");
+    }
 }
 
 #[tokio::test]

@@ -178,6 +178,35 @@ async fn herald_token_refuses_bad_grants_and_signs_with_a_private_key() {
     assert_eq!(request.send().await.unwrap().status(), 200);
 }
 
+/// `herald token` signs with what the key can: ES384 for a P-384 key
+/// without `--alg`; a public key is refused with a clear message.
+#[tokio::test]
+async fn herald_token_signs_es384_with_a_p384_key_and_refuses_a_public_key() {
+    let pair = key_pair(Kind::P384);
+    let bin = Binary::start(&["--jwt-public-key", pair.public.to_str().unwrap()]).await;
+    let private = pair.private.to_str().unwrap();
+    let token = mint(&["--private-key", private, "--subscribe", "private-x"]);
+    let request = bin
+        .client
+        .get(bin.url("/events/private-x"))
+        .bearer_auth(token);
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("token")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let public = key_pair(Kind::Rsa).public.to_str().unwrap();
+    assert!(refused(&["--private-key", public]).contains("private key"));
+    let p256 = key_pair(Kind::P256).private.to_str().unwrap();
+    let stderr = refused(&["--private-key", p256, "--alg", "ES384"]);
+    assert!(stderr.contains("does not match the key"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_jwks_file() {
     let path = std::env::temp_dir().join(format!("herald-jwks-hup-{}.json", std::process::id()));
@@ -238,6 +267,15 @@ fn configurations_that_cannot_work_fail_at_startup() {
             "--jwt-public-key",
         ),
         (&["--jwks-file", "/nonexistent.json"], "--jwks-file"),
+        // A private key where the public one belongs used to start a
+        // server that refused every token.
+        (
+            &[
+                "--jwt-public-key",
+                key_pair(Kind::Rsa).private.to_str().unwrap(),
+            ],
+            "a private key",
+        ),
     ] {
         let out = run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

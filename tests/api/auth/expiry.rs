@@ -77,3 +77,28 @@ async fn a_two_second_token_ends_its_stream_at_exp_and_a_renewal_loses_nothing()
     assert_eq!(sse.data(2).await, ["missed-1", "missed-2"]);
     assert!(now() >= exp);
 }
+
+/// RFC 7519 dates may have a fraction (`Date.now() / 1000 + 600` in
+/// JavaScript); a date too far ahead for the clock (a "never expires" token)
+/// used to panic the connection, which then closed with no answer.
+#[tokio::test]
+async fn an_exp_with_a_fraction_or_beyond_the_clock_opens_the_stream() {
+    let app = spawn_auth().await;
+    let fraction = (now() + 600) as f64 + 0.75;
+    for exp in [json!(fraction), json!(1u64 << 63), json!(u64::MAX)] {
+        let t = hs(&json!({"exp": exp, "herald": {"subscribe": ["private-feed"]}}));
+        let mut sse = app
+            .subscribe(&format!("/events/private-feed?token={t}"), None)
+            .await;
+        let published = app
+            .client
+            .post(app.url("/publish/private-feed"))
+            .bearer_auth(PUBLISH_TOKEN)
+            .body(exp.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(published.status(), 200);
+        assert_eq!(sse.next().await.data, exp.to_string(), "exp {exp}");
+    }
+}

@@ -139,6 +139,8 @@ async fn private_streams_need_a_grant_for_every_private_channel() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "private, no-cache");
     let mut sse = Sse::from_response(response);
+    // A presence channel's stream starts with its snapshot (SPEC §7).
+    assert_eq!(sse.next().await.event, "herald.presence");
     let request = app.client.post(app.url("/publish/private-user-42"));
     // The presence channel's snapshot comes first (SPEC §7), then the event.
     let snapshot = sse.next().await;
