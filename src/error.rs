@@ -73,6 +73,10 @@ pub enum ApiError {
         "the token does not grant these channels"
     })]
     Forbidden { channels: Vec<ChannelName> },
+    /// A WebSocket upgrade from a page whose `Origin` is not allowed by
+    /// `--cors-origin`, while cookie auth is on (SPEC §10).
+    #[error("this page's origin may not open a WebSocket here: with cookie auth, only the origins listed in --cors-origin can")]
+    OriginNotAllowed,
     /// A presence channel with a token that names no member.
     #[error("presence channels need a token with a `sub` claim: the member the others see")]
     NoMember { channels: Vec<ChannelName> },
@@ -120,6 +124,7 @@ impl ApiError {
             | ApiError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. }
+            | ApiError::OriginNotAllowed
             | ApiError::NoMember { .. }
             | ApiError::AuthNotConfigured { .. } => StatusCode::FORBIDDEN,
         }
@@ -147,7 +152,9 @@ impl ApiError {
             ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::BackendUnavailable { .. } => "backend_unavailable",
             ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::Forbidden { .. } | ApiError::NoMember { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::OriginNotAllowed | ApiError::NoMember { .. } => {
+                "forbidden"
+            }
             ApiError::NotPresenceChannel => "not_a_presence_channel",
             ApiError::AuthNotConfigured { .. } => "auth_not_configured",
         }
@@ -165,6 +172,8 @@ impl ApiError {
             | ApiError::AuthNotConfigured { channels } => {
                 body["channels"] = channels.iter().map(|c| c.as_str()).collect();
             }
+            // The shape of every 403 `forbidden`; no channel is the cause.
+            ApiError::OriginNotAllowed => body["channels"] = serde_json::json!([]),
             _ => {}
         }
         let mut response = http::Response::new(Body::from(body.to_string()));

@@ -98,9 +98,7 @@ pub async fn websocket(
     // A browser sends cookies on a WebSocket upgrade from any site: with
     // cookie auth, only the allowed origins may open one (SPEC §10).
     if state.config.auth_cookie.is_some() && !origin_allowed(state, req) {
-        return Err(ApiError::Forbidden {
-            channels: Vec::new(),
-        });
+        return Err(ApiError::OriginNotAllowed);
     }
     let access = state.auth.access(req)?;
     access.check_subscribe(&channels)?;

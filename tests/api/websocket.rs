@@ -479,3 +479,53 @@ async fn a_socket_counts_as_a_connection_and_past_the_limit_the_upgrade_is_503()
     })
     .await;
 }
+
+#[tokio::test]
+async fn with_cookie_auth_an_upgrade_from_an_origin_not_listed_is_refused_with_403() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = crate::auth::spawn_auth_with(|c| {
+        c.auth_cookie = Some("herald_token".into());
+        c.cors_origin = vec!["http://app.test".into()];
+    })
+    .await;
+    let cookie = format!(
+        "herald_token={}",
+        crate::auth::token(&["private-a"], &["private-a"])
+    );
+    let upgrade = |origin: &'static str| {
+        let mut request = format!("ws://{}/events/private-a", app.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+
+    // A page of another site: the browser sent the cookie all the same.
+    let response = match upgrade("http://evil.test").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response,
+        other => panic!("expected a 403, got {other:?}"),
+    };
+    assert_eq!(response.status(), 403);
+    let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"], "forbidden");
+    // It says what is wrong: the origin, not a token.
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("--cors-origin"), "{body}");
+    assert!(!message.contains("token"), "{body}");
+    assert_eq!(crate::auth::rejected(&app, "forbidden").await, 1.0);
+
+    // The listed origin opens it, and the cookie's token publishes on it.
+    let (mut ws, _) = upgrade("http://app.test").await.expect("the listed origin");
+    send_json(
+        &mut ws,
+        json!({"type": "publish", "channel": "private-a", "data": "hi"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "published");
+    assert_eq!(next_json(&mut ws).await["data"], "hi");
+}
