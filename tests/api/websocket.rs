@@ -411,6 +411,8 @@ async fn a_socket_opened_with_a_jwt_gets_herald_expired_then_a_close_at_exp() {
     let expired = next_json(&mut ws).await;
     assert_eq!(expired["event"], "herald.expired");
     assert!(expired.get("id").is_none(), "{expired}");
+    // The shape of every message (SPEC §10): only the id is left out.
+    assert_eq!(expired["channel"], "private-feed", "{expired}");
     let data: Value = serde_json::from_str(expired["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["reason"], "token_expired");
     assert_eq!(data["exp"], claims["exp"]);

@@ -62,11 +62,18 @@ pub fn notice(notice: &Notice) -> Utf8Bytes {
     })
 }
 
-/// The last message of a socket whose token reached its `exp`: no `id`,
-/// no channel; `data` is the same JSON text an event stream carries.
-pub fn expired(exp: u64) -> Utf8Bytes {
+/// The last message of a socket whose token reached its `exp`: no `id`;
+/// `data` is the same JSON text an event stream carries. It ends the whole
+/// socket, but keeps the shape of every message: `channel` is the socket's
+/// first channel (the path's, or the first `channel=` of the query).
+pub fn expired(exp: u64, channel: &ChannelName) -> Utf8Bytes {
     let data = format!("{{\"reason\":\"token_expired\",\"exp\":{exp}}}");
-    Utf8Bytes::from(serde_json::json!({ "event": "herald.expired", "data": data }).to_string())
+    encode(&Out {
+        id: None,
+        channel: channel.as_str(),
+        event: Some("herald.expired"),
+        data: &data,
+    })
 }
 
 /// The answer to a publish message: `POST /publish`'s JSON with a `type`.
@@ -197,6 +204,14 @@ mod tests {
         assert_eq!(
             notice(&n).as_str(),
             r#"{"channel":"a","event":"herald.gap","data":"{\"channel\":\"a\",\"last_event_id\":\"5\",\"reason\":\"history\"}"}"#
+        );
+    }
+
+    #[test]
+    fn expiry_has_the_shape_of_every_message_without_an_id() {
+        assert_eq!(
+            expired(1767225600, &ch("room")).as_str(),
+            r#"{"channel":"room","event":"herald.expired","data":"{\"reason\":\"token_expired\",\"exp\":1767225600}"}"#
         );
     }
 

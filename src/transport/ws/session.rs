@@ -425,7 +425,7 @@ impl Session {
             }
             Item::Expired { exp } => {
                 self.expired = true;
-                Message::Text(message::expired(exp))
+                Message::Text(message::expired(exp, self.core.channel(0)))
             }
         })
     }
