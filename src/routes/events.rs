@@ -115,7 +115,7 @@ pub async fn websocket(
         .prepare_subscribe(&channels, resume, member.as_ref())
         .await
     {
-        state.metrics.rejected(reason);
+        // Counted once, with the error, by the router.
         let retry_after = state.config.retry;
         return Err(match reason {
             RejectReason::ChannelLimit => ApiError::ChannelLimit { retry_after },
