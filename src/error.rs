@@ -26,6 +26,10 @@ pub enum ApiError {
     NotUtf8,
     #[error("the request body is not valid JSON for a batch: {0}")]
     BadJson(String),
+    /// A WebSocket message that is not a publish message: `bad_json` too,
+    /// but it is neither a request body nor a batch.
+    #[error("{0}")]
+    BadMessage(String),
     /// A bad item of a batch: the whole batch is refused.
     #[error("item {index}: {source}")]
     BadBatchItem { index: usize, source: Box<ApiError> },
@@ -108,6 +112,7 @@ impl ApiError {
             | ApiError::EmptyData
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
+            | ApiError::BadMessage(_)
             | ApiError::BadBatchItem { .. }
             | ApiError::BodyRead(_)
             | ApiError::BadUpgrade(_)
@@ -138,7 +143,7 @@ impl ApiError {
             ApiError::BadChannelList => "bad_channel_list",
             ApiError::EmptyData => "empty_data",
             ApiError::NotUtf8 => "invalid_utf8",
-            ApiError::BadJson(_) => "bad_json",
+            ApiError::BadJson(_) | ApiError::BadMessage(_) => "bad_json",
             ApiError::BadBatchItem { source, .. } => source.code(),
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyTooLarge { .. } => "body_too_large",

@@ -195,10 +195,14 @@ async fn a_publish_over_the_socket_reaches_event_stream_subscribers() {
 async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
     let app = spawn_app_with(|c| c.max_event_bytes = 16).await;
     let mut ws = connect(&app, "/events/a").await;
-    let cases: [(Message, &str); 6] = [
+    let cases: [(Message, &str); 7] = [
         (Message::binary(vec![1, 2, 3]), "binary_message"),
         (Message::text("not json"), "bad_json"),
         (Message::text(r#"{"type":"subscribe"}"#), "bad_json"),
+        (
+            Message::text(r#"{"type":"publish","channel":"a"}"#),
+            "bad_json",
+        ),
         (
             Message::text(r#"{"type":"publish","channel":"a b","data":"x"}"#),
             "bad_channel",
@@ -217,7 +221,13 @@ async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
         let answer = next_json(&mut ws).await;
         assert_eq!(answer["type"], "error");
         assert_eq!(answer["error"], code, "{answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{answer}");
+        // A socket message is neither a request body nor a batch.
+        assert!(
+            !message.contains("request body") && !message.contains("batch"),
+            "{answer}"
+        );
     }
     assert_eq!(
         app.channels().await.as_array().unwrap().len(),
@@ -234,7 +244,7 @@ async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
         ("binary", 1.0),
         ("not_json", 1.0),
         ("bad_message", 1.0),
-        ("bad_publish", 3.0),
+        ("bad_publish", 4.0),
     ] {
         let series = format!("herald_ws_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(app.metric(&series).await, count, "{series}");

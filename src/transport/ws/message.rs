@@ -92,7 +92,14 @@ pub fn published(published: &Published) -> Utf8Bytes {
 
 /// An error answer: the code and message `POST /publish` would give.
 pub fn error(error: &ApiError) -> Utf8Bytes {
-    error_text(error.code(), &error.to_string())
+    match error {
+        // `POST /publish`'s words for it are about a request body.
+        ApiError::EmptyData => error_text(
+            error.code(),
+            "`data` is empty: an event needs data (EventSource never dispatches an empty one)",
+        ),
+        _ => error_text(error.code(), &error.to_string()),
+    }
 }
 
 pub fn error_text(code: &str, message: &str) -> Utf8Bytes {
@@ -129,7 +136,7 @@ pub fn parse_publish(
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             Refused::NotJson,
-            ApiError::BadJson(format!("a message is one JSON object: {e}")),
+            ApiError::BadMessage(format!("a message is one JSON object: {e}")),
         )
     })?;
     let Value::Object(mut fields) = value else {
@@ -144,13 +151,20 @@ pub fn parse_publish(
         }
         _ => return Err(bad_message("`type` is required: {\"type\":\"publish\",…}")),
     }
-    batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| (Refused::BadPublish, e))
+    batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| {
+        // `POST /publish`'s checks, without its words about a batch body.
+        let e = match e {
+            ApiError::BadJson(why) => ApiError::BadMessage(format!("a publish message: {why}")),
+            e => e,
+        };
+        (Refused::BadPublish, e)
+    })
 }
 
 fn bad_message(why: &str) -> (Refused, ApiError) {
     (
         Refused::BadMessage,
-        ApiError::BadJson(format!(
+        ApiError::BadMessage(format!(
             "{why}; expected {{\"type\":\"publish\",\"channel\":\"…\",\"event\":\"…\",\"data\":…}}"
         )),
     )
