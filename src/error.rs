@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use crate::auth::Denied;
@@ -203,6 +203,10 @@ impl ApiError {
                     false => "Bearer",
                 };
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            // RFC 6455 §4.4: the versions spoken, so a client can retry.
+            ApiError::BadUpgrade(_) => {
+                headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
             ApiError::Forbidden { .. } => {
                 headers.insert(

@@ -454,6 +454,8 @@ async fn a_bad_upgrade_or_channel_is_refused_before_the_handshake() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // RFC 6455 §4.4: the answer names the version the server speaks.
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_upgrade");
 }
