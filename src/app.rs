@@ -402,7 +402,7 @@ fn refused(reason: RejectReason, retry_after: Duration) -> ApiError {
 impl ApiError {
     /// The `reason` label this refusal is counted under: the status says it
     /// for every refusal but the 503s, which name their cause.
-    fn reject_reason(&self) -> RejectReason {
+    pub(crate) fn reject_reason(&self) -> RejectReason {
         match self {
             ApiError::ChannelLimit { .. } => RejectReason::ChannelLimit,
             ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use crate::auth::Denied;
@@ -26,6 +26,10 @@ pub enum ApiError {
     NotUtf8,
     #[error("the request body is not valid JSON for a batch: {0}")]
     BadJson(String),
+    /// A WebSocket message that is not a publish message: `bad_json` too,
+    /// but it is neither a request body nor a batch.
+    #[error("{0}")]
+    BadMessage(String),
     /// A bad item of a batch: the whole batch is refused.
     #[error("item {index}: {source}")]
     BadBatchItem { index: usize, source: Box<ApiError> },
@@ -73,6 +77,10 @@ pub enum ApiError {
         "the token does not grant these channels"
     })]
     Forbidden { channels: Vec<ChannelName> },
+    /// A WebSocket upgrade from a page whose `Origin` is not allowed by
+    /// `--cors-origin`, while cookie auth is on (SPEC §10).
+    #[error("this page's origin may not open a WebSocket here: with cookie auth, only the origins listed in --cors-origin can")]
+    OriginNotAllowed,
     /// A presence channel with a token that names no member.
     #[error("presence channels need a token with a `sub` claim: the member the others see")]
     NoMember { channels: Vec<ChannelName> },
@@ -104,6 +112,7 @@ impl ApiError {
             | ApiError::EmptyData
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
+            | ApiError::BadMessage(_)
             | ApiError::BadBatchItem { .. }
             | ApiError::BodyRead(_)
             | ApiError::BadUpgrade(_)
@@ -120,6 +129,7 @@ impl ApiError {
             | ApiError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. }
+            | ApiError::OriginNotAllowed
             | ApiError::NoMember { .. }
             | ApiError::AuthNotConfigured { .. } => StatusCode::FORBIDDEN,
         }
@@ -133,7 +143,7 @@ impl ApiError {
             ApiError::BadChannelList => "bad_channel_list",
             ApiError::EmptyData => "empty_data",
             ApiError::NotUtf8 => "invalid_utf8",
-            ApiError::BadJson(_) => "bad_json",
+            ApiError::BadJson(_) | ApiError::BadMessage(_) => "bad_json",
             ApiError::BadBatchItem { source, .. } => source.code(),
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyTooLarge { .. } => "body_too_large",
@@ -147,7 +157,9 @@ impl ApiError {
             ApiError::ShuttingDown { .. } => "shutting_down",
             ApiError::BackendUnavailable { .. } => "backend_unavailable",
             ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::Forbidden { .. } | ApiError::NoMember { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::OriginNotAllowed | ApiError::NoMember { .. } => {
+                "forbidden"
+            }
             ApiError::NotPresenceChannel => "not_a_presence_channel",
             ApiError::AuthNotConfigured { .. } => "auth_not_configured",
         }
@@ -165,6 +177,8 @@ impl ApiError {
             | ApiError::AuthNotConfigured { channels } => {
                 body["channels"] = channels.iter().map(|c| c.as_str()).collect();
             }
+            // The shape of every 403 `forbidden`; no channel is the cause.
+            ApiError::OriginNotAllowed => body["channels"] = serde_json::json!([]),
             _ => {}
         }
         let mut response = http::Response::new(Body::from(body.to_string()));
@@ -189,6 +203,10 @@ impl ApiError {
                     false => "Bearer",
                 };
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            // RFC 6455 §4.4: the versions spoken, so a client can retry.
+            ApiError::BadUpgrade(_) => {
+                headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
             ApiError::Forbidden { .. } => {
                 headers.insert(

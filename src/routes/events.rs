@@ -98,9 +98,7 @@ pub async fn websocket(
     // A browser sends cookies on a WebSocket upgrade from any site: with
     // cookie auth, only the allowed origins may open one (SPEC §10).
     if state.config.auth_cookie.is_some() && !origin_allowed(state, req) {
-        return Err(ApiError::Forbidden {
-            channels: Vec::new(),
-        });
+        return Err(ApiError::OriginNotAllowed);
     }
     let access = state.auth.access(req)?;
     access.check_subscribe(&channels)?;
@@ -117,7 +115,7 @@ pub async fn websocket(
         .prepare_subscribe(&channels, resume, member.as_ref())
         .await
     {
-        state.metrics.rejected(reason);
+        // Counted once, with the error, by the router.
         let retry_after = state.config.retry;
         return Err(match reason {
             RejectReason::ChannelLimit => ApiError::ChannelLimit { retry_after },

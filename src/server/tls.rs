@@ -86,8 +86,15 @@ impl Tls {
 /// ALPN h2 and http/1.1, and a key checked against the certificate.
 fn server_config(cert: &Path, key: &Path) -> io::Result<ServerConfig> {
     let chain = read_certs(cert)?;
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| invalid(format!("--tls-key {}: {}", key.display(), pem_error(e))))?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let why = pem_error(e)
+            + &hint(
+                key,
+                "CERTIFICATE",
+                "a certificate: is it the --tls-cert file?",
+            );
+        invalid(format!("--tls-key {}: {why}", key.display()))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -107,7 +114,13 @@ fn server_config(cert: &Path, key: &Path) -> io::Result<ServerConfig> {
 
 fn read_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     let fail = |e: rustls::pki_types::pem::Error| {
-        invalid(format!("--tls-cert {}: {}", path.display(), pem_error(e)))
+        let why = pem_error(e)
+            + &hint(
+                path,
+                "PRIVATE KEY",
+                "a private key: is it the --tls-key file?",
+            );
+        invalid(format!("--tls-cert {}: {why}", path.display()))
     };
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(fail)?
@@ -125,6 +138,26 @@ fn pem_error(e: rustls::pki_types::pem::Error) -> String {
         Error::Io(e) => e.to_string(),
         Error::NoItemsFound => "no PEM section of the expected kind in this file".to_owned(),
         other => format!("not valid PEM ({other:?})"),
+    }
+}
+
+/// What a PEM file that lacks the section wanted holds instead, when that
+/// explains the mistake: an encrypted key (herald reads no passphrase), or
+/// the other file of the pair (`other` is its PEM label).
+fn hint(path: &Path, other: &str, holds: &str) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        " (it holds an encrypted private key, and herald reads no passphrase: \
+         decrypt it with `openssl pkey -in KEY -out PLAIN`)"
+            .to_owned()
+    } else if text.contains(&format!("-----BEGIN {other}-----"))
+        || text.contains(&format!(" {other}-----"))
+    {
+        format!(" (it holds {holds})")
+    } else {
+        String::new()
     }
 }
 

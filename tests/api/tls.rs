@@ -140,13 +140,38 @@ async fn missing_non_pem_or_mismatched_files_fail_startup_naming_the_file() {
     let missing = pair.dir.join("missing.pem");
     let not_pem = pair.dir.join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
+    let encrypted = pair.dir.join("encrypted.pem");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    // The file, and what is wrong with it when a user can act on that.
     let cases = [
-        (missing.clone(), pair.key.clone(), missing.clone()),
-        (not_pem.clone(), pair.key.clone(), not_pem.clone()),
-        (pair.cert.clone(), not_pem.clone(), not_pem.clone()),
-        (pair.cert.clone(), other.key.clone(), other.key.clone()),
+        (missing.clone(), pair.key.clone(), missing.clone(), ""),
+        (not_pem.clone(), pair.key.clone(), not_pem.clone(), ""),
+        (pair.cert.clone(), not_pem.clone(), not_pem.clone(), ""),
+        (pair.cert.clone(), other.key.clone(), other.key.clone(), ""),
+        (
+            pair.key.clone(),
+            pair.cert.clone(),
+            pair.key.clone(),
+            "--tls-key file",
+        ),
+        (
+            pair.cert.clone(),
+            pair.cert.clone(),
+            pair.cert.clone(),
+            "--tls-cert file",
+        ),
+        (
+            pair.cert.clone(),
+            encrypted.clone(),
+            encrypted.clone(),
+            "encrypted",
+        ),
     ];
-    for (cert, key, named) in cases {
+    for (cert, key, named, why) in cases {
         let mut config = test_config();
         config.tls_cert = Some(cert);
         config.tls_key = Some(key);
@@ -163,6 +188,7 @@ async fn missing_non_pem_or_mismatched_files_fail_startup_naming_the_file() {
             "{error} names {}",
             named.display()
         );
+        assert!(error.contains(why), "{error} says {why}");
     }
 
     // The binary says so and exits non-zero.

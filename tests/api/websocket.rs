@@ -195,10 +195,14 @@ async fn a_publish_over_the_socket_reaches_event_stream_subscribers() {
 async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
     let app = spawn_app_with(|c| c.max_event_bytes = 16).await;
     let mut ws = connect(&app, "/events/a").await;
-    let cases: [(Message, &str); 6] = [
+    let cases: [(Message, &str); 7] = [
         (Message::binary(vec![1, 2, 3]), "binary_message"),
         (Message::text("not json"), "bad_json"),
         (Message::text(r#"{"type":"subscribe"}"#), "bad_json"),
+        (
+            Message::text(r#"{"type":"publish","channel":"a"}"#),
+            "bad_json",
+        ),
         (
             Message::text(r#"{"type":"publish","channel":"a b","data":"x"}"#),
             "bad_channel",
@@ -217,7 +221,13 @@ async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
         let answer = next_json(&mut ws).await;
         assert_eq!(answer["type"], "error");
         assert_eq!(answer["error"], code, "{answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{answer}");
+        // A socket message is neither a request body nor a batch.
+        assert!(
+            !message.contains("request body") && !message.contains("batch"),
+            "{answer}"
+        );
     }
     assert_eq!(
         app.channels().await.as_array().unwrap().len(),
@@ -234,7 +244,7 @@ async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
         ("binary", 1.0),
         ("not_json", 1.0),
         ("bad_message", 1.0),
-        ("bad_publish", 3.0),
+        ("bad_publish", 4.0),
     ] {
         let series = format!("herald_ws_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(app.metric(&series).await, count, "{series}");
@@ -411,6 +421,8 @@ async fn a_socket_opened_with_a_jwt_gets_herald_expired_then_a_close_at_exp() {
     let expired = next_json(&mut ws).await;
     assert_eq!(expired["event"], "herald.expired");
     assert!(expired.get("id").is_none(), "{expired}");
+    // The shape of every message (SPEC §10): only the id is left out.
+    assert_eq!(expired["channel"], "private-feed", "{expired}");
     let data: Value = serde_json::from_str(expired["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["reason"], "token_expired");
     assert_eq!(data["exp"], claims["exp"]);
@@ -442,6 +454,8 @@ async fn a_bad_upgrade_or_channel_is_refused_before_the_handshake() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // RFC 6455 §4.4: the answer names the version the server speaks.
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_upgrade");
 }
@@ -478,4 +492,54 @@ async fn a_socket_counts_as_a_connection_and_past_the_limit_the_upgrade_is_503()
         text.await.is_some_and(|t| t.contains(counted))
     })
     .await;
+}
+
+#[tokio::test]
+async fn with_cookie_auth_an_upgrade_from_an_origin_not_listed_is_refused_with_403() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = crate::auth::spawn_auth_with(|c| {
+        c.auth_cookie = Some("herald_token".into());
+        c.cors_origin = vec!["http://app.test".into()];
+    })
+    .await;
+    let cookie = format!(
+        "herald_token={}",
+        crate::auth::token(&["private-a"], &["private-a"])
+    );
+    let upgrade = |origin: &'static str| {
+        let mut request = format!("ws://{}/events/private-a", app.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+
+    // A page of another site: the browser sent the cookie all the same.
+    let response = match upgrade("http://evil.test").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response,
+        other => panic!("expected a 403, got {other:?}"),
+    };
+    assert_eq!(response.status(), 403);
+    let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"], "forbidden");
+    // It says what is wrong: the origin, not a token.
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("--cors-origin"), "{body}");
+    assert!(!message.contains("token"), "{body}");
+    assert_eq!(crate::auth::rejected(&app, "forbidden").await, 1.0);
+
+    // The listed origin opens it, and the cookie's token publishes on it.
+    let (mut ws, _) = upgrade("http://app.test").await.expect("the listed origin");
+    send_json(
+        &mut ws,
+        json!({"type": "publish", "channel": "private-a", "data": "hi"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "published");
+    assert_eq!(next_json(&mut ws).await["data"], "hi");
 }

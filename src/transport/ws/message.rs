@@ -62,11 +62,18 @@ pub fn notice(notice: &Notice) -> Utf8Bytes {
     })
 }
 
-/// The last message of a socket whose token reached its `exp`: no `id`,
-/// no channel; `data` is the same JSON text an event stream carries.
-pub fn expired(exp: u64) -> Utf8Bytes {
+/// The last message of a socket whose token reached its `exp`: no `id`;
+/// `data` is the same JSON text an event stream carries. It ends the whole
+/// socket, but keeps the shape of every message: `channel` is the socket's
+/// first channel (the path's, or the first `channel=` of the query).
+pub fn expired(exp: u64, channel: &ChannelName) -> Utf8Bytes {
     let data = format!("{{\"reason\":\"token_expired\",\"exp\":{exp}}}");
-    Utf8Bytes::from(serde_json::json!({ "event": "herald.expired", "data": data }).to_string())
+    encode(&Out {
+        id: None,
+        channel: channel.as_str(),
+        event: Some("herald.expired"),
+        data: &data,
+    })
 }
 
 /// The answer to a publish message: `POST /publish`'s JSON with a `type`.
@@ -85,7 +92,14 @@ pub fn published(published: &Published) -> Utf8Bytes {
 
 /// An error answer: the code and message `POST /publish` would give.
 pub fn error(error: &ApiError) -> Utf8Bytes {
-    error_text(error.code(), &error.to_string())
+    match error {
+        // `POST /publish`'s words for it are about a request body.
+        ApiError::EmptyData => error_text(
+            error.code(),
+            "`data` is empty: an event needs data (EventSource never dispatches an empty one)",
+        ),
+        _ => error_text(error.code(), &error.to_string()),
+    }
 }
 
 pub fn error_text(code: &str, message: &str) -> Utf8Bytes {
@@ -122,7 +136,7 @@ pub fn parse_publish(
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             Refused::NotJson,
-            ApiError::BadJson(format!("a message is one JSON object: {e}")),
+            ApiError::BadMessage(format!("a message is one JSON object: {e}")),
         )
     })?;
     let Value::Object(mut fields) = value else {
@@ -137,13 +151,20 @@ pub fn parse_publish(
         }
         _ => return Err(bad_message("`type` is required: {\"type\":\"publish\",…}")),
     }
-    batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| (Refused::BadPublish, e))
+    batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| {
+        // `POST /publish`'s checks, without its words about a batch body.
+        let e = match e {
+            ApiError::BadJson(why) => ApiError::BadMessage(format!("a publish message: {why}")),
+            e => e,
+        };
+        (Refused::BadPublish, e)
+    })
 }
 
 fn bad_message(why: &str) -> (Refused, ApiError) {
     (
         Refused::BadMessage,
-        ApiError::BadJson(format!(
+        ApiError::BadMessage(format!(
             "{why}; expected {{\"type\":\"publish\",\"channel\":\"…\",\"event\":\"…\",\"data\":…}}"
         )),
     )
@@ -197,6 +218,14 @@ mod tests {
         assert_eq!(
             notice(&n).as_str(),
             r#"{"channel":"a","event":"herald.gap","data":"{\"channel\":\"a\",\"last_event_id\":\"5\",\"reason\":\"history\"}"}"#
+        );
+    }
+
+    #[test]
+    fn expiry_has_the_shape_of_every_message_without_an_id() {
+        assert_eq!(
+            expired(1767225600, &ch("room")).as_str(),
+            r#"{"channel":"room","event":"herald.expired","data":"{\"reason\":\"token_expired\",\"exp\":1767225600}"}"#
         );
     }
 

@@ -301,7 +301,9 @@ impl Session {
                     match publish(&state, vec![item]).await {
                         Ok(published) => message::published(&published[0]),
                         Err(e) => {
-                            state.metrics.rejected(RejectReason::ChannelLimit);
+                            // The channel limit, or the log cannot take
+                            // events now (disk full, Redis down).
+                            state.metrics.rejected(e.reject_reason());
                             message::error(&e)
                         }
                     }
@@ -425,7 +427,7 @@ impl Session {
             }
             Item::Expired { exp } => {
                 self.expired = true;
-                Message::Text(message::expired(exp))
+                Message::Text(message::expired(exp, self.core.channel(0)))
             }
         })
     }

@@ -455,6 +455,55 @@ async fn the_channel_limit_counts_the_whole_service() {
     .await;
 }
 
+/// With Redis away, a WebSocket's publish message and a new upgrade are
+/// refused as `backend_unavailable`, each counted once under that reason
+/// (SPEC §4: an operator reads the cause from `/metrics`), and the open
+/// socket keeps being served.
+#[tokio::test]
+async fn with_redis_away_websocket_refusals_are_counted_once_as_backend_unavailable() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let Some(mut redis) = Redis::start(&[]).await else {
+        return;
+    };
+    // Open sockets outlive the outage in this test.
+    let a = node(&redis.url(), &["--redis-timeout", "60s"]).await;
+    let url = a.url("/events/w").replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    redis.kill();
+    wait_health(&a, 503).await;
+    let counted = |reason: &str| format!("herald_requests_rejected_total{{reason=\"{reason}\"}}");
+    let before = a.metric(&counted("backend_unavailable")).await;
+
+    let publish = r#"{"type":"publish","channel":"w","data":"x"}"#;
+    ws.send(Message::text(publish)).await.unwrap();
+    let answer = crate::websocket::next_json(&mut ws).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["error"], "backend_unavailable", "{answer}");
+    assert_eq!(
+        a.metric(&counted("backend_unavailable")).await,
+        before + 1.0
+    );
+
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    assert_eq!(
+        a.metric(&counted("backend_unavailable")).await,
+        before + 2.0
+    );
+    assert_eq!(a.metric(&counted("channel_limit")).await, 0.0);
+
+    // The socket is still served: its next message is answered too.
+    ws.send(Message::text(publish)).await.unwrap();
+    let answer = crate::websocket::next_json(&mut ws).await;
+    assert_eq!(answer["error"], "backend_unavailable", "{answer}");
+}
+
 /// The publish script trims each channel in Redis exactly as one node's
 /// ring buffer does (`--history` events, `--history-bytes` of data, the
 /// newest always kept), and records the same mark: every resume point gets
