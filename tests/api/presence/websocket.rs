@@ -4,42 +4,16 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{app, member, notice, stream, subs, PUBLISH_TOKEN, ROOM};
-use crate::helpers::{Sse, TestApp, WAIT};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::helpers::{Sse, TestApp};
+use crate::websocket::{connect, next_json, Ws};
 
 /// Opens a WebSocket on `/events/{channel}` with `token` in the query, as a
 /// page would (a browser sets no header on a WebSocket).
 async fn socket(app: &TestApp, channel: &str, token: &str) -> Ws {
-    let url = format!("ws://{}/events/{channel}?token={token}", app.addr);
-    let (ws, response) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the WebSocket handshake succeeds");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next text message of `ws` as JSON, skipping pings and pongs.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message within the wait")
-            .expect("the socket is open")
-            .expect("a valid message");
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+    connect(app, &format!("/events/{channel}?token={token}")).await
 }
 
 /// A presence message's type and its `data` parsed: it must have no `id`
