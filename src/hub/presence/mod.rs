@@ -334,16 +334,19 @@ impl Presence {
 /// `json` (valid JSON) without the whitespace between its tokens: the
 /// `info` as the token had it (key order, numbers), on one line as a
 /// notice's `data:` needs, and the same text for two tokens whose `info`
-/// differs only in spacing, so that is not announced as a change. Line
-/// breaks cannot occur inside JSON strings (they are escaped there).
+/// differs only in spacing, so that is not announced as a change. A line
+/// break is dropped even inside a string, where valid JSON never has one
+/// (it is escaped there), so no text can break a notice's line.
 fn compact_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
     for c in json.chars() {
-        if in_string {
+        if matches!(c, '\n' | '\r') {
+            continue;
+        } else if in_string {
             in_string = escaped || c != '"';
             escaped = !escaped && c == '\\';
-        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+        } else if matches!(c, ' ' | '\t') {
             continue;
         } else {
             in_string = c == '"';
@@ -564,6 +567,7 @@ mod tests {
             "the same info, spaced otherwise"
         );
         assert_eq!(Member::new("7", Some(" \"x y\" ")).info_json(), r#""x y""#);
+        assert_eq!(Member::new("7", Some("\"a\r\nb\"")).info_json(), r#""ab""#);
     }
 
     #[test]
