@@ -76,20 +76,9 @@ impl Member {
     /// `sub` and `info` (JSON text) come from a verified token, whose
     /// parsing checked their limits (SPEC §6).
     pub fn new(sub: &str, info: Option<&str>) -> Member {
-        let info = match info {
-            None => "null".to_owned(),
-            // JSON as the token sent it, unless it spans lines: a notice's
-            // data is one line, so that is re-encoded compact (which keeps
-            // line breaks inside strings escaped).
-            Some(raw) if raw.contains(['\r', '\n']) => {
-                serde_json::from_str::<serde_json::Value>(raw)
-                    .map_or_else(|_| "null".to_owned(), |v| v.to_string())
-            }
-            Some(raw) => raw.to_owned(),
-        };
         Member {
             sub: Arc::from(sub),
-            info: Arc::from(info),
+            info: Arc::from(info.map_or_else(|| "null".to_owned(), compact_json)),
         }
     }
 
@@ -342,6 +331,31 @@ impl Presence {
     }
 }
 
+/// `json` (valid JSON) without the whitespace between its tokens: the
+/// `info` as the token had it (key order, numbers), on one line as a
+/// notice's `data:` needs, and the same text for two tokens whose `info`
+/// differs only in spacing, so that is not announced as a change. A line
+/// break is dropped even inside a string, where valid JSON never has one
+/// (it is escaped there), so no text can break a notice's line.
+fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if matches!(c, '\n' | '\r') {
+            continue;
+        } else if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if matches!(c, ' ' | '\t') {
+            continue;
+        } else {
+            in_string = c == '"';
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Appends `s` as a JSON string.
 fn push_json_str(out: &mut String, s: &str) {
     // serde_json escapes exactly what JSON requires, line breaks included.
@@ -534,6 +548,26 @@ mod tests {
             serde_json::from_str::<Value>(&p.roster_json(&room("presence-empty"))).unwrap(),
             json!({"channel":"presence-empty","count":0,"members":[]})
         );
+    }
+
+    #[test]
+    fn info_is_compared_and_sent_without_the_spacing_of_its_token() {
+        let mut p = presence(100);
+        let ch = room("presence-a");
+        let spaced = Member::new(
+            "42",
+            Some("{ \"name\" : \"A d\\\" a\" ,\n\t\"n\": [1, 2.50] }"),
+        );
+        assert_eq!(spaced.info_json(), r#"{"name":"A d\" a","n":[1,2.50]}"#);
+        p.connect(&ch, &spaced);
+        let compact = Member::new("42", Some(r#"{"name":"A d\" a","n":[1,2.50]}"#));
+        assert_eq!(
+            p.connect(&ch, &compact),
+            None,
+            "the same info, spaced otherwise"
+        );
+        assert_eq!(Member::new("7", Some(" \"x y\" ")).info_json(), r#""x y""#);
+        assert_eq!(Member::new("7", Some("\"a\r\nb\"")).info_json(), r#""ab""#);
     }
 
     #[test]

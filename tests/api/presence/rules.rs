@@ -107,6 +107,50 @@ async fn a_member_is_a_sub_so_a_second_tab_announces_nothing_but_a_new_info_does
     );
 }
 
+/// A member token whose claims are exactly `claims` (a JSON text with an
+/// `{exp}` placeholder), spacing included.
+fn jwt_text(claims: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims =
+        serde_json::value::RawValue::from_string(claims.replace("{exp}", &exp.to_string()))
+            .unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(super::SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_info_that_differs_only_in_spacing_is_the_same_info_and_is_sent_compact() {
+    let app = app(|_| {}).await;
+    let mut ada = stream(&app, ROOM, &member("42", "Ada")).await;
+    notice(&mut ada).await;
+    let spaced = jwt_text(
+        r#"{"sub":"5","exp":{exp},"herald":{"subscribe":["presence-*"],
+            "info": { "name" : "C y", "tags" : [1, 2] }}}"#,
+    );
+    let _cy = stream(&app, ROOM, &spaced).await;
+    let join = ada.next().await;
+    assert_eq!(
+        (join.event.as_str(), join.data.as_str()),
+        (
+            "herald.join",
+            r#"{"channel":"presence-room","sub":"5","info":{"name":"C y","tags":[1,2]}}"#
+        )
+    );
+    let compact = jwt_text(
+        r#"{"sub":"5","exp":{exp},"herald":{"subscribe":["presence-*"],"info":{"name":"C y","tags":[1,2]}}}"#,
+    );
+    let _cy_second_tab = stream(&app, ROOM, &compact).await;
+    nothing_announced_before_a_marker(&app, &mut ada, "same info, other spacing").await;
+}
+
 #[tokio::test]
 async fn presence_events_carry_no_id_and_are_never_replayed() {
     let app = app(|_| {}).await;
