@@ -204,9 +204,23 @@ impl Presence {
         sub: &str,
         now: Instant,
     ) -> Option<Instant> {
+        let left = self.rooms.get(channel)?.members.get(sub)?.connections;
+        self.set_connections(channel, sub, left.saturating_sub(1), now)
+    }
+
+    /// Sets the connections of `sub` on `channel` to `count`. At 0 its leave
+    /// is scheduled `--presence-grace` from `now`, unless it already is;
+    /// returns when it is due if it was scheduled now.
+    fn set_connections(
+        &mut self,
+        channel: &ChannelName,
+        sub: &str,
+        count: usize,
+        now: Instant,
+    ) -> Option<Instant> {
         let entry = self.rooms.get_mut(channel)?.members.get_mut(sub)?;
-        entry.connections = entry.connections.saturating_sub(1);
-        if entry.connections > 0 || entry.leave.is_some() {
+        entry.connections = count;
+        if count > 0 || entry.leave.is_some() {
             return None;
         }
         let key = (now + self.config.grace, self.next_seq);
@@ -219,18 +233,30 @@ impl Presence {
     /// Removes the members whose grace ended by `now`, and returns what to
     /// announce for them.
     pub fn expire(&mut self, now: Instant) -> Vec<Announcement> {
+        let due = self.due(now);
+        due.into_iter()
+            .filter_map(|(channel, sub)| self.remove(&channel, &sub))
+            .collect()
+    }
+
+    /// The members whose grace ended by `now`, taken off the leave schedule
+    /// (they stay members until removed). With `--redis` they are what to
+    /// ask Redis to remove: they stay here until the leave record comes back.
+    pub fn due(&mut self, now: Instant) -> Vec<(ChannelName, Arc<str>)> {
         let mut out = Vec::new();
         while let Some(entry) = self.leaves.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let (channel, sub) = entry.remove();
-            if let Some(room) = self.rooms.get_mut(&channel) {
-                if let Some(entry) = room.members.get_mut(&sub) {
-                    entry.leave = None;
-                }
+            if let Some(entry) = self
+                .rooms
+                .get_mut(&channel)
+                .and_then(|r| r.members.get_mut(&sub))
+            {
+                entry.leave = None;
             }
-            out.extend(self.remove(&channel, &sub));
+            out.push((channel, sub));
         }
         out
     }

@@ -11,8 +11,6 @@
 //! been 0 for the grace is removed by one script call, which appends the
 //! leave record once, whichever node's timer asked first.
 
-use std::sync::Arc;
-
 use tokio::time::Instant;
 
 use super::{Announcement, Entry, Member, Presence};
@@ -58,42 +56,12 @@ impl Presence {
         count: usize,
         now: Instant,
     ) -> Option<Instant> {
-        let entry = self.rooms.get_mut(channel)?.members.get_mut(sub)?;
-        entry.connections = count;
-        if count > 0 || entry.leave.is_some() {
-            return None;
-        }
-        let key = (now + self.config.grace, self.next_seq);
-        self.next_seq += 1;
-        entry.leave = Some(key);
-        self.leaves.insert(key, (channel.clone(), Arc::from(sub)));
-        Some(key.0)
+        self.set_connections(channel, sub, count, now)
     }
 
     /// A record: Redis removed `sub` from `channel` after its grace.
     pub fn left(&mut self, channel: &ChannelName, sub: &str) -> Option<Announcement> {
         self.remove(channel, sub)
-    }
-
-    /// The members whose grace ended by `now`, for Redis to check and
-    /// remove: they stay here until the leave record comes back.
-    pub fn due(&mut self, now: Instant) -> Vec<(ChannelName, Arc<str>)> {
-        let mut out = Vec::new();
-        while let Some(entry) = self.leaves.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let (channel, sub) = entry.remove();
-            if let Some(entry) = self
-                .rooms
-                .get_mut(&channel)
-                .and_then(|r| r.members.get_mut(&sub))
-            {
-                entry.leave = None;
-            }
-            out.push((channel, sub));
-        }
-        out
     }
 
     /// Replaces every room with what Redis holds (a node starting, or
@@ -115,6 +83,7 @@ impl Presence {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::PresenceConfig;
