@@ -172,66 +172,21 @@ impl Applier<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
     use super::*;
-    use crate::domain::Resume;
-    use crate::history::HistoryLimits;
-    use crate::hub::{Backlog, HubConfig};
+    use crate::hub::tests::{event, hub, name};
 
-    fn hub() -> Hub {
-        Hub::new(HubConfig {
-            history: HistoryLimits {
-                events: 10,
-                bytes: 1 << 20,
-                age: None,
-            },
-            max_channels: 10,
-            stream_buffer: 16,
-            channel_ttl: Duration::from_secs(60),
-            presence: crate::hub::presence::PresenceConfig::default(),
-        })
-    }
-
-    fn event(id: u64) -> Event {
-        Event {
-            id: EventId::new(id),
-            frame: Bytes::from(format!("id: {id}\ndata: x\n\n")),
-            data_len: 1,
-            ws: Default::default(),
-        }
-    }
-
-    fn name(s: &str) -> ChannelName {
-        ChannelName::parse(s).unwrap()
-    }
-
+    /// The ids (and `gap`s) a stream of `channel` resuming after `after`
+    /// gets first.
     fn replayed_ids(hub: &Hub, channel: &str, after: u64) -> Vec<String> {
-        let sub = hub
-            .subscribe(&[name(channel)], Resume::After(EventId::new(after)))
-            .unwrap();
-        sub.backlog
-            .iter()
-            .map(|b| match b {
-                Backlog::Presence(_) => "presence".to_owned(),
-                Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed { event, .. } => String::from_utf8(event.frame.to_vec()).unwrap(),
-            })
-            .map(|f| {
-                f.lines()
-                    .next()
-                    .unwrap()
-                    .trim_start_matches("id: ")
-                    .to_owned()
-            })
+        crate::hub::tests::replayed_ids(hub, channel, after)
+            .into_iter()
+            .map(|line| line.trim_start_matches("id: ").to_owned())
             .collect()
     }
 
     #[test]
     fn an_event_not_above_the_newest_is_refused_and_not_applied() {
-        let hub = hub();
+        let hub = hub(10, 10);
         let last = hub.last_id().get();
         let mut applier = hub.applier();
         applier.apply(&name("a"), event(last + 10)).unwrap();
@@ -243,7 +198,7 @@ mod tests {
 
     #[test]
     fn recovery_restores_marks_events_and_forgotten_channels() {
-        let hub = hub();
+        let hub = hub(10, 10);
         let mut applier = hub.applier();
         applier.restore_channel(&name("a"), EventId::new(5));
         for id in [6, 7, 8] {

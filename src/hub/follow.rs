@@ -200,61 +200,13 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
     use super::*;
     use crate::domain::Resume;
-    use crate::history::HistoryLimits;
-    use crate::hub::{Backlog, HubConfig};
-
-    fn hub() -> Hub {
-        Hub::new(HubConfig {
-            history: HistoryLimits {
-                events: 3,
-                bytes: 1 << 20,
-                age: None,
-            },
-            max_channels: 10,
-            stream_buffer: 16,
-            channel_ttl: Duration::from_secs(60),
-            presence: crate::hub::presence::PresenceConfig::default(),
-        })
-    }
-
-    fn name(s: &str) -> ChannelName {
-        ChannelName::parse(s).unwrap()
-    }
-
-    fn event(id: u64) -> Event {
-        Event {
-            id: EventId::new(id),
-            frame: Bytes::from(format!("id: {id}\n\n")),
-            data_len: 1,
-            ws: Default::default(),
-        }
-    }
-
-    fn replayed_ids(hub: &Hub, ch: &str, after: u64) -> Vec<String> {
-        let sub = hub
-            .subscribe(&[name(ch)], Resume::After(EventId::new(after)))
-            .unwrap();
-        sub.backlog
-            .iter()
-            .map(|b| match b {
-                Backlog::Presence(_) => "presence".to_owned(),
-                Backlog::Gap(_) => "gap".to_owned(),
-                Backlog::Replayed { event, .. } => {
-                    String::from_utf8_lossy(&event.frame).trim().to_owned()
-                }
-            })
-            .collect()
-    }
+    use crate::hub::tests::{event, hub, name, replayed_ids};
 
     #[test]
     fn events_of_channels_not_held_are_skipped_but_move_the_clock() {
-        let hub = hub();
+        let hub = hub(3, 10);
         hub.apply(vec![(name("a"), event(10))]);
         assert_eq!(hub.applied(), EventId::new(10));
         assert_eq!(hub.channel_count(), 0);
@@ -262,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_load_merges_the_snapshot_with_what_arrived_meanwhile() {
-        let hub = hub();
+        let hub = hub(3, 10);
         hub.start_at(EventId::new(10));
         let plan = hub.begin_load(&[name("a")]);
         assert_eq!(plan.load, [name("a")]);
@@ -284,7 +236,7 @@ mod tests {
 
     #[test]
     fn snapshot_events_the_log_has_not_delivered_yet_wait_for_the_log() {
-        let hub = hub();
+        let hub = hub(3, 10);
         hub.start_at(EventId::new(10));
         hub.begin_load(&[name("a")]);
         // The snapshot already holds 20, which the log has not applied yet.
@@ -300,7 +252,7 @@ mod tests {
 
     #[test]
     fn reset_forgets_channels_and_ends_streams() {
-        let hub = hub();
+        let hub = hub(3, 10);
         hub.begin_load(&[name("a")]);
         hub.finish_load(vec![Snapshot {
             channel: name("a"),

@@ -1,10 +1,11 @@
-//! The hub's publish, subscribe, replay and reaping rules.
+//! The hub's publish, subscribe, replay and reaping rules; the helpers
+//! below serve the unit tests of the hub's other files too.
 
 use super::*;
 use crate::log::{memory, PublishError, PublishItem};
 use crate::sse::PendingEvent;
 
-fn hub(history: usize, max_channels: usize) -> Hub {
+pub(super) fn hub(history: usize, max_channels: usize) -> Hub {
     Hub::new(HubConfig {
         history: HistoryLimits {
             events: history,
@@ -18,7 +19,7 @@ fn hub(history: usize, max_channels: usize) -> Hub {
     })
 }
 
-fn name(s: &str) -> ChannelName {
+pub(super) fn name(s: &str) -> ChannelName {
     ChannelName::parse(s).unwrap()
 }
 
@@ -35,7 +36,29 @@ fn publish(hub: &Hub, channel: &str, data: &str) -> EventId {
         .id
 }
 
-fn replayed(sub: &Subscription) -> Vec<String> {
+/// An event of id `id` on its own (data `x`), for the applier.
+pub(super) fn event(id: u64) -> Event {
+    Event {
+        id: EventId::new(id),
+        frame: bytes::Bytes::from(format!("id: {id}\ndata: x\n\n")),
+        data_len: 1,
+        ws: Default::default(),
+    }
+}
+
+/// The first line of each backlog item of a stream of `channel` resuming
+/// after `after`: `id: N` for an event, `gap`, `presence`.
+pub(super) fn replayed_ids(hub: &Hub, channel: &str, after: u64) -> Vec<String> {
+    let sub = hub
+        .subscribe(&[name(channel)], Resume::After(EventId::new(after)))
+        .unwrap();
+    replayed(&sub)
+        .iter()
+        .map(|f| f.lines().next().unwrap().to_owned())
+        .collect()
+}
+
+pub(super) fn replayed(sub: &Subscription) -> Vec<String> {
     sub.backlog
         .iter()
         .map(|b| match b {
