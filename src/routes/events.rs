@@ -17,7 +17,8 @@ use crate::app::State;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
-use crate::hub::SubscribeError;
+use crate::hub::presence::Member;
+use crate::hub::{SubscribeError, Subscription};
 use crate::metrics::RejectReason;
 use crate::routes::presence;
 use crate::sse;
@@ -52,26 +53,9 @@ pub async fn subscribe(
         return Ok(event_stream_response(Body::Empty, private));
     }
 
-    if let Err(reason) = state
-        .log
-        .prepare_subscribe(&channels, resume, member.as_ref())
-        .await
-    {
-        state.metrics.rejected(reason);
-        return Ok(retry_later(state, reason));
-    }
-
-    let subscribed = match member {
-        Some(member) => state.hub.subscribe_member(&channels, resume, member),
-        None => state.hub.subscribe(&channels, resume),
-    };
-    let subscription = match subscribed {
+    let subscription = match open(state, &channels, resume, member).await {
         Ok(subscription) => subscription,
-        Err(e) => {
-            let reason = match e {
-                SubscribeError::ChannelLimit(_) => RejectReason::ChannelLimit,
-                SubscribeError::Closed => RejectReason::ShuttingDown,
-            };
+        Err(reason) => {
             state.metrics.rejected(reason);
             return Ok(retry_later(state, reason));
         }
@@ -108,46 +92,21 @@ pub async fn websocket(
     let Some(on_upgrade) = on_upgrade else {
         return Err(ApiError::BadUpgrade("this connection cannot be upgraded"));
     };
-    // The same preparation as an event stream (with --redis: Redis is up
-    // and this node holds the channels' history).
-    if let Err(reason) = state
-        .log
-        .prepare_subscribe(&channels, resume, member.as_ref())
+    // A socket has no `retry:` to give: a 503 (counted once, with the
+    // error, by the router).
+    let subscription = open(state, &channels, resume, member)
         .await
-    {
-        // Counted once, with the error, by the router.
-        let retry_after = state.config.retry;
-        return Err(match reason {
-            RejectReason::ChannelLimit => ApiError::ChannelLimit { retry_after },
-            RejectReason::ShuttingDown => ApiError::ShuttingDown { retry_after },
-            _ => ApiError::BackendUnavailable {
-                retry_after,
-                cause: "the shared log cannot be reached".to_owned(),
-            },
-        });
-    }
-    let subscribed = match member {
-        Some(member) => state.hub.subscribe_member(&channels, resume, member),
-        None => state.hub.subscribe(&channels, resume),
-    };
-    let subscription = match subscribed {
-        Ok(subscription) => subscription,
-        Err(e) => {
+        .map_err(|reason| {
             let retry_after = state.config.retry;
-            let (reason, error) = match e {
-                SubscribeError::ChannelLimit(_) => (
-                    RejectReason::ChannelLimit,
-                    ApiError::ChannelLimit { retry_after },
-                ),
-                SubscribeError::Closed => (
-                    RejectReason::ShuttingDown,
-                    ApiError::ShuttingDown { retry_after },
-                ),
-            };
-            state.metrics.rejected(reason);
-            return Ok(error.into_response());
-        }
-    };
+            match reason {
+                RejectReason::ChannelLimit => ApiError::ChannelLimit { retry_after },
+                RejectReason::ShuttingDown => ApiError::ShuttingDown { retry_after },
+                _ => ApiError::BackendUnavailable {
+                    retry_after,
+                    cause: "the shared log cannot be reached".to_owned(),
+                },
+            }
+        })?;
     let connection = OpenConnection::new(&state.metrics);
     state.sessions.spawn(ws::session::run(
         state.clone(),
@@ -157,6 +116,30 @@ pub async fn websocket(
         access,
     ));
     Ok(response)
+}
+
+/// Opens the subscription of a stream or socket: the log's preparation
+/// (with --redis: Redis is up and this node holds the channels' history),
+/// then the hub's backlog and live receivers, counting `member` in on
+/// presence channels. `Err`: why it cannot be served now.
+async fn open(
+    state: &State,
+    channels: &[ChannelName],
+    resume: Resume,
+    member: Option<Member>,
+) -> Result<Subscription, RejectReason> {
+    state
+        .log
+        .prepare_subscribe(channels, resume, member.as_ref())
+        .await?;
+    let subscribed = match member {
+        Some(member) => state.hub.subscribe_member(channels, resume, member),
+        None => state.hub.subscribe(channels, resume),
+    };
+    subscribed.map_err(|e| match e {
+        SubscribeError::ChannelLimit(_) => RejectReason::ChannelLimit,
+        SubscribeError::Closed => RejectReason::ShuttingDown,
+    })
 }
 
 /// Whether the request's `Origin` is one `--cors-origin` lists (a request
