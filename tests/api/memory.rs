@@ -16,10 +16,13 @@ const PER_BATCH: usize = 5_000;
 /// What 100k channels with one small event each may cost while they exist:
 /// under 1 KiB each (name, map entry, history ring, the event's frame).
 const PEAK_BOUND_KIB: u64 = 100 * 1024;
-/// How much more memory a second round of 100k channels may leave behind
-/// than the first: 12 MiB, about 125 bytes per channel (allocator
-/// fragmentation moves by a few MiB between runs).
-const REUSE_SLACK_KIB: u64 = 12 * 1024;
+/// How much more memory four further rounds of 100k channels may leave
+/// behind than the first two did: 16 MiB. A leak of what a channel holds
+/// (its map entry alone is over 100 bytes) adds about 10 MiB a round, 40 MiB
+/// over four. glibc's fragmentation moves a round by up to 12 MiB in a debug
+/// build, mostly within the first two rounds; measured, the last round stayed
+/// within 9 MiB of the highest of the first two, with two cores busy.
+const REUSE_SLACK_KIB: u64 = 16 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_idle_channels_are_dropped_and_their_memory_reused() {
@@ -42,17 +45,21 @@ async fn a_hundred_thousand_idle_channels_are_dropped_and_their_memory_reused() 
     wait_for(&bin, "herald_channels", 0.0, 2 * WAIT).await;
     let baseline = bin.rss_kib();
 
-    // Act: 100k names, dropped after the TTL; then 100k other names.
-    let peak1 = hundred_thousand_channels(&bin, "a").await;
-    let after1 = bin.rss_kib();
-    let peak2 = hundred_thousand_channels(&bin, "b").await;
-    let after2 = bin.rss_kib();
+    // Act: 100k names, dropped after the TTL; then 100k other names, five
+    // times. The first two rounds settle the allocator; the last four show
+    // whether anything is left behind each round.
+    let mut rounds = Vec::new();
+    for tag in ["a", "b", "c", "d", "e", "f"] {
+        let peak = hundred_thousand_channels(&bin, tag).await;
+        rounds.push((peak, bin.rss_kib()));
+    }
     eprintln!(
-        "100k channels, twice: rss baseline {baseline} KiB, peaks {peak1} / {peak2} KiB, \
-         after the TTL {after1} / {after2} KiB"
+        "100k channels, six rounds: rss baseline {baseline} KiB, \
+         (peak, after the TTL) {rounds:?} KiB"
     );
 
     // Assert: the channels cost a bounded amount each while they exist...
+    let (peak1, _) = rounds[0];
     assert!(
         peak1 <= baseline + PEAK_BOUND_KIB,
         "100k one-event channels took {peak1} KiB, over baseline {baseline} KiB + {PEAK_BOUND_KIB} KiB"
@@ -62,13 +69,15 @@ async fn a_hundred_thousand_idle_channels_are_dropped_and_their_memory_reused() 
     // the baseline when the server goes idle (measured: baseline ~11 MiB,
     // 25-40 MiB after the first 100k; `malloc_trim(0)` from a debugger
     // brings it to ~13 MiB, so it is free, not held). Given back to the
-    // allocator, then: the second 100k reuse the first's memory. A leak of
-    // what a channel holds (its map entry alone is over 100 bytes) would
-    // add well over [`REUSE_SLACK_KIB`] per round.
+    // allocator, then: later rounds reuse the earlier rounds' memory.
+    let settled = |pick: fn(&(u64, u64)) -> u64| rounds[..2].iter().map(pick).max().unwrap();
+    let (peak_settled, after_settled) = (settled(|r| r.0), settled(|r| r.1));
+    let (peak_last, after_last) = rounds[rounds.len() - 1];
     assert!(
-        after2 <= after1 + REUSE_SLACK_KIB && peak2 <= peak1 + REUSE_SLACK_KIB,
-        "the second 100k channels did not reuse the first's memory: baseline {baseline} KiB, \
-         peaks {peak1} -> {peak2} KiB, after the TTL {after1} -> {after2} KiB"
+        after_last <= after_settled + REUSE_SLACK_KIB
+            && peak_last <= peak_settled + REUSE_SLACK_KIB,
+        "later rounds of 100k channels did not reuse the first rounds' memory: baseline \
+         {baseline} KiB, (peak, after the TTL) per round {rounds:?} KiB"
     );
     bin.serves_others("after").await;
 }
