@@ -165,22 +165,34 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response {
-        let mut body = serde_json::json!({
-            "error": self.code(),
-            "message": self.to_string(),
-        });
-        match &self {
-            ApiError::BadBatchItem { index, .. } => body["index"] = (*index).into(),
+    /// The JSON error (SPEC §4): `error`, `message`, and `index` or
+    /// `channels` where they say which item or channel is the cause. An
+    /// HTTP answer's body, and a WebSocket error message with `type` added.
+    pub fn body(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.code().into());
+        body.insert("message".into(), self.to_string().into());
+        match self {
+            ApiError::BadBatchItem { index, .. } => {
+                body.insert("index".into(), (*index).into());
+            }
             ApiError::Forbidden { channels }
             | ApiError::NoMember { channels }
             | ApiError::AuthNotConfigured { channels } => {
-                body["channels"] = channels.iter().map(|c| c.as_str()).collect();
+                let names = channels.iter().map(|c| c.as_str()).collect();
+                body.insert("channels".into(), names);
             }
             // The shape of every 403 `forbidden`; no channel is the cause.
-            ApiError::OriginNotAllowed => body["channels"] = serde_json::json!([]),
+            ApiError::OriginNotAllowed => {
+                body.insert("channels".into(), serde_json::json!([]));
+            }
             _ => {}
         }
+        body
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = serde_json::Value::Object(self.body());
         let mut response = http::Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();

@@ -192,6 +192,61 @@ async fn a_publish_over_the_socket_reaches_event_stream_subscribers() {
 }
 
 #[tokio::test]
+async fn a_socket_publishes_with_its_tokens_grants_and_a_refusal_leaves_it_open() {
+    let app = crate::auth::spawn_auth().await;
+    let mut news = app.subscribe("/events/news", None).await;
+    let grants = crate::auth::token(&["chat"], &["chat"]);
+    let mut ws = connect(&app, &format!("/events/chat?token={grants}")).await;
+
+    // Not covered: answered as `POST /publish` answers, nothing published.
+    send_json(
+        &mut ws,
+        json!({"type": "publish", "channel": "news", "data": "not mine"}),
+    )
+    .await;
+    let answer = next_json(&mut ws).await;
+    assert_eq!(
+        (&answer["type"], &answer["error"], &answer["channels"]),
+        (&json!("error"), &json!("forbidden"), &json!(["news"])),
+        "{answer}"
+    );
+    assert_eq!(crate::auth::rejected(&app, "forbidden").await, 1.0);
+
+    // The socket stays open and publishes where the token allows.
+    send_json(
+        &mut ws,
+        json!({"type": "publish", "channel": "chat", "data": "mine"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "published");
+    assert_eq!(next_json(&mut ws).await["data"], "mine");
+    let marker = app
+        .client
+        .post(app.url("/publish/news"))
+        .bearer_auth(crate::auth::PUBLISH_TOKEN)
+        .body("marker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marker.status(), 200);
+    assert_eq!(
+        news.next().await.data,
+        "marker",
+        "nothing else reached news"
+    );
+
+    // A socket with no token may read an open channel but not publish.
+    let mut anonymous = connect(&app, "/events/news").await;
+    send_json(
+        &mut anonymous,
+        json!({"type": "publish", "channel": "news", "data": "x"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut anonymous).await["error"], "unauthorized");
+    assert_eq!(crate::auth::rejected(&app, "unauthorized").await, 1.0);
+}
+
+#[tokio::test]
 async fn bad_messages_are_answered_with_errors_and_the_socket_stays_open() {
     let app = spawn_app_with(|c| c.max_event_bytes = 16).await;
     let mut ws = connect(&app, "/events/a").await;

@@ -90,16 +90,21 @@ pub fn published(published: &Published) -> Utf8Bytes {
     })
 }
 
-/// An error answer: the code and message `POST /publish` would give.
+/// An error answer: what `POST /publish` would answer, as a message
+/// (`channels` included for a publish the token does not cover).
 pub fn error(error: &ApiError) -> Utf8Bytes {
-    match error {
-        // `POST /publish`'s words for it are about a request body.
-        ApiError::EmptyData => error_text(
-            error.code(),
-            "`data` is empty: an event needs data (EventSource never dispatches an empty one)",
-        ),
-        _ => error_text(error.code(), &error.to_string()),
+    let mut body = serde_json::Map::new();
+    body.insert("type".into(), "error".into());
+    body.extend(error.body());
+    // `POST /publish`'s words for it are about a request body.
+    if let ApiError::EmptyData = error {
+        body.insert(
+            "message".into(),
+            "`data` is empty: an event needs data (EventSource never dispatches an empty one)"
+                .into(),
+        );
     }
+    encode(&body)
 }
 
 pub fn error_text(code: &str, message: &str) -> Utf8Bytes {
