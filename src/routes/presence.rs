@@ -1,7 +1,7 @@
 //! Presence at the edge (SPEC §7): who a stream is on `presence-*`
 //! channels, and `GET /channels/{channel}/presence`.
 
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::HeaderValue;
 
@@ -33,13 +33,9 @@ pub fn member(access: &Access, channels: &[ChannelName]) -> Result<Option<Member
 
 /// `GET /channels/{channel}/presence`: `{"channel","count","members":[{"sub",
 /// "info","connections"}]}`, for a subscribe grant on the channel or the
-/// publish token. HEAD answers the same status and headers.
-pub fn roster(
-    state: &State,
-    req: &Parts,
-    raw_channel: &str,
-    head: bool,
-) -> Result<Response, ApiError> {
+/// publish token, never kept by a shared cache. HEAD answers the same status
+/// and headers, `Content-Length` included (hyper leaves the body out).
+pub fn roster(state: &State, req: &Parts, raw_channel: &str) -> Result<Response, ApiError> {
     let channel = ChannelName::parse(raw_channel).map_err(ApiError::BadChannel)?;
     if !is_presence_channel(&channel) {
         return Err(ApiError::NotPresenceChannel);
@@ -48,13 +44,9 @@ pub fn roster(
         .auth
         .access(req)?
         .check_subscribe(std::slice::from_ref(&channel))?;
-    let body = match head {
-        true => Body::Empty,
-        false => Body::from(state.hub.presence_roster(&channel)),
-    };
-    let mut response = http::Response::new(body);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = http::Response::new(Body::from(state.hub.presence_roster(&channel)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     Ok(response)
 }

@@ -283,6 +283,38 @@ async fn the_roster_needs_a_grant_on_the_channel_or_the_publish_token() {
 }
 
 #[tokio::test]
+async fn the_roster_is_private_to_its_reader_and_head_answers_what_get_would() {
+    let app = app(|_| {}).await;
+    let mut ada = stream(&app, ROOM, &member("42", "Ada")).await;
+    notice(&mut ada).await;
+    let url = app.url(&format!("/channels/{ROOM}/presence"));
+    let get = app.client.get(&url).bearer_auth(PUBLISH_TOKEN);
+    let get = get.send().await.unwrap();
+    let head = app.client.head(&url).bearer_auth(PUBLISH_TOKEN);
+    let head = head.send().await.unwrap();
+
+    // A token's view of who is online: no shared cache may keep it.
+    let header = |r: &reqwest::Response, name: &str| r.headers().get(name).cloned();
+    assert_eq!(
+        header(&get, "cache-control").unwrap(),
+        "private, no-cache",
+        "{get:?}"
+    );
+    for name in ["content-type", "content-length", "cache-control"] {
+        assert_eq!(header(&head, name), header(&get, name), "{name}");
+    }
+    assert_eq!(head.status(), get.status());
+    let length: usize = header(&get, "content-length")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(get.bytes().await.unwrap().len(), length);
+    assert!(head.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn above_the_member_limit_joins_stop_and_lists_are_truncated() {
     let app = app(|c| c.presence_max_members = 2).await;
     let mut ada = stream(&app, ROOM, &member("a", "Ada")).await;
