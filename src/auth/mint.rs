@@ -134,6 +134,30 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("cannot sign: {e}"))
 }
 
+/// Why `pem` cannot sign, with the `openssl` line that fixes the common
+/// cases: `openssl ecparam -genkey` writes an EC key in SEC1 form, which
+/// `jsonwebtoken` (through ring) does not read.
+fn not_a_signing_key(path: &std::path::Path, pem: &[u8]) -> String {
+    let text = String::from_utf8_lossy(pem);
+    let shown = path.display();
+    let has = |label: &str| text.contains(&format!("-----BEGIN {label}-----"));
+    if has("EC PRIVATE KEY") {
+        format!(
+            "{shown}: an EC key in SEC1 form (BEGIN EC PRIVATE KEY); herald token signs with \
+             PKCS#8: convert it with `openssl pkcs8 -topk8 -nocrypt -in {shown} -out KEY`"
+        )
+    } else if has("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        format!(
+            "{shown}: an encrypted private key, and herald reads no passphrase: decrypt it \
+             with `openssl pkey -in {shown} -out KEY`"
+        )
+    } else if text.contains("PUBLIC KEY-----") {
+        format!("{shown}: a public key; --private-key needs the private half")
+    } else {
+        format!("{shown}: not a PEM private key (RSA in PKCS#1 or PKCS#8; EC or Ed25519 in PKCS#8)")
+    }
+}
+
 /// The key to sign with; its family's first algorithm it can sign with is
 /// the default (HS256, RS256, ES256 or ES384 by curve, EdDSA).
 fn signing_key(args: &TokenArgs) -> Result<EncodingKey, String> {
@@ -148,10 +172,7 @@ fn signing_key(args: &TokenArgs) -> Result<EncodingKey, String> {
         if let Ok(key) = EncodingKey::from_ed_pem(&pem) {
             return Ok(key);
         }
-        return Err(format!(
-            "{}: not a PKCS#8 PEM private key (RSA, EC or Ed25519)",
-            path.display()
-        ));
+        return Err(not_a_signing_key(path, &pem));
     }
     match args
         .jwt_secret

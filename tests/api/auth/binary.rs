@@ -179,7 +179,8 @@ async fn herald_token_refuses_bad_grants_and_signs_with_a_private_key() {
 }
 
 /// `herald token` signs with what the key can: ES384 for a P-384 key
-/// without `--alg`; a public key is refused with a clear message.
+/// without `--alg`; a public, SEC1 or encrypted key is refused with a clear
+/// message.
 #[tokio::test]
 async fn herald_token_signs_es384_with_a_p384_key_and_refuses_a_public_key() {
     let pair = key_pair(Kind::P384);
@@ -202,6 +203,33 @@ async fn herald_token_signs_es384_with_a_p384_key_and_refuses_a_public_key() {
     };
     let public = key_pair(Kind::Rsa).public.to_str().unwrap();
     assert!(refused(&["--private-key", public]).contains("private key"));
+    // `openssl ecparam -genkey` and `openssl ec` write SEC1; an encrypted
+    // key needs a passphrase: each refusal says how to convert the key.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("auth-keys");
+    let sec1 = dir.join("p384.sec1.pem");
+    let encrypted = dir.join("p384.encrypted.pem");
+    for (args, out) in [
+        (&["ec"][..], &sec1),
+        (&["pkcs8", "-topk8", "-passout", "pass:x"], &encrypted),
+    ] {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .args(["-in", private, "-out", out.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(made.success(), "openssl {args:?}");
+    }
+    let stderr = refused(&["--private-key", sec1.to_str().unwrap()]);
+    assert!(
+        stderr.contains("SEC1") && stderr.contains("openssl pkcs8 -topk8"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--private-key", encrypted.to_str().unwrap()]);
+    assert!(
+        stderr.contains("encrypted") && stderr.contains("openssl pkey"),
+        "{stderr}"
+    );
     let p256 = key_pair(Kind::P256).private.to_str().unwrap();
     let stderr = refused(&["--private-key", p256, "--alg", "ES384"]);
     assert!(stderr.contains("does not match the key"), "{stderr}");
