@@ -33,7 +33,7 @@ use tracing::debug;
 use super::tls::{Tls, ALPN_H2};
 use crate::body::Response;
 use crate::config::Config;
-use crate::metrics::{ConnectionRefusal, Metrics};
+use crate::metrics::{ConnectionRefusal, Metrics, RejectReason};
 
 /// The HTTP/2 connection preface a client with prior knowledge sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -125,6 +125,12 @@ impl Protocols {
             Err(Ended::Http(e)) => {
                 if is_http2_abuse(&e) {
                     metrics.connection_refused(ConnectionRefusal::Http2Protocol);
+                }
+                // hyper answered a request it could not parse itself (400,
+                // or 414/431 for a URI or head past its buffer) and closed
+                // the connection: a refused request like any other.
+                if e.is_parse() {
+                    metrics.rejected(RejectReason::BadRequest);
                 }
                 debug!(error = %e, "connection ended with an error");
             }

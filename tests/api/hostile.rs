@@ -381,12 +381,17 @@ async fn pipelined_garbage_is_refused_without_harming_anyone() {
         ]
         .concat(),
     ];
+    let mut refusals = 0;
     for (i, attack) in attacks.iter().enumerate() {
         let mut s = connect(&bin).await;
         // The server may close before reading it all; that is fine.
         let _ = s.write_all(attack).await;
         let (text, closed) = read_for(&mut s, WAIT).await;
         assert!(closed, "garbage connection {i} left open: {text:.200}");
+        refusals += ["HTTP/1.1 4", "HTTP/1.1 5"]
+            .iter()
+            .map(|status| text.matches(status).count())
+            .sum::<usize>();
         if i == attacks.len() - 1 {
             assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text:.500}");
         } else {
@@ -396,6 +401,18 @@ async fn pipelined_garbage_is_refused_without_harming_anyone() {
             );
         }
     }
+    // Every refusal is counted (SPEC §4), hyper's own 400s for what it
+    // cannot parse included; the count follows each connection's end.
+    assert!(refusals >= attacks.len() - 1, "{refusals} refusals");
+    let deadline = Instant::now() + WAIT;
+    while rejected_total(&bin).await != refusals as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} refusals counted, {refusals} answered",
+            rejected_total(&bin).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let channels: serde_json::Value = bin.channels().await;
     assert!(
         !channels.to_string().contains("\"g\""),
@@ -403,6 +420,23 @@ async fn pipelined_garbage_is_refused_without_harming_anyone() {
     );
     bin.serves_others("after-garbage").await;
     back_to_baseline(&bin, "pipelined garbage", rss, fds).await;
+}
+
+/// `herald_requests_rejected_total` summed over its reasons.
+async fn rejected_total(bin: &Binary) -> f64 {
+    let text = bin
+        .client
+        .get(bin.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("herald_requests_rejected_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
