@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, JwkSet, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
 use super::claims::Claims;
@@ -105,14 +107,20 @@ impl Key {
     }
 }
 
-/// Reads a JWK Set file. Keys herald cannot verify with (encryption keys,
-/// P-521) are skipped; a file with no usable key is an error.
+/// Reads a JWK Set file. Keys herald cannot or must not verify with are
+/// skipped: a key marked for encryption (`"use":"enc"`, or `key_ops`
+/// without `verify`), a curve or key type it does not know (P-521,
+/// secp256k1, a post-quantum `AKP`), so a provider's whole set can be used as
+/// it is. A file with no usable key is an error.
 pub fn jwks(path: &PathBuf) -> Result<Vec<Key>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let set: JwkSet = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not a JWK Set: {e}", path.display()))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
+        if !for_signatures(&jwk.common) {
+            continue;
+        }
         let allowed: Vec<Algorithm> = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa.algorithms().to_vec(),
             AlgorithmParameters::OctetKey(_) => AlgorithmFamily::Hmac.algorithms().to_vec(),
@@ -141,6 +149,20 @@ pub fn jwks(path: &PathBuf) -> Result<Vec<Key>, String> {
         return Err(format!("{}: no usable key in the set", path.display()));
     }
     Ok(keys)
+}
+
+/// RFC 7517 §4.2-4.3: a key is for checking signatures unless its `use` or
+/// its `key_ops` say otherwise.
+fn for_signatures(common: &CommonParameters) -> bool {
+    let usable = match &common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => true,
+        Some(_) => false,
+    };
+    let verifies = match &common.key_operations {
+        None => true,
+        Some(ops) => ops.iter().any(|op| matches!(op, KeyOperations::Verify)),
+    };
+    usable && verifies
 }
 
 /// What every token must satisfy besides its signature.

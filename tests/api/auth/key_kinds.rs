@@ -175,3 +175,42 @@ async fn a_jwks_file_is_selected_by_kid_and_reloaded() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A provider's JWK Set as published (Keycloak, for one, lists an
+/// encryption key beside its signing keys): herald starts with it, checks
+/// tokens with its signing keys, and never with a key marked for
+/// encryption or of a type it does not know.
+#[tokio::test]
+async fn a_providers_jwks_file_is_used_whole_with_its_encryption_and_unknown_keys_skipped() {
+    let path = std::env::temp_dir().join(format!("herald-jwks-mixed-{}.json", std::process::id()));
+    let rsa = key_pair(Kind::Rsa).encoding(Kind::Rsa);
+    let signing = jwk(Kind::Rsa, Algorithm::RS256, "sig-1");
+    let mut encryption = serde_json::to_value(jwk(Kind::Rsa, Algorithm::RS256, "enc-1")).unwrap();
+    encryption["use"] = json!("enc");
+    encryption["alg"] = json!("RSA-OAEP");
+    let mut wrap_only = serde_json::to_value(jwk(Kind::Rsa, Algorithm::RS256, "wrap-1")).unwrap();
+    wrap_only["key_ops"] = json!(["wrapKey"]);
+    let set = json!({"keys": [
+        encryption,
+        wrap_only,
+        {"kty": "EC", "crv": "secp256k1", "kid": "k1", "use": "sig",
+         "x": "WfY7Px6AgH6x-_dgAoRbg8weYRJA36ON-gQiFnETrqw",
+         "y": "IzFx3BUGztK0cyDStiunXbrZYYTHKbFmXvuBMRzLFNo"},
+        {"kty": "AKP", "alg": "ML-DSA-44", "kid": "pq", "pub": "AAAA"},
+        signing,
+    ]});
+    std::fs::write(&path, set.to_string()).unwrap();
+    let app = spawn_auth_with(|c| c.jwks_file = Some(path.clone())).await;
+    assert_eq!(
+        app.state.auth.reload_jwks(),
+        Ok(1),
+        "one key of five verifies"
+    );
+
+    let with_kid = |kid| sign_with(Algorithm::RS256, &rsa, &grant(), Some(kid));
+    assert_eq!(status_with(&app, &with_kid("sig-1")).await, 200);
+    for kid in ["enc-1", "wrap-1", "k1", "pq"] {
+        assert_eq!(status_with(&app, &with_kid(kid)).await, 401, "{kid}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
