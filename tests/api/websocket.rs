@@ -50,6 +50,16 @@ async fn send_json(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.unwrap();
 }
 
+/// Sends 200 pings without reading, far past the pings allowed a second.
+pub(crate) async fn ping_flood(ws: &mut Ws) {
+    for _ in 0..200 {
+        if ws.feed(Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+}
+
 /// The close code the server ends with (skipping anything before it).
 pub(crate) async fn close_code(ws: &mut Ws) -> CloseCode {
     loop {
@@ -368,12 +378,7 @@ async fn a_fragmented_message_that_never_finishes_is_closed() {
 async fn a_ping_flood_is_closed() {
     let app = spawn_app().await;
     let mut ws = connect(&app, "/events/a").await;
-    for _ in 0..200 {
-        if ws.feed(Message::Ping(Default::default())).await.is_err() {
-            break;
-        }
-    }
-    let _ = ws.flush().await;
+    ping_flood(&mut ws).await;
     assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
     assert_eq!(
         app.metric("herald_ws_rejected_total{reason=\"ping_flood\"}")

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{eventually_async, spawn_app, spawn_app_with, TestApp, WAIT};
-use crate::websocket::{close_code, connect, next_json, Ws};
+use crate::websocket::{close_code, connect, next_json, ping_flood, Ws};
 
 /// A text fragment that says more is coming.
 fn unfinished(text: &str) -> Message {
@@ -128,12 +128,7 @@ async fn a_ping_flood_leaves_other_sockets_served() {
     let app = spawn_app().await;
     let mut bystander = connect(&app, "/events/a").await;
     let mut ws = connect(&app, "/events/a").await;
-    for _ in 0..200 {
-        if ws.feed(Message::Ping(Default::default())).await.is_err() {
-            break;
-        }
-    }
-    let _ = ws.flush().await;
+    ping_flood(&mut ws).await;
     assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
     still_served(&app, &mut bystander).await;
 }
