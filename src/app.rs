@@ -26,8 +26,8 @@ use crate::hub::Hub;
 use crate::log::disk::{DiskLog, OpenError};
 use crate::log::{self, Log};
 use crate::metrics::{Metrics, RejectReason};
+use crate::reload::Reload;
 use crate::routes::{self, BoxError};
-use crate::server::reload::Reload;
 use crate::transport::ws;
 
 /// Everything a request may need, shared by all connections.
@@ -42,7 +42,7 @@ pub struct State {
     /// Cancelled when the server starts shutting down: streams end, new
     /// requests are refused.
     pub shutdown: CancellationToken,
-    /// SIGHUP: "reread your files" (see [`crate::server::reload`]).
+    /// SIGHUP: "reread your files" (see [`crate::reload`]).
     pub reload: Reload,
     /// The WebSocket sessions: they outlive their HTTP connection, so
     /// shutdown waits for them here.

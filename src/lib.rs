@@ -12,7 +12,7 @@
 //! - [`server`]: the accept loop, connection limit, graceful shutdown;
 //!   `server::connection` serves one connection (TLS with ALPN or cleartext,
 //!   hyper's HTTP/1.1 or HTTP/2), `server::tls` holds the certificate pair,
-//!   `server::reload` is where SIGHUP lands.
+//!   [`reload`] is where SIGHUP lands.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
@@ -48,6 +48,7 @@ pub mod history;
 pub mod hub;
 pub mod log;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sse;

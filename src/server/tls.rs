@@ -165,7 +165,7 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
-/// Reloads `tls` on every SIGHUP (see [`super::reload`]) until `state`
+/// Reloads `tls` on every SIGHUP (see [`crate::reload`]) until `state`
 /// shuts down.
 pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::app::State>) {
     let mut reloads = state.reload.subscribe();
