@@ -52,8 +52,9 @@ pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod transport;
 
-pub use app::State;
 pub use config::{Config, Fsync, LogFormat};
 pub use server::{run, serve};
+pub use state::State;

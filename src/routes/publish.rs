@@ -11,13 +11,13 @@ use http::request::Parts;
 use http::HeaderValue;
 use serde_json::Value;
 
-use crate::app::State;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, EventType};
 use crate::error::ApiError;
 use crate::log::{PublishError, PublishItem, Published};
 use crate::routes::{query_param, read_body, BoxError};
 use crate::sse::PendingEvent;
+use crate::state::State;
 
 pub async fn one<B>(
     state: &State,

@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::app::{self, Conn, ConnService, State};
+use crate::app::{self, Conn, ConnService};
 use crate::config::Config;
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::state::State;
 use connection::Protocols;
 use tls::Tls;
 

@@ -28,12 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::app::State;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::routes::publish::publish;
+use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::framing::Framing;
 use crate::transport::ws::message::{self, Refused};
