@@ -48,6 +48,7 @@ pub mod history;
 pub mod hub;
 pub mod log;
 pub mod metrics;
+pub mod publish;
 pub mod reload;
 pub mod routes;
 pub mod server;

@@ -32,7 +32,7 @@ use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
-use crate::routes::publish::publish;
+use crate::publish::publish;
 use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::framing::Framing;
