@@ -8,11 +8,12 @@
 //! # Layout
 //!
 //! The layers, from the top. Each names only the layers below it: never
-//! one above it, never one beside it on the same line. Inside a folder, its
-//! `mod.rs` and the files directly in it may name each other (one module
-//! cut into files for reading); there is no other import circle.
-//! `tests/api/layers.rs` checks all of this over the source, and that this
-//! list names every module of the crate, once.
+//! one above it, never one beside it on the same line. Inside a layer there
+//! is no import circle either, between files or between folders, with one
+//! allowance: a file may name its ancestor modules (`super::Hub` in
+//! `hub/apply.rs`), whose `mod.rs` declares it. `tests/api/layers.rs` checks
+//! all of this over the source, and that this list names every module of
+//! the crate, once.
 //!
 //! - [`server`]: the accept loop, connection limit, graceful shutdown,
 //!   SIGHUP forwarded to [`reload`]; `server::connection` serves one
