@@ -1,5 +1,5 @@
 //! The one publish path, below every way of publishing: an item checked
-//! and encoded once ([`batch_item`], [`item`]: the JSON object `POST
+//! and encoded once (`batch_item`, `item`: the JSON object `POST
 //! /publish` takes in a batch and a WebSocket publish message carries), then
 //! handed to the log ([`publish`]), whose refusals become [`ApiError`]s.
 //! `routes::publish` (HTTP) and `transport::ws` (publish messages) call it

@@ -11,7 +11,7 @@
 //! never reads holds a bounded amount of memory.
 //!
 //! It stays one file: reading and writing are two halves of one poll loop
-//! ([`Session::poll_step`]) over the same fields, and each half decides
+//! (`Session::poll_step`) over the same fields, and each half decides
 //! when the other runs; cut in two, a reader would go back and forth.
 
 use std::collections::VecDeque;
