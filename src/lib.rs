@@ -49,9 +49,9 @@
 //!   place presence notices are sent).
 //! - [`sse`]: the wire format, and nothing else.
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
-//! - [`metrics`], [`reload`], [`domain`]: the leaves, which name no other
-//!   module: the Prometheus counters, the SIGHUP fan-out ("reread your
-//!   files"), and the parsed input types (channel names, event ids).
+//! - [`metrics`]: the Prometheus counters and gauges.
+//! - [`reload`]: the SIGHUP fan-out ("reread your files").
+//! - [`domain`]: the parsed input types (channel names, event ids, ...).
 
 pub mod app;
 pub mod auth;
