@@ -11,7 +11,7 @@
 //! one above it, never one beside it on the same line. Inside a layer there
 //! is no import circle either, between files or between folders, with one
 //! allowance: a file may name its ancestor modules (`super::Hub` in
-//! `hub/apply.rs`), whose `mod.rs` declares it. `tests/api/layers.rs` checks
+//! `hub/apply.rs`), whose `mod.rs` declares it. `tests/api/layers/` checks
 //! all of this over the source, and that this list names every module of
 //! the crate, once.
 //!
