@@ -251,7 +251,62 @@ pub enum Fsync {
 pub enum Command {
     /// Print a signed JWT (for tests and scripts), from the same key settings
     /// as the server.
-    Token(crate::auth::mint::TokenArgs),
+    Token(TokenArgs),
+}
+
+// The flags of `herald token`, beside the server's so every flag is defined
+// here; `auth::mint` signs with them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user (`sub`), 1 to 128 characters.
+    #[arg(long)]
+    pub sub: Option<String>,
+
+    /// A channel or `prefix*` this token may read; repeatable.
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+
+    /// A channel or `prefix*` this token may publish to; repeatable.
+    #[arg(long)]
+    pub publish: Vec<String>,
+
+    /// JSON shown to other members of a presence channel (at most 1 KiB).
+    #[arg(long)]
+    pub info: Option<String>,
+
+    /// How long the token is valid.
+    #[arg(long, default_value = "15m", value_parser = positive_duration)]
+    pub ttl: Duration,
+
+    /// HMAC secret to sign with (HS256); the first of a comma-separated list.
+    /// Best set as HERALD_JWT_SECRET.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_secret: Vec<Secret>,
+
+    /// PEM private key to sign with instead (RSA, EC or Ed25519, PKCS#8).
+    #[arg(long, env = "HERALD_JWT_PRIVATE_KEY")]
+    pub private_key: Option<PathBuf>,
+
+    /// Algorithm, when the key allows several: HS384, RS512, PS256, ES384, …
+    #[arg(long)]
+    pub alg: Option<String>,
+
+    /// `kid` header, to pick a key of a --jwks-file.
+    #[arg(long)]
+    pub kid: Option<String>,
+
+    /// `aud` claim.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// `iss` claim.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// A secret from a flag or variable. Its `Debug` never shows it.

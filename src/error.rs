@@ -9,7 +9,6 @@ use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, WWW_
 use http::{HeaderValue, StatusCode};
 
 use crate::auth::Denied;
-use crate::body::{Body, Response};
 use crate::domain::{ChannelName, InvalidInput};
 
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +190,11 @@ impl ApiError {
         body
     }
 
-    pub fn into_response(self) -> Response {
+    /// The HTTP answer. Generic over the body type (the server's is
+    /// `body::Body`), so this layer does not name the one above it.
+    pub fn into_response<B: From<String>>(self) -> http::Response<B> {
         let body = serde_json::Value::Object(self.body());
-        let mut response = http::Response::new(Body::from(body.to_string()));
+        let mut response = http::Response::new(B::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -7,36 +7,51 @@
 //!
 //! # Layout
 //!
-//! Read top to bottom; each layer uses only the ones below it.
+//! The layers, from the top. Each names only the layers below it: never
+//! one above it, never one beside it on the same line. Inside a layer there
+//! is no import circle either, between files or between folders, with one
+//! allowance: a file may name its ancestor modules (`super::Hub` in
+//! `hub/apply.rs`), whose `mod.rs` declares it. `tests/api/layers/` checks
+//! all of this over the source, and that this list names every module of
+//! the crate, once.
 //!
-//! - [`server`]: the accept loop, connection limit, graceful shutdown;
-//!   `server::connection` serves one connection (TLS with ALPN or cleartext,
-//!   hyper's HTTP/1.1 or HTTP/2), `server::tls` holds the certificate pair,
-//!   `server::reload` is where SIGHUP lands.
+//! - [`server`]: the accept loop, connection limit, graceful shutdown,
+//!   SIGHUP forwarded to [`reload`]; `server::connection` serves one
+//!   connection (TLS with ALPN or cleartext, hyper's HTTP/1.1 or HTTP/2),
+//!   `server::tls` holds the certificate pair.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
-//!   `channels`, `health`, `assets` (the embedded `web/` pages).
+//!   `channels`, `presence`, `health`, `assets` (the embedded `web/` pages).
+//! - [`body`]: the response body enum: a whole body, or an event stream.
+//! - [`transport`]: the subscription core (backlog, live events merged in
+//!   id order, heartbeats, catching up after lag, shutdown) and its two thin
+//!   writers: the SSE response body and the WebSocket session.
+//! - [`publish`]: the one publish path under every route and transport: an
+//!   item checked and encoded once, handed to the log.
+//! - [`state`]: [`State`], everything a request may need, built once from
+//!   the flags.
+//! - [`error`]: the HTTP error type; each case knows its status and JSON.
 //! - [`log`]: where a published event gets its id and becomes durable or
 //!   shared, then is handed to the hub in id order; the contract every
 //!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
 //!   segments, group commit, recovery, compaction), `log::redis` (`--redis`:
 //!   many nodes, one service, presence included: `log/redis/presence.rs`).
+//! - [`auth`]: access control: keys, claims, grants, where the token comes
+//!   from, the typed `Access` a route gets; `auth::mint` is `herald token`.
+//! - [`config`]: every flag (clap, with its env variable), `herald token`'s
+//!   included, and the settings each part below takes from them.
 //! - [`hub`]: channels, live fan-out and subscribe, under one lock; events
 //!   enter it only through [`hub::Hub::applier`], or, on a node following
 //!   Redis's log, [`hub::Hub::apply`] (`hub/follow.rs`). And presence
 //!   (`hub::presence`: who is in each `presence-*` channel, which joins and
 //!   leaves to announce; `hub::membership`: a stream's membership and the one
 //!   place presence notices are sent).
-//! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
-//! - [`transport`]: the subscription core (backlog, live events merged in
-//!   id order, heartbeats, catching up after lag, shutdown) and its two thin
-//!   writers: the SSE response body and the WebSocket session.
 //! - [`sse`]: the wire format, and nothing else.
-//!
-//! Beside them: [`config`] (flags), [`domain`] (parsed input types),
-//! [`error`] (the HTTP error type), [`metrics`], [`body`] (the response body
-//! enum).
+//! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
+//! - [`metrics`]: the Prometheus counters and gauges.
+//! - [`reload`]: the SIGHUP fan-out ("reread your files").
+//! - [`domain`]: the parsed input types (channel names, event ids, ...).
 
 pub mod app;
 pub mod auth;
@@ -48,11 +63,14 @@ pub mod history;
 pub mod hub;
 pub mod log;
 pub mod metrics;
+pub mod publish;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod transport;
 
-pub use app::State;
 pub use config::{Config, Fsync, LogFormat};
 pub use server::{run, serve};
+pub use state::State;

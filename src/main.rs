@@ -1,5 +1,5 @@
 //! The `herald` binary: parse flags, set up logging, bind, run until
-//! SIGINT/SIGTERM (SIGHUP rereads the TLS and JWKS files: see `server::reload`).
+//! SIGINT/SIGTERM (SIGHUP rereads the TLS and JWKS files: see `reload`).
 //! `herald token …` prints a signed JWT instead.
 
 use anyhow::Context;

@@ -9,69 +9,16 @@
 //! It signs with the first `--jwt-secret` (HS256), or with
 //! `--private-key FILE` (the PEM private half of a `--jwt-public-key`:
 //! RS256, ES256 or ES384 by the key's curve, EdDSA); `--alg` picks another
-//! algorithm the key allows.
+//! algorithm the key allows. Its flags ([`TokenArgs`]) are defined in
+//! `config` with the server's.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::claims::{Grants, MAX_INFO_BYTES, MAX_SUB_CHARS};
-use crate::config::Secret;
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct TokenArgs {
-    /// The user (`sub`), 1 to 128 characters.
-    #[arg(long)]
-    pub sub: Option<String>,
-
-    /// A channel or `prefix*` this token may read; repeatable.
-    #[arg(long)]
-    pub subscribe: Vec<String>,
-
-    /// A channel or `prefix*` this token may publish to; repeatable.
-    #[arg(long)]
-    pub publish: Vec<String>,
-
-    /// JSON shown to other members of a presence channel (at most 1 KiB).
-    #[arg(long)]
-    pub info: Option<String>,
-
-    /// How long the token is valid.
-    #[arg(long, default_value = "15m", value_parser = crate::config::positive_duration)]
-    pub ttl: Duration,
-
-    /// HMAC secret to sign with (HS256); the first of a comma-separated list.
-    /// Best set as HERALD_JWT_SECRET.
-    #[arg(
-        long,
-        env = "HERALD_JWT_SECRET",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub jwt_secret: Vec<Secret>,
-
-    /// PEM private key to sign with instead (RSA, EC or Ed25519, PKCS#8).
-    #[arg(long, env = "HERALD_JWT_PRIVATE_KEY")]
-    pub private_key: Option<PathBuf>,
-
-    /// Algorithm, when the key allows several: HS384, RS512, PS256, ES384, …
-    #[arg(long)]
-    pub alg: Option<String>,
-
-    /// `kid` header, to pick a key of a --jwks-file.
-    #[arg(long)]
-    pub kid: Option<String>,
-
-    /// `aud` claim.
-    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-
-    /// `iss` claim.
-    #[arg(long, env = "HERALD_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-}
+use crate::config::TokenArgs;
 
 /// The signed token.
 pub fn mint(args: &TokenArgs) -> Result<String, String> {

@@ -6,10 +6,10 @@ use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::HeaderValue;
 
-use crate::app::State;
 use crate::body::{Body, Response};
 use crate::error::ApiError;
 use crate::log::PublishError;
+use crate::state::State;
 
 /// With `--redis`, every channel of the service (see
 /// [`crate::log::redis::RedisLog::channels`] for how current the counts are).

@@ -13,7 +13,6 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 
-use crate::app::State;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, Resume, MAX_CHANNELS_PER_STREAM};
 use crate::error::ApiError;
@@ -22,6 +21,7 @@ use crate::hub::{SubscribeError, Subscription};
 use crate::metrics::RejectReason;
 use crate::routes::presence;
 use crate::sse;
+use crate::state::State;
 use crate::transport::sse::{self as stream, EventStream, StreamContext};
 use crate::transport::ws::{self, session::OpenConnection};
 

@@ -3,8 +3,8 @@
 use http::header::CONTENT_TYPE;
 use http::HeaderValue;
 
-use crate::app::State;
 use crate::body::{Body, Response};
+use crate::state::State;
 
 /// 200 `ok`; with `--redis`, 503 while Redis is unreachable, so a load
 /// balancer routes new clients to another node.

@@ -5,12 +5,12 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::HeaderValue;
 
-use crate::app::State;
 use crate::auth::Access;
 use crate::body::{Body, Response};
 use crate::domain::ChannelName;
 use crate::error::ApiError;
 use crate::hub::presence::{is_presence_channel, Member};
+use crate::state::State;
 
 /// The member a stream of `access` is on the presence channels among
 /// `channels` (already allowed by `check_subscribe`): none on other

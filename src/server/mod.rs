@@ -4,11 +4,8 @@
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
-//! - [`reload`]: the one place SIGHUP lands; every reloadable part hangs
-//!   off it.
 
 pub mod connection;
-pub mod reload;
 pub mod tls;
 
 use std::future::Future;
@@ -22,17 +19,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::app::{self, Conn, ConnService, State};
+use crate::app::{self, Conn, ConnService};
 use crate::config::Config;
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::state::State;
 use connection::Protocols;
 use tls::Tls;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting, ends
 /// every event stream, lets in-flight requests finish, and returns within
 /// `--shutdown-grace`. SIGHUP rereads the files herald was started with
-/// (see [`reload`]).
+/// (see [`crate::reload`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -49,14 +47,37 @@ pub async fn run_state(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     #[cfg(unix)]
-    tokio::spawn(reload::forward_sighup(
-        state.clone(),
-        state.shutdown.clone(),
-    ));
+    tokio::spawn(forward_sighup(state.clone(), state.shutdown.clone()));
     let served = serve(listener, state.clone(), shutdown).await;
     // Ends the SIGHUP forwarder too when serving never started.
     state.shutdown.cancel();
     served
+}
+
+/// Calls [`crate::reload::Reload::trigger`] on every SIGHUP until `stop`
+/// is cancelled (the binary starts it through [`run_state`]).
+#[cfg(unix)]
+pub async fn forward_sighup(state: Arc<State>, stop: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading");
+                state.reload.trigger();
+            }
+        }
+    }
 }
 
 /// [`run`] with a state built by the caller (tests look inside it, and

@@ -165,9 +165,9 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
-/// Reloads `tls` on every SIGHUP (see [`super::reload`]) until `state`
+/// Reloads `tls` on every SIGHUP (see [`crate::reload`]) until `state`
 /// shuts down.
-pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::app::State>) {
+pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::state::State>) {
     let mut reloads = state.reload.subscribe();
     loop {
         tokio::select! {

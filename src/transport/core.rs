@@ -38,7 +38,7 @@ pub struct StreamContext {
 impl StreamContext {
     /// The context of a stream (or WebSocket) opened by a request with
     /// `access`: it ends at the token's expiry, if it has one.
-    pub fn new(state: &crate::app::State, access: &crate::auth::Access) -> StreamContext {
+    pub fn new(state: &crate::state::State, access: &crate::auth::Access) -> StreamContext {
         StreamContext {
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),

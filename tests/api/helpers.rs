@@ -11,7 +11,7 @@ use std::time::Duration;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use herald::app::State;
+use herald::state::State;
 use herald::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

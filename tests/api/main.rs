@@ -11,6 +11,7 @@ mod endpoints;
 mod helpers;
 mod hostile;
 mod http2;
+mod layers;
 mod memory;
 mod presence;
 mod publish;

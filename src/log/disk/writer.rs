@@ -20,6 +20,10 @@
 //! `Unavailable`, cuts the segment back to its last good length, applies
 //! nothing, and the next group tries again: the server recovers by itself
 //! when space returns.
+//!
+//! One file: the thread's loop, a group's write and sync, preallocation,
+//! rolling and compaction all act on the one [`Writer`]'s segment, in the
+//! order above.
 
 use std::collections::HashSet;
 use std::fs::File;

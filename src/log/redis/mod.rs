@@ -24,8 +24,16 @@
 //! serve them. Each node also writes a heartbeat (`beat.lua`) with its
 //! subscriber counts, for the service-wide counts of `/channels` and the
 //! publish answer.
+//!
+//! The files: this one holds [`RedisLog`], its health, and the publish;
+//! `reader.rs` applies the log to the hub; `load.rs` holds a channel here
+//! before a stream opens; `heartbeat.rs` writes the node's counts and
+//! answers `/channels`; `presence.rs` is service-wide presence; `link.rs`
+//! the connection and its scripts; `values.rs` reads Redis's replies.
 
+mod heartbeat;
 mod link;
+mod load;
 mod presence;
 mod reader;
 mod values;
@@ -39,15 +47,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::{ChannelName, EventId, Resume};
-use crate::history::{Event, HistoryLimits};
-use crate::hub::presence::Member;
-use crate::hub::{ChannelInfo, Hub, SharedOp, Snapshot};
+use crate::domain::{ChannelName, EventId};
+use crate::history::HistoryLimits;
+use crate::hub::{Hub, SharedOp};
 use crate::log::{PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
-use crate::sse::PendingEvent;
 use link::{Arg, Link, Lua};
-use values::{array, bulk, int, stream_id, text};
+use values::{array, int, text};
 
 /// Why Redis could not serve a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,253 +369,4 @@ impl RedisLog {
         tracing::error!("Redis {what}: unexpected answer from the script");
         LogError::Unavailable
     }
-
-    /// Makes sure this node holds `channels` (loading their history from
-    /// Redis) and has applied the log up to `resume`'s id, so the hub can
-    /// serve the subscribe exactly as a single node would; a `member`'s
-    /// stream on presence channels is counted in service-wide.
-    pub async fn prepare_subscribe(
-        &self,
-        channels: &[ChannelName],
-        resume: Resume,
-        member: Option<&Member>,
-    ) -> Result<(), RejectReason> {
-        self.hold_channels(channels, resume).await?;
-        match member {
-            Some(member) => self.open_member(channels, member).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn hold_channels(
-        &self,
-        channels: &[ChannelName],
-        resume: Resume,
-    ) -> Result<(), RejectReason> {
-        if !self.is_up() {
-            return Err(RejectReason::BackendUnavailable);
-        }
-        let hub = &*self.hub;
-        if let Resume::After(id) = resume {
-            // Published through another node, and this node's reader has not
-            // got there yet: wait for it, unless no such id was ever issued.
-            if id > hub.applied() && id <= self.issued().await.map_err(LogError::reason)? {
-                hub.wait_applied(id, self.timeout).await;
-            }
-        }
-        let deadline = Instant::now() + self.timeout;
-        while Instant::now() < deadline {
-            let plan = hub.begin_load(channels);
-            if !plan.load.is_empty() {
-                match self.snapshot(&plan.load).await {
-                    Ok(snapshots) => hub.finish_load(snapshots),
-                    Err(e) => {
-                        hub.cancel_load(&plan.load);
-                        return Err(e.reason());
-                    }
-                }
-            } else if plan.wait {
-                hub.wait_loaded(Duration::from_millis(50)).await;
-            } else {
-                return Ok(());
-            }
-        }
-        // Still loading elsewhere: the hub creates what is missing with
-        // nothing to replay, which errs on the side of a gap notice.
-        Ok(())
-    }
-
-    /// The newest id Redis has issued.
-    async fn issued(&self) -> Result<EventId, LogError> {
-        let reply = self
-            .link
-            .query(redis::cmd("GET").arg(self.keys.key("seq")))
-            .await
-            .map_err(|e| self.failed("GET", e))?;
-        Ok(EventId::new(
-            text(&reply).and_then(|s| s.parse().ok()).unwrap_or(0),
-        ))
-    }
-
-    async fn snapshot(&self, names: &[ChannelName]) -> Result<Vec<Snapshot>, LogError> {
-        let mut keys = vec![
-            self.keys.key("seq"),
-            self.keys.key("channels"),
-            self.keys.key("floor"),
-        ];
-        for name in names {
-            keys.push(self.keys.stream(name));
-            keys.push(self.keys.meta(name));
-        }
-        let mut args = vec![
-            Arg::Int(self.key_lifetime_ms()),
-            Arg::Int(self.max_channels as u64),
-        ];
-        args.extend(names.iter().map(|n| Arg::Str(n.as_str())));
-        let reply = self
-            .link
-            .eval(&self.scripts.load, &keys, &args)
-            .await
-            .map_err(|e| self.failed("load", e))?;
-        if int(&reply) == Some(0) {
-            return Err(LogError::ChannelLimit);
-        }
-        let parts = array(&reply).ok_or_else(|| self.unexpected("load"))?;
-        if parts.len() != 2 * names.len() {
-            return Err(self.unexpected("load"));
-        }
-        names
-            .iter()
-            .zip(parts.chunks(2))
-            .map(|(name, part)| {
-                let mark = text(&part[0])
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| self.unexpected("load"))?;
-                let entries = array(&part[1]).ok_or_else(|| self.unexpected("load"))?;
-                let events = entries
-                    .iter()
-                    .map(|entry| decode_stream_entry(entry).ok_or_else(|| self.unexpected("load")))
-                    .collect::<Result<Vec<Event>, LogError>>()?;
-                Ok(Snapshot {
-                    channel: name.clone(),
-                    mark: EventId::new(mark),
-                    events,
-                })
-            })
-            .collect()
-    }
-
-    /// `GET /channels` for the whole service. Other nodes' subscribers are
-    /// as of their last heartbeat (at most [`RedisLog::beat_interval`] old);
-    /// this node's are current.
-    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, PublishError> {
-        if !self.is_up() {
-            return Err(self.unavailable());
-        }
-        let keys = [self.keys.key("channels"), self.keys.key("nodes")];
-        let args = [Arg::Str(&self.keys.base), Arg::Str(&self.node)];
-        let reply = self
-            .link
-            .eval(&self.scripts.channels, &keys, &args)
-            .await
-            .map_err(|e| {
-                self.failed("channels", e);
-                self.unavailable()
-            })?;
-        let Some(flat) = array(&reply) else {
-            self.unexpected("channels");
-            return Err(self.unavailable());
-        };
-        let mut rows = Vec::with_capacity(flat.len() / 4);
-        for row in flat.chunks_exact(4) {
-            let Some(channel) = text(&row[0]).and_then(|s| ChannelName::parse(s).ok()) else {
-                continue;
-            };
-            let others = int(&row[3]).unwrap_or(0).max(0) as usize;
-            rows.push(ChannelInfo {
-                subscribers: others + self.hub.subscribers(&channel),
-                retained: int(&row[1]).unwrap_or(0).max(0) as usize,
-                last_event_id: text(&row[2]).and_then(|s| s.parse().ok()).map(EventId::new),
-                channel,
-            });
-        }
-        rows.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
-        Ok(rows)
-    }
-
-    /// How long a node that stops beating is taken for alive: then it drops
-    /// out of the counts, and its presence connections are counted out.
-    pub fn node_ttl(&self) -> Duration {
-        (3 * self.beat_interval()).max(Duration::from_secs(3))
-    }
-
-    /// How often a node writes its heartbeat: the lag of other nodes'
-    /// subscriber counts.
-    pub fn beat_interval(&self) -> Duration {
-        (self.channel_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-    }
-
-    /// Writes this node's heartbeat and subscriber counts, and keeps the
-    /// channels it serves alive in Redis (every `--channel-ttl`/4).
-    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
-        let beat = self.beat_interval();
-        let refresh_every = (self.channel_ttl / 4).max(beat);
-        let node_ttl = self.node_ttl();
-        let mut last_counts: Option<Vec<(ChannelName, usize)>> = None;
-        let mut last_refresh: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                // `close` leaves the node set, at the end of shutdown.
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(beat) => {}
-            }
-            if !self.is_up() {
-                last_counts = None;
-                continue;
-            }
-            let mut counts = self.hub.subscriber_counts();
-            counts.sort_unstable();
-            let changed = last_counts.as_ref() != Some(&counts);
-            let refresh = last_refresh.is_none_or(|at| at.elapsed() >= refresh_every);
-            let keys = [
-                self.keys.key("nodes"),
-                self.keys.key(&format!("n:{}", self.node)),
-                self.keys.key("channels"),
-            ];
-            let mut args = vec![
-                Arg::Str(&self.keys.base),
-                Arg::Str(&self.node),
-                Arg::Int(node_ttl.as_millis() as u64),
-                Arg::Int(self.key_lifetime_ms()),
-                Arg::Int(u64::from(changed)),
-                Arg::Int(u64::from(refresh)),
-                Arg::Int(u64::from(self.log_len)),
-            ];
-            for (channel, n) in &counts {
-                args.push(Arg::Str(channel.as_str()));
-                args.push(Arg::Int(*n as u64));
-            }
-            match self.link.eval(&self.scripts.beat, &keys, &args).await {
-                Ok(reply) => {
-                    if int(&reply) == Some(1) {
-                        // Another node took this one for dead and counted
-                        // its members out: end the streams, so they come
-                        // back and count in again.
-                        let streams = self.hub.reset();
-                        self.metrics.redis_resyncs.inc();
-                        tracing::warn!(
-                            streams,
-                            "this node missed its heartbeats and was taken for dead: ended its streams"
-                        );
-                    }
-                    last_counts = Some(counts);
-                    if refresh {
-                        last_refresh = Some(Instant::now());
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "Redis heartbeat failed"),
-            }
-        }
-    }
-}
-
-/// An entry of a channel stream: `[ "<id>-0", ["b", fields, "n", len] ]`.
-fn decode_stream_entry(entry: &redis::Value) -> Option<Event> {
-    let entry = array(entry)?;
-    let id = stream_id(entry.first()?)?;
-    let fields = array(entry.get(1)?)?;
-    let (mut body, mut len) = (None, None);
-    for pair in fields.chunks_exact(2) {
-        match bulk(&pair[0])? {
-            b"b" => body = bulk(&pair[1]),
-            b"n" => len = text(&pair[1]).and_then(|s| s.parse().ok()),
-            _ => {}
-        }
-    }
-    Some(Event {
-        id,
-        frame: PendingEvent::from_fields(body?).finish(id),
-        data_len: len?,
-        ws: Default::default(),
-    })
 }

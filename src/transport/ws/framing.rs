@@ -7,7 +7,14 @@
 //! sit between the fragments of a message (RFC 6455 §5.4), and a whole
 //! message may arrive in the same read as the start of the next, so neither
 //! "a message came" nor "bytes came" answers it. Only frame headers are
-//! read here; tungstenite still parses and checks everything.
+//! read here; tungstenite still parses and checks everything. [`Metered`]
+//! is the session's socket: it feeds every byte read to a [`Framing`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The frame boundaries of one direction of a WebSocket.
 #[derive(Debug, Default)]
@@ -74,6 +81,44 @@ impl Framing {
         }
         self.payload_left = len;
         self.head_len = 0;
+    }
+}
+
+/// The upgraded connection, following the frames read: bytes that leave a
+/// message unfinished start the `--body-timeout` clock.
+pub struct Metered<T> {
+    pub io: T,
+    pub framing: Framing,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.framing.feed(&buf.filled()[before..]);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::domain::ChannelName;
 use crate::error::ApiError;
 use crate::history::{Event, Notice};
 use crate::log::{PublishItem, Published};
-use crate::routes::publish::batch_item;
+use crate::publish::batch_item;
 use crate::sse;
 
 #[derive(Serialize)]

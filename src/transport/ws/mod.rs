@@ -13,7 +13,6 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::body::{Body, Response};
 use crate::error::ApiError;
 
 /// Whether a request asks for a WebSocket (`Upgrade: websocket`).
@@ -32,7 +31,9 @@ fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool 
 
 /// Checks the rest of the opening handshake (RFC 6455 §4.2.1) and returns
 /// the 101 answer. The channels and the token are the route's business.
-pub fn accept(headers: &HeaderMap) -> Result<Response, ApiError> {
+/// Generic over the body type (the server's is `body::Body`, empty here),
+/// so the transport does not name the response type above it.
+pub fn accept<B: Default>(headers: &HeaderMap) -> Result<http::Response<B>, ApiError> {
     if !has_token(headers, &CONNECTION, "upgrade") {
         return Err(ApiError::BadUpgrade("`Connection: Upgrade` is missing"));
     }
@@ -49,7 +50,7 @@ pub fn accept(headers: &HeaderMap) -> Result<Response, ApiError> {
         return Err(ApiError::BadUpgrade("`Sec-WebSocket-Key` is missing"));
     };
     let accept = derive_accept_key(key.as_bytes());
-    let mut response = http::Response::new(Body::Empty);
+    let mut response = http::Response::new(B::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));

@@ -9,10 +9,13 @@
 //! up from history later, exactly as an event stream is (SPEC §2). Reading
 //! waits for the writer when answers pile up, so a client that floods and
 //! never reads holds a bounded amount of memory.
+//!
+//! It stays one file: reading and writing are two halves of one poll loop
+//! (`Session::poll_step`) over the same fields, and each half decides
+//! when the other runs; cut in two, a reader would go back and forth.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,21 +24,20 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::app::State;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
-use crate::routes::publish::publish;
+use crate::publish::publish;
+use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
-use crate::transport::ws::framing::Framing;
+use crate::transport::ws::framing::{Framing, Metered};
 use crate::transport::ws::message::{self, Refused};
 
 /// Answers (published, error) waiting to be written; past this the
@@ -470,42 +472,4 @@ fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool
         *timer = None;
     }
     fired
-}
-
-/// The upgraded connection, following the frames read: bytes that leave a
-/// message unfinished start the `--body-timeout` clock.
-struct Metered<T> {
-    io: T,
-    framing: Framing,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.framing.feed(&buf.filled()[before..]);
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }

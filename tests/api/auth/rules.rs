@@ -205,15 +205,15 @@ async fn a_cookie_with_a_wildcard_cors_origin_is_a_startup_error() {
         auth_cookie: Some("herald_token".into()),
         ..Default::default()
     };
-    let error = herald::app::State::try_new(config.clone()).err().unwrap();
+    let error = herald::state::State::try_new(config.clone()).err().unwrap();
     assert!(error.contains("--cors-origin"), "{error}");
     config.cors_origin = vec!["https://app.example".into()];
-    assert!(herald::app::State::try_new(config).is_ok());
+    assert!(herald::state::State::try_new(config).is_ok());
     let no_key = herald::Config {
         anonymous: false,
         ..Default::default()
     };
-    assert!(herald::app::State::try_new(no_key).is_err());
+    assert!(herald::state::State::try_new(no_key).is_err());
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! The one place SIGHUP lands: "reread your files".
 //!
-//! [`Reload`] is a `tokio::sync::watch` channel held in [`crate::app::State`].
-//! The binary forwards every SIGHUP to [`Reload::trigger`] (see
-//! [`forward_sighup`], started by [`crate::run`]); tests call `trigger`
-//! directly. Anything that rereads a file on SIGHUP (the TLS pair today)
+//! [`Reload`] is a `tokio::sync::watch` channel held in the server's state
+//! (`State::reload`). The binary forwards every SIGHUP to [`Reload::trigger`]
+//! (see [`crate::server::forward_sighup`], started by [`crate::run`]); tests
+//! call `trigger` directly. Anything that rereads a file on SIGHUP (the TLS pair today)
 //! takes a receiver with [`Reload::subscribe`] and loops on `changed()`,
 //! next to its own state:
 //!
@@ -49,33 +49,5 @@ impl Reload {
 impl Default for Reload {
     fn default() -> Self {
         Reload::new()
-    }
-}
-
-/// Calls [`Reload::trigger`] on every SIGHUP until `stop` is cancelled.
-#[cfg(unix)]
-pub async fn forward_sighup(
-    state: std::sync::Arc<crate::app::State>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            got = hangups.recv() => {
-                if got.is_none() {
-                    return;
-                }
-                tracing::info!("SIGHUP: reloading");
-                state.reload.trigger();
-            }
-        }
     }
 }
