@@ -23,11 +23,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Config) => {
             warn_to_stderr(&loaded.warnings);
-            // What the server checks before binding, without binding,
-            // opening --data-dir or reaching Redis.
+            // What the server checks before binding (the log filter, the
+            // key files, the certificate pair), without binding, opening
+            // --data-dir or reaching Redis.
             EnvFilter::try_new(&config.log)
                 .with_context(|| format!("bad --log filter `{}`", config.log))?;
             herald::auth::Auth::from_config(&config).map_err(anyhow::Error::msg)?;
+            herald::server::tls::Tls::from_config(&config)?;
             print!("{}", loaded.effective.unwrap_or_default());
             return Ok(());
         }

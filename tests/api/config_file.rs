@@ -208,7 +208,6 @@ async fn the_command_line_beats_the_environment_beats_the_file_beats_the_default
 #[tokio::test]
 async fn herald_config_prints_a_file_that_gives_the_same_configuration() {
     let dir = TempDir::new("config-round-trip");
-    let pem = write(&dir, "cert.pem", "", 0o600);
     // Non-default values of every kind: a count, a size, a duration, an
     // optional path, an enum, a list, a switch, a boolean; secrets in the
     // environment.
@@ -262,12 +261,8 @@ async fn herald_config_prints_a_file_that_gives_the_same_configuration() {
     let file = write(&dir, "printed.toml", &printed, 0o600);
     let b = effective(&["--config", arg(&file)], &secrets).await;
     assert_eq!(a, b);
-    // And the default configuration too, with an unset flag (tls-*) set.
-    let defaults = herald(
-        &["config", "--tls-cert", arg(&pem), "--tls-key", arg(&pem)],
-        &[],
-    )
-    .await;
+    // And the default configuration too, with an unset flag set.
+    let defaults = herald(&["config", "--jwt-issuer", "https://issuer.example"], &[]).await;
     assert!(defaults.status.success(), "{}", text(&defaults.stderr));
     let defaults_file = write(&dir, "defaults.toml", &text(&defaults.stdout), 0o644);
     let again = effective(&["--config", arg(&defaults_file)], &[]).await;
@@ -445,18 +440,23 @@ async fn a_bad_file_is_one_line_naming_the_file_line_and_key_and_nothing_starts(
         }
     }
     // `herald config` runs the server's own startup checks: a key file
-    // that is not there fails it, for a deploy script to notice.
-    let file = write(
-        &dir,
-        "keys.toml",
-        "jwt-public-key = [\"/nonexistent.pem\"]\n",
-        0o600,
-    );
-    let out = herald(&["config", "--config", arg(&file)], &[]).await;
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--jwt-public-key"),
-        "{}",
-        text(&out.stderr)
-    );
+    // that is not there, or a certificate that is no certificate, fails it,
+    // for a deploy script to notice.
+    let pem = write(&dir, "empty.pem", "", 0o600);
+    for (content, says) in [
+        (
+            "jwt-public-key = [\"/nonexistent.pem\"]\n".to_owned(),
+            "--jwt-public-key",
+        ),
+        (
+            format!("tls-cert = {:?}\ntls-key = {:?}\n", arg(&pem), arg(&pem)),
+            "--tls-cert",
+        ),
+    ] {
+        let file = write(&dir, "checks.toml", &content, 0o600);
+        let out = herald(&["config", "--config", arg(&file)], &[]).await;
+        assert!(!out.status.success(), "{content}");
+        assert!(out.stdout.is_empty(), "{content}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
 }
