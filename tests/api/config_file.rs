@@ -460,3 +460,19 @@ async fn a_bad_file_is_one_line_naming_the_file_line_and_key_and_nothing_starts(
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
 }
+
+#[tokio::test]
+async fn the_example_in_the_docs_is_accepted() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md"))
+        .expect("docs/config.md");
+    let example = docs
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/config.md has a ```toml example");
+    let dir = TempDir::new("config-docs");
+    let file = write(&dir, "herald.toml", example, 0o600);
+    let config = effective(&["--config", arg(&file)], &[]).await;
+    assert_eq!(config["history-bytes"].as_str(), Some("2MiB"));
+    assert_eq!(config["max-connections"].as_integer(), Some(50000));
+}
