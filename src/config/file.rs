@@ -102,7 +102,10 @@ pub fn command() -> clap::Command {
         .find(|arg| arg.get_id() == CONFIG)
         .expect("Config has a --config flag")
         .clone();
-    root.mut_subcommand(PRINT, |c| c.args(flags))
+    // The groups too, so a flag that requires or conflicts with a group
+    // means the same on `herald config`.
+    let groups: Vec<clap::ArgGroup> = root.get_groups().cloned().collect();
+    root.mut_subcommand(PRINT, |c| c.args(flags).groups(groups))
         .mut_subcommand(TOKEN, |c| c.arg(config))
 }
 
