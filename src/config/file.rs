@@ -118,10 +118,15 @@ where
 {
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let cmd = command();
+    // A first, lenient look for --config and where each value comes from:
+    // a flag that needs another one (--tls-cert needs --tls-key) may get it
+    // from the file. The strict parse comes last.
     let first = cmd
         .clone()
+        .ignore_errors(true)
         .try_get_matches_from(&args)
         .map_err(LoadError::Clap)?;
+    let given = args.clone();
     let subcommand = first.subcommand_name().map(str::to_owned);
     let target_of = |m: &ArgMatches| -> ArgMatches {
         match m.subcommand() {
@@ -170,12 +175,10 @@ where
         }
     }
 
-    // The first parse passed, so an error now comes from the file's values
-    // together (a flag that needs another one).
-    let matches = cmd.try_get_matches_from(&args).map_err(|e| match &path {
-        Some(path) => LoadError::File(format!("{}: {}", path.display(), one_line(&e))),
-        None => LoadError::Clap(e),
-    })?;
+    let matches = match cmd.clone().try_get_matches_from(&args) {
+        Ok(matches) => matches,
+        Err(e) => return Err(blame(&cmd, &given, path.as_deref(), e)),
+    };
     let target = target_of(&matches);
     let (config, effective) = if subcommand.as_deref() == Some(PRINT) {
         let mut config = Config::from_arg_matches(&target).map_err(LoadError::Clap)?;
@@ -195,6 +198,26 @@ where
         effective,
         warnings,
     })
+}
+
+/// A strict parse failed: the command line's own mistake is clap's to show
+/// (with its usage); one that the file's values make (a file flag that
+/// needs another one) is the file's, on one line.
+fn blame(
+    cmd: &clap::Command,
+    given: &[OsString],
+    file: Option<&Path>,
+    e: clap::Error,
+) -> LoadError {
+    let Some(file) = file else {
+        return LoadError::Clap(e);
+    };
+    match cmd.clone().try_get_matches_from(given) {
+        Err(own) if own.kind() == e.kind() && one_line(&own) == one_line(&e) => {
+            LoadError::Clap(own)
+        }
+        _ => LoadError::File(format!("{}: {}", file.display(), one_line(&e))),
+    }
 }
 
 /// Whether `arg` is a setting of the server, so a key of the file: every

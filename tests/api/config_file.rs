@@ -203,6 +203,23 @@ async fn the_command_line_beats_the_environment_beats_the_file_beats_the_default
     // A switch from the file gives way to the variable too.
     let config = effective(&["--config", arg(&file)], &[("HERALD_H2C", "false")]).await;
     assert_eq!(config["h2c"].as_bool(), Some(false));
+
+    // A flag on the command line that needs another one (--tls-cert needs
+    // --tls-key) gets it from the file; without the file it is clap's error.
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = write(&dir, "cert.pem", &pair.cert.pem(), 0o600);
+    let key = write(&dir, "key.pem", &pair.signing_key.serialize_pem(), 0o600);
+    let tls = write(
+        &dir,
+        "tls.toml",
+        &format!("tls-key = {:?}\n", arg(&key)),
+        0o600,
+    );
+    let config = effective(&["--tls-cert", arg(&cert), "--config", arg(&tls)], &[]).await;
+    assert_eq!(config["tls-key"].as_str(), Some(arg(&key)));
+    let alone = herald(&["config", "--tls-cert", arg(&cert)], &[]).await;
+    assert!(!alone.status.success());
+    assert!(text(&alone.stderr).contains("--tls-key"));
 }
 
 #[tokio::test]
