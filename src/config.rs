@@ -15,6 +15,8 @@ use crate::history::HistoryLimits;
 use crate::hub::presence::PresenceConfig;
 use crate::hub::HubConfig;
 
+pub mod file;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "herald",
@@ -32,6 +34,11 @@ pub struct Config {
     /// `herald token` signs a JWT instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Read settings from this TOML file, one key per flag (`heartbeat = "15s"`);
+    /// the command line and the environment win over it. See docs/config.md.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Address to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
@@ -164,7 +171,7 @@ pub struct Config {
 
     /// Redis server that makes several herald nodes one service
     /// (`redis://host:port/db`); without it herald is a single node.
-    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL", hide_env_values = true)]
     pub redis: Option<String>,
 
     /// With --redis: how long Redis may be unreachable before open streams
@@ -247,11 +254,17 @@ pub enum Fsync {
     Off,
 }
 
+// Made once per run, so the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Print a signed JWT (for tests and scripts), from the same key settings
     /// as the server.
     Token(TokenArgs),
+    /// Print the effective configuration (flags, environment, --config file,
+    /// defaults) as TOML that --config takes, secrets redacted; exit non-zero
+    /// on any error. Takes every flag of the server.
+    Config,
 }
 
 // The flags of `herald token`, beside the server's so every flag is defined

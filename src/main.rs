@@ -1,9 +1,10 @@
 //! The `herald` binary: parse flags, set up logging, bind, run until
 //! SIGINT/SIGTERM (SIGHUP rereads the TLS and JWKS files: see `reload`).
-//! `herald token …` prints a signed JWT instead.
+//! `herald token …` prints a signed JWT instead, `herald config …` the
+//! effective configuration. Flags, `HERALD_*` variables and the `--config`
+//! file are read by `herald::config::file`.
 
 use anyhow::Context;
-use clap::Parser;
 use herald::config::Command;
 use herald::{Config, LogFormat};
 use tokio::net::{TcpListener, TcpSocket};
@@ -11,13 +12,33 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    if let Some(Command::Token(args)) = &config.command {
-        let token = herald::auth::mint::mint(args).map_err(anyhow::Error::msg)?;
-        println!("{token}");
-        return Ok(());
+    let loaded = herald::config::file::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let config = loaded.config;
+    match &config.command {
+        Some(Command::Token(args)) => {
+            warn_to_stderr(&loaded.warnings);
+            let token = herald::auth::mint::mint(args).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            return Ok(());
+        }
+        Some(Command::Config) => {
+            warn_to_stderr(&loaded.warnings);
+            // What the server checks before binding (the log filter, the
+            // key files, the certificate pair), without binding, opening
+            // --data-dir or reaching Redis.
+            EnvFilter::try_new(&config.log)
+                .with_context(|| format!("bad --log filter `{}`", config.log))?;
+            herald::auth::Auth::from_config(&config).map_err(anyhow::Error::msg)?;
+            herald::server::tls::Tls::from_config(&config)?;
+            print!("{}", loaded.effective.unwrap_or_default());
+            return Ok(());
+        }
+        None => {}
     }
     init_tracing(&config)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     // Key files and flag combinations are checked before binding, so a bad
     // one fails at once with a clear message.
     herald::auth::Auth::from_config(&config).map_err(anyhow::Error::msg)?;
@@ -36,6 +57,12 @@ async fn main() -> anyhow::Result<()> {
     herald::server::run_state(listener, state, shutdown_signal()).await?;
     tracing::info!("bye");
     Ok(())
+}
+
+fn warn_to_stderr(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
 }
 
 /// Binds with a deep accept queue: when a server restarts or a network blip

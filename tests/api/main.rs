@@ -4,6 +4,7 @@ mod auth;
 mod browser;
 mod chaos;
 mod cluster;
+mod config_file;
 mod crash;
 mod docs_links;
 mod durable;
