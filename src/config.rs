@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub heartbeat: Duration,
 
+    /// Send each heartbeat as an event (`event: herald.heartbeat`, `data: {}`, no id)
+    /// instead of a comment, for clients whose watchdog only sees events.
+    #[arg(long, env = "HERALD_HEARTBEAT_EVENT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub heartbeat_event: bool,
+
     /// Events each channel retains for replay.
     #[arg(long, env = "HERALD_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub history: u32,
@@ -405,6 +410,7 @@ mod tests {
         assert_eq!(c.presence_grace, Duration::from_secs(10));
         assert_eq!(c.presence_max_members, 100);
         assert_eq!(c.dead_peer_timeout, Duration::from_secs(60));
+        assert!(!c.heartbeat_event);
     }
 
     #[test]
