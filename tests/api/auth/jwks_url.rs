@@ -322,6 +322,7 @@ async fn a_flood_of_random_kids_makes_one_fetch() {
     // signature is checked.
     let signed = rsa_token("rsa-1");
     let (_, rest) = signed.split_once('.').unwrap();
+    let started = std::time::Instant::now();
     let mut requests = tokio::task::JoinSet::new();
     for i in 0..200 {
         let kid = format!("forged-{i}-{}", fastrand::u64(..));
@@ -333,11 +334,16 @@ async fn a_flood_of_random_kids_makes_one_fetch() {
     while let Some(status) = requests.join_next().await {
         assert_eq!(status.unwrap(), 401);
     }
-    assert_eq!(
+    // The startup fetch, then one per 30 s begun (one, unless this box is
+    // very slow).
+    let allowed = 2 + (started.elapsed().as_secs() / 30) as usize;
+    assert!(
+        provider.fetches() <= allowed,
+        "{} fetches for 200 forged kids in {:?}",
         provider.fetches(),
-        2,
-        "the startup fetch and one for the whole flood"
+        started.elapsed()
     );
+    assert!(provider.fetches() >= 2, "the flood asked for a fetch");
     assert_eq!(app_status(&app, &rsa_token("rsa-1")).await, 200);
     assert_eq!(
         app.metric("herald_requests_rejected_total{reason=\"unauthorized\"}")
