@@ -507,3 +507,42 @@ fn a_set_that_cannot_be_used_at_startup_is_an_error_naming_the_url() {
     let _ = std::fs::remove_file(&ca);
     let _ = std::fs::remove_file(&not_pem);
 }
+
+#[tokio::test]
+async fn a_jwks_file_reload_and_a_url_refresh_each_keep_the_others_keys() {
+    let file = temp_path("file.json");
+    std::fs::write(&file, set(&[jwk(Kind::P256, Algorithm::ES256, "file-1")])).unwrap();
+    let provider = Provider::http(&[rsa_jwk("url-1")]);
+    let (url, path) = (provider.url(), file.clone());
+    let app = spawn_app_with(move |c| {
+        c.jwks_url = Some(url);
+        c.jwks_file = Some(path);
+    })
+    .await;
+    assert_eq!(app_status(&app, &ec_token("file-1")).await, 200);
+    assert_eq!(app_status(&app, &rsa_token("url-1")).await, 200);
+
+    std::fs::write(&file, set(&[jwk(Kind::P256, Algorithm::ES256, "file-2")])).unwrap();
+    assert_eq!(app.state.auth.reload_jwks(), Ok(1));
+    assert_eq!(app_status(&app, &ec_token("file-2")).await, 200);
+    assert_eq!(
+        app_status(&app, &rsa_token("url-1")).await,
+        200,
+        "the URL's keys stay"
+    );
+
+    // An unknown kid refreshes the URL's set; the file's key stays.
+    provider.serve_keys(&[rsa_jwk("url-2")]);
+    assert_eq!(app_status(&app, &rsa_token("url-2")).await, 200);
+    assert_eq!(
+        app_status(&app, &rsa_token("url-1")).await,
+        401,
+        "rotated out"
+    );
+    assert_eq!(
+        app_status(&app, &ec_token("file-2")).await,
+        200,
+        "the file's keys stay"
+    );
+    let _ = std::fs::remove_file(&file);
+}
