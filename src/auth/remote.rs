@@ -2,8 +2,8 @@
 //! at startup, then on a timer and when a token names a `kid` the set does
 //! not hold.
 //!
-//! Only [`Remote::fetch`] touches the network, and it never runs on a
-//! request's behalf: a request that meets an unknown `kid` asks the
+//! Only the startup fetch and [`Remote::fetch`] touch the network, and
+//! never in a request: a request that meets an unknown `kid` asks the
 //! refresher task for a fetch ([`Remote::refresh_for_unknown_kid`]) and waits
 //! for that one fetch, with no lock held; the keys themselves are swapped in
 //! whole by [`super::Auth`], so verifying stays a read of an `Arc`.
@@ -95,16 +95,17 @@ impl Remote {
         // and may run inside the server's runtime); its client, and any
         // connection it opened, go with that runtime.
         let first = client(&url, tls.clone())?;
+        let to = &url;
         let fetched = std::thread::scope(|s| {
-            s.spawn(|| {
+            s.spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| format!("--jwks-url: cannot start a runtime: {e}"))?;
-                runtime.block_on(fetch(&first, &url))
+                    .map_err(|e| format!("cannot start a runtime: {e}"))?;
+                runtime.block_on(fetch(&first, to))
             })
             .join()
-            .unwrap_or_else(|_| Err("--jwks-url: the startup fetch panicked".to_owned()))
+            .unwrap_or_else(|_| Err("the startup fetch panicked".to_owned()))
         })
         .map_err(|e| format!("--jwks-url {url}: {e}"))?;
         let remote = Remote {
