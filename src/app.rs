@@ -260,7 +260,7 @@ where
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
         Route::Channels => routes::channels::list(state, &parts).await,
-        Route::Presence(channel) => routes::presence::roster(state, &parts, channel),
+        Route::Presence(channel) => routes::presence::roster(state, &parts, channel).await,
         Route::Static(file) => Ok(routes::assets::serve(file, head)),
     };
     result.unwrap_or_else(|e| rejected(state, e))

@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub heartbeat: Duration,
 
+    /// Send each heartbeat as an event (`event: herald.heartbeat`, `data: {}`, no id)
+    /// instead of a comment, for clients whose watchdog only sees events.
+    #[arg(long, env = "HERALD_HEARTBEAT_EVENT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub heartbeat_event: bool,
+
     /// Events each channel retains for replay.
     #[arg(long, env = "HERALD_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub history: u32,
@@ -218,6 +223,26 @@ pub struct Config {
     /// JWK Set file of verification keys, selected by `kid`; reloaded on SIGHUP.
     #[arg(long, env = "HERALD_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+
+    /// JWK Set URL of an identity provider (https://, or http:// to a loopback
+    /// address), fetched at startup and refreshed; a failed refresh keeps the keys.
+    #[arg(long, env = "HERALD_JWKS_URL", value_name = "URL")]
+    pub jwks_url: Option<String>,
+
+    /// PEM CA certificate(s) to trust for --jwks-url, besides the usual (Mozilla) roots.
+    #[arg(
+        long,
+        env = "HERALD_JWKS_CA",
+        requires = "jwks_url",
+        value_name = "FILE"
+    )]
+    pub jwks_ca: Option<PathBuf>,
+
+    /// How often --jwks-url is fetched again (a `Cache-Control: max-age` between 1m
+    /// and 1d takes precedence); a token with an unknown `kid` also refreshes it,
+    /// at most once per 30s.
+    #[arg(long, env = "HERALD_JWKS_REFRESH", default_value = "5m", value_parser = positive_duration)]
+    pub jwks_refresh: Duration,
 
     /// Required `aud` of every JWT.
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]
@@ -473,6 +498,9 @@ mod tests {
         assert_eq!(c.presence_grace, Duration::from_secs(10));
         assert_eq!(c.presence_max_members, 100);
         assert_eq!(c.dead_peer_timeout, Duration::from_secs(60));
+        assert_eq!(c.jwks_url, None);
+        assert_eq!(c.jwks_refresh, Duration::from_secs(300));
+        assert!(!c.heartbeat_event);
     }
 
     #[test]

@@ -39,9 +39,6 @@ async fn main() -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    // Key files and flag combinations are checked before binding, so a bad
-    // one fails at once with a clear message.
-    herald::auth::Auth::from_config(&config).map_err(anyhow::Error::msg)?;
     // Every subscriber is an open socket: allow as many as the system lets
     // this process have.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -49,8 +46,10 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
     ignore_file_size_signal();
-    // With --data-dir, recover history (or refuse the directory) before
-    // listening: nothing is served from a half-recovered hub.
+    // Key files (and --jwks-url's set, fetched once) and flag combinations
+    // are checked before binding, so a bad one fails at once with a clear
+    // message. With --data-dir, recover history (or refuse the directory)
+    // before listening: nothing is served from a half-recovered hub.
     let listen_on = config.listen;
     let state = herald::State::open(config)?;
     let listener = listen(listen_on).with_context(|| format!("cannot listen on {listen_on}"))?;

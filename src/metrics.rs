@@ -197,6 +197,8 @@ pub struct Metrics {
     /// How long startup recovery of the data directory took.
     pub recovery_seconds: Gauge,
     ws_rejected: IntCounterVec,
+    /// With `--jwks-url`: refreshes that failed (the keys in use were kept).
+    pub jwks_refresh_failures: IntCounter,
 }
 
 impl Metrics {
@@ -297,6 +299,10 @@ impl Metrics {
                 "How long startup recovery of --data-dir took.",
             )
             .expect("metric names are valid constants"),
+            jwks_refresh_failures: counter(
+                "herald_jwks_refresh_failures_total",
+                "Refreshes of --jwks-url that failed (the keys in use were kept).",
+            ),
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(transport),
@@ -327,6 +333,10 @@ impl Metrics {
                 .register(collector)
                 .expect("each metric is registered once");
         }
+        metrics
+            .registry
+            .register(Box::new(metrics.jwks_refresh_failures.clone()))
+            .expect("each metric is registered once");
         for reason in RejectReason::ALL {
             metrics.rejected.with_label_values(&[reason.label()]);
         }

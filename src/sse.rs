@@ -24,6 +24,20 @@ use crate::history::Notice;
 /// Constant, so sending it costs no allocation.
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 
+/// A heartbeat a page can see (`--heartbeat-event`): an event with no `id:`,
+/// so it does not move the browser's last event id. Constant too.
+pub const HEARTBEAT_EVENT: Bytes = Bytes::from_static(b"event: herald.heartbeat\ndata: {}\n\n");
+
+/// The heartbeat frame to send: the event with `--heartbeat-event`, else the
+/// comment.
+pub fn heartbeat(as_event: bool) -> Bytes {
+    if as_event {
+        HEARTBEAT_EVENT
+    } else {
+        HEARTBEAT
+    }
+}
+
 /// Room reserved in front of an encoded event for its `id: <n>\n` line:
 /// `id: ` (4) + at most 20 digits + `\n` (1).
 const ID_LINE_MAX: usize = 25;
@@ -296,6 +310,15 @@ mod tests {
         assert_eq!(
             &retry_later(Duration::from_millis(1500), "a\ndata: b")[..],
             b"retry: 1500\n: a data: b\n\n"
+        );
+    }
+
+    #[test]
+    fn heartbeat_is_a_comment_or_an_event_without_id() {
+        assert_eq!(&heartbeat(false)[..], b": heartbeat\n\n");
+        assert_eq!(
+            &heartbeat(true)[..],
+            b"event: herald.heartbeat\ndata: {}\n\n"
         );
     }
 

@@ -43,6 +43,9 @@ pub enum Refusal {
     Malformed,
     /// No configured key may verify this `alg` (with this `kid`).
     NoKey,
+    /// The token names a `kid` no configured key has: with `--jwks-url`,
+    /// a key the provider may just have rotated in.
+    UnknownKid,
     /// Bad signature, expired, not yet valid, wrong audience or issuer, or
     /// claims of the wrong shape.
     Invalid,
@@ -107,15 +110,20 @@ impl Key {
     }
 }
 
-/// Reads a JWK Set file. Keys herald cannot or must not verify with are
-/// skipped: a key marked for encryption (`"use":"enc"`, or `key_ops`
-/// without `verify`), a curve or key type it does not know (P-521,
-/// secp256k1, a post-quantum `AKP`), so a provider's whole set can be used as
-/// it is. A file with no usable key is an error.
+/// Reads a JWK Set file (see [`parse_set`]).
 pub fn jwks(path: &PathBuf) -> Result<Vec<Key>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_slice(&text)
-        .map_err(|e| format!("{}: not a JWK Set: {e}", path.display()))?;
+    parse_set(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a JWK Set (a `--jwks-file`, or what `--jwks-url` answered). Keys
+/// herald cannot or must not verify with are skipped: a key marked for
+/// encryption (`"use":"enc"`, or `key_ops` without `verify`), a curve or key
+/// type it does not know (P-521, secp256k1, a post-quantum `AKP`), so a
+/// provider's whole set can be used as it is. A set with no usable key is
+/// an error.
+pub fn parse_set(text: &[u8]) -> Result<Vec<Key>, String> {
+    let set: JwkSet = serde_json::from_slice(text).map_err(|e| format!("not a JWK Set: {e}"))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
         if !for_signatures(&jwk.common) {
@@ -146,7 +154,7 @@ pub fn jwks(path: &PathBuf) -> Result<Vec<Key>, String> {
         keys.push(Key::new(jwk.common.key_id.clone(), key, allowed));
     }
     if keys.is_empty() {
-        return Err(format!("{}: no usable key in the set", path.display()));
+        return Err("no usable key in the set".to_owned());
     }
     Ok(keys)
 }
@@ -186,7 +194,15 @@ pub fn verify(token: &str, keys: &[Key], checks: &Checks) -> Result<Claims, Refu
         .filter(|k| header.kid.is_none() || k.kid == header.kid)
         .peekable();
     if candidates.peek().is_none() {
-        return Err(Refusal::NoKey);
+        let unknown = header
+            .kid
+            .as_ref()
+            .is_some_and(|kid| !keys.iter().any(|k| k.kid.as_ref() == Some(kid)));
+        return Err(if unknown {
+            Refusal::UnknownKid
+        } else {
+            Refusal::NoKey
+        });
     }
     let mut validation = Validation::new(header.alg);
     validation.leeway = 0;

@@ -10,6 +10,8 @@
 //! - [`claims`]: the token's claims and the `herald` grants.
 //! - [`keys`]: verification keys (secrets, PEM files, a JWK Set) and the
 //!   verify function; signatures are checked by `jsonwebtoken`.
+//! - [`remote`]: `--jwks-url`, the JWK Set fetched from a provider and
+//!   refreshed by [`refresh_jwks_url`].
 //! - [`token`]: where the token comes from (header, `token` query, cookie).
 //! - [`mint`]: `herald token`, which signs tokens for tests and scripts.
 //!
@@ -19,17 +21,19 @@ pub mod access;
 pub mod claims;
 pub mod keys;
 pub mod mint;
+pub mod remote;
 pub mod token;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use http::request::Parts;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 pub use access::{Access, Denied, Policy};
-use keys::{Checks, Key};
+use keys::{Checks, Key, Refusal};
+use remote::Remote;
 use token::Presented;
 
 use crate::config::Config;
@@ -40,12 +44,16 @@ pub struct Auth {
     /// `--publish-token`, each compared in constant time.
     publish_tokens: Vec<Box<[u8]>>,
     /// `--jwt-secret` and `--jwt-public-key` keys, then those of
-    /// `--jwks-file`. Swapped whole when the JWK Set is reloaded; readers
-    /// clone the `Arc` and drop the lock at once.
+    /// `--jwks-file`, then those of `--jwks-url`. Swapped whole when a JWK
+    /// Set is reloaded; readers clone the `Arc` and drop the lock at once.
     keys: RwLock<Arc<[Key]>>,
-    /// The keys that do not come from the JWK Set, kept for reloads.
+    /// The keys that do not come from a JWK Set, kept for reloads.
     fixed: Vec<Key>,
+    /// The sets in use, each kept to rebuild `keys` when the other changes.
+    sets: Mutex<Sets>,
     jwks_file: Option<PathBuf>,
+    /// `--jwks-url`.
+    remote: Option<Remote>,
     checks: Checks,
     /// `--auth-cookie`.
     cookie: Option<String>,
@@ -72,23 +80,39 @@ impl Auth {
         for path in &config.jwt_public_key {
             fixed.push(Key::pem(path).map_err(|e| format!("--jwt-public-key {e}"))?);
         }
-        let mut all = fixed.clone();
+        let mut sets = Sets::default();
         if let Some(path) = &config.jwks_file {
-            all.extend(keys::jwks(path).map_err(|e| format!("--jwks-file {e}"))?);
+            sets.file = keys::jwks(path).map_err(|e| format!("--jwks-file {e}"))?;
         }
+        let remote = match &config.jwks_url {
+            Some(url) => {
+                let (remote, keys) =
+                    Remote::start(url, config.jwks_ca.as_deref(), config.jwks_refresh)?;
+                tracing::info!(
+                    url = remote.url().as_str(),
+                    keys = keys.len(),
+                    next = ?remote.interval(),
+                    "fetched --jwks-url"
+                );
+                sets.url = keys;
+                Some(remote)
+            }
+            None => None,
+        };
+        let all = sets.join(&fixed);
         let enabled = !publish_tokens.is_empty() || !all.is_empty();
         if !enabled && !config.anonymous {
             return Err(
                 "--anonymous false needs a key: --publish-token, --jwt-secret, \
-                        --jwt-public-key or --jwks-file"
+                        --jwt-public-key, --jwks-file or --jwks-url"
                     .into(),
             );
         }
         if let Some(cookie) = &config.auth_cookie {
             if !enabled {
                 return Err(
-                    "--auth-cookie needs a key: --jwt-secret, --jwt-public-key or \
-                            --jwks-file"
+                    "--auth-cookie needs a key: --jwt-secret, --jwt-public-key, \
+                            --jwks-file or --jwks-url"
                         .into(),
                 );
             }
@@ -109,9 +133,11 @@ impl Auth {
                 anonymous: config.anonymous,
             },
             publish_tokens,
-            keys: RwLock::new(all.into()),
+            keys: RwLock::new(all),
             fixed,
+            sets: Mutex::new(sets),
             jwks_file: config.jwks_file.clone(),
+            remote,
             checks: Checks {
                 audience: config.jwt_audience.clone(),
                 issuer: config.jwt_issuer.clone(),
@@ -128,7 +154,10 @@ impl Auth {
     /// Who this request is. Fails (401) only when a token was presented and
     /// refused; a request with no token is [`Access`] for nobody, which the
     /// checks then judge. With no key configured tokens are not read.
-    pub fn access(&self, req: &Parts) -> Result<Access, Denied> {
+    ///
+    /// Awaits only when a token names a `kid` that `--jwks-url`'s set does
+    /// not hold, for the one refresh that asks for (see [`remote`]).
+    pub async fn access(&self, req: &Parts) -> Result<Access, Denied> {
         if !self.policy.enabled {
             return Ok(Access::anonymous(self.policy));
         }
@@ -143,14 +172,43 @@ impl Auth {
         if self.is_publish_token(&token) {
             return Ok(Access::publish_token(self.policy));
         }
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match keys::verify(&token, &keys, &self.checks) {
+        match self.verify(&token).await {
             Ok(claims) => Ok(Access::jwt(claims, self.policy)),
             Err(why) => {
                 tracing::debug!(?why, "token refused");
                 Err(Denied::Unauthorized { invalid: true })
             }
         }
+    }
+
+    /// Checks a JWT with the keys in use. A `kid` they do not hold, with
+    /// `--jwks-url`, asks for a refresh (at most one per 30 s) and, once it
+    /// finished, checks again with the keys it brought.
+    async fn verify(&self, token: &str) -> Result<claims::Claims, Refusal> {
+        let first = keys::verify(token, &self.keys(), &self.checks);
+        match (&self.remote, first) {
+            (Some(remote), Err(Refusal::UnknownKid)) => {
+                if remote.refresh_for_unknown_kid().await {
+                    keys::verify(token, &self.keys(), &self.checks)
+                } else {
+                    Err(Refusal::UnknownKid)
+                }
+            }
+            (_, result) => result,
+        }
+    }
+
+    /// The keys in use (the lock is held only to clone the `Arc`).
+    fn keys(&self) -> Arc<[Key]> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces one of the sets and swaps in the joined keys.
+    fn replace_set(&self, change: impl FnOnce(&mut Sets)) {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut sets);
+        let all = sets.join(&self.fixed);
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = all;
     }
 
     /// Compares with every publish token, in constant time for tokens of
@@ -170,10 +228,72 @@ impl Auth {
         };
         let loaded = keys::jwks(path)?;
         let count = loaded.len();
-        let mut all = self.fixed.clone();
-        all.extend(loaded);
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = all.into();
+        self.replace_set(|sets| sets.file = loaded);
         Ok(count)
+    }
+}
+
+/// The keys of the JWK Sets in use.
+#[derive(Default)]
+struct Sets {
+    /// `--jwks-file`.
+    file: Vec<Key>,
+    /// `--jwks-url`, as last fetched.
+    url: Vec<Key>,
+}
+
+impl Sets {
+    /// `fixed`, then the file's keys, then the URL's.
+    fn join(&self, fixed: &[Key]) -> Arc<[Key]> {
+        fixed
+            .iter()
+            .chain(&self.file)
+            .chain(&self.url)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Refreshes `--jwks-url`'s set until shutdown: on its timer (`max-age` or
+/// `--jwks-refresh`) and when a request met an unknown `kid`. A failed
+/// refresh keeps the keys in use, says why in the log and counts in
+/// `failures` (`herald_jwks_refresh_failures_total`).
+pub async fn refresh_jwks_url(
+    auth: Arc<Auth>,
+    failures: prometheus::IntCounter,
+    shutdown: CancellationToken,
+) {
+    let Some(remote) = &auth.remote else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = remote.kicked_or(remote.interval()) => {}
+        }
+        let url = remote.url().as_str();
+        let fetched = tokio::select! {
+            () = shutdown.cancelled() => return,
+            fetched = remote.fetch() => fetched,
+        };
+        match fetched {
+            Ok(fetched) => {
+                let keys = fetched.keys.len();
+                remote.succeeded(fetched.max_age);
+                auth.replace_set(|sets| sets.url = fetched.keys);
+                tracing::debug!(url, keys, next = ?remote.interval(), "refreshed --jwks-url");
+            }
+            Err(why) => {
+                remote.failed();
+                failures.inc();
+                tracing::warn!(
+                    url,
+                    error = %why,
+                    "--jwks-url not refreshed; keeping the keys in use"
+                );
+            }
+        }
+        remote.finished();
     }
 }
 

@@ -14,7 +14,7 @@ use crate::state::State;
 /// With `--redis`, every channel of the service (see
 /// [`crate::log::redis::RedisLog::channels`] for how current the counts are).
 pub async fn list(state: &State, req: &Parts) -> Result<Response, ApiError> {
-    state.auth.access(req)?.check_admin()?;
+    state.auth.access(req).await?.check_admin()?;
     let rows = state.log.channels(&state.hub).await.map_err(|e| match e {
         PublishError::Unavailable { retry_after, cause } => {
             ApiError::BackendUnavailable { retry_after, cause }

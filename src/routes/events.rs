@@ -37,7 +37,7 @@ pub async fn subscribe(
     head: bool,
 ) -> Result<Response, ApiError> {
     let (channels, query_resume) = parse_query(req.uri.query().unwrap_or(""), path_channel)?;
-    let access = state.auth.access(req)?;
+    let access = state.auth.access(req).await?;
     access.check_subscribe(&channels)?;
     let member = presence::member(&access, &channels)?;
     let private = access.is_authenticated();
@@ -84,7 +84,7 @@ pub async fn websocket(
     if state.config.auth_cookie.is_some() && !origin_allowed(state, req) {
         return Err(ApiError::OriginNotAllowed);
     }
-    let access = state.auth.access(req)?;
+    let access = state.auth.access(req).await?;
     access.check_subscribe(&channels)?;
     let member = presence::member(&access, &channels)?;
     let resume = resume(req, query_resume);

@@ -35,14 +35,15 @@ pub fn member(access: &Access, channels: &[ChannelName]) -> Result<Option<Member
 /// "info","connections"}]}`, for a subscribe grant on the channel or the
 /// publish token, never kept by a shared cache. HEAD answers the same status
 /// and headers, `Content-Length` included (hyper leaves the body out).
-pub fn roster(state: &State, req: &Parts, raw_channel: &str) -> Result<Response, ApiError> {
+pub async fn roster(state: &State, req: &Parts, raw_channel: &str) -> Result<Response, ApiError> {
     let channel = ChannelName::parse(raw_channel).map_err(ApiError::BadChannel)?;
     if !is_presence_channel(&channel) {
         return Err(ApiError::NotPresenceChannel);
     }
     state
         .auth
-        .access(req)?
+        .access(req)
+        .await?
         .check_subscribe(std::slice::from_ref(&channel))?;
     let mut response = http::Response::new(Body::from(state.hub.presence_roster(&channel)));
     let headers = response.headers_mut();

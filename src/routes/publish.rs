@@ -31,7 +31,7 @@ where
     B::Error: Into<BoxError>,
 {
     let channel = ChannelName::parse(channel).map_err(ApiError::BadChannel)?;
-    let access = state.auth.access(parts)?;
+    let access = state.auth.access(parts).await?;
     access.check_publish(std::slice::from_ref(&channel))?;
     let event = query_param(&parts.uri, "event")
         .map(|t| EventType::parse(&t))
@@ -57,7 +57,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let access = state.auth.access(parts)?;
+    let access = state.auth.access(parts).await?;
     access.check_publish(&[])?;
     let body = read_body(
         &parts.headers,

@@ -112,6 +112,11 @@ pub async fn serve(
         state.auth.clone(),
         state.shutdown.clone(),
     ));
+    tokio::spawn(crate::auth::refresh_jwks_url(
+        state.auth.clone(),
+        state.metrics.jwks_refresh_failures.clone(),
+        state.shutdown.clone(),
+    ));
     if let Log::Redis(redis) = &state.log {
         redis.start(state.shutdown.clone());
     }

@@ -31,6 +31,9 @@ pub struct StreamContext {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
+    /// `--heartbeat-event`: an SSE heartbeat is an event, not a comment (a
+    /// WebSocket's stays a ping).
+    pub heartbeat_event: bool,
     /// When the stream's token expires, if it was opened with one.
     pub expiry: Option<Expiry>,
 }
@@ -43,6 +46,7 @@ impl StreamContext {
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
             heartbeat: state.config.heartbeat,
+            heartbeat_event: state.config.heartbeat_event,
             expiry: access
                 .expires_at()
                 .zip(access.deadline())

@@ -21,6 +21,8 @@ pub use crate::transport::core::StreamContext;
 pub struct EventStream {
     /// The `retry:` field and opening comment, written first.
     preamble: Option<Bytes>,
+    /// `--heartbeat-event`.
+    heartbeat_event: bool,
     core: Subscriber,
 }
 
@@ -29,6 +31,7 @@ impl EventStream {
         ctx.metrics.streams_sse.inc();
         EventStream {
             preamble: Some(preamble),
+            heartbeat_event: ctx.heartbeat_event,
             core: Subscriber::new(sub, ctx),
         }
     }
@@ -46,12 +49,13 @@ impl Body for EventStream {
         if let Some(preamble) = this.preamble.take() {
             return Poll::Ready(Some(Ok(Frame::data(preamble))));
         }
+        let heartbeat_event = this.heartbeat_event;
         this.core.poll_next(cx).map(|item| {
             item.map(|item| {
                 Ok(Frame::data(match item {
                     Item::Event { event, .. } => event.frame,
                     Item::Notice(notice) => sse::notice(&notice),
-                    Item::Heartbeat => sse::HEARTBEAT,
+                    Item::Heartbeat => sse::heartbeat(heartbeat_event),
                     Item::Expired { exp } => sse::expired(exp),
                 }))
             })
@@ -140,6 +144,7 @@ mod tests {
                 hub: self.hub.clone(),
                 metrics: self.metrics.clone(),
                 heartbeat: Duration::from_secs(15),
+                heartbeat_event: false,
                 expiry,
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)

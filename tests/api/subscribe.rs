@@ -105,6 +105,46 @@ async fn heartbeat_comment_is_written_when_the_stream_is_idle() {
 }
 
 #[tokio::test]
+async fn heartbeat_event_is_an_event_without_id_byte_for_byte() {
+    let app = spawn_app_with(|c| {
+        c.heartbeat = Duration::from_millis(200);
+        c.heartbeat_event = true;
+    })
+    .await;
+    let mut raw = Raw::send(app.addr, &get("/events/news", "")).await;
+    raw.read_until("\n\n").await;
+    let id = app.publish("news", "hello").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    raw.read_until(&format!("id: {id}\ndata: hello\n\n")).await;
+    let text = raw.read_until("herald.heartbeat\ndata: {}\n\n\r\n").await;
+    // HTTP/1.1 chunked: after the event, the next chunk is exactly the
+    // heartbeat frame.
+    let frame = "event: herald.heartbeat\ndata: {}\n\n";
+    let expected = format!("data: hello\n\n\r\n{:X}\r\n{frame}\r\n", frame.len());
+    assert!(text.contains(&expected), "{text:?}");
+    assert!(!raw.text().contains(": heartbeat"), "no comment heartbeat");
+
+    // An EventSource parser sees it as an event that leaves the last id.
+    let mut sse = app.subscribe("/events/news", None).await;
+    let event = sse.next().await;
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("herald.heartbeat", "{}")
+    );
+    let id = app.publish("news", "two").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = sse.next().await;
+    assert_eq!((two.data.as_str(), two.id.as_str()), ("two", id.as_str()));
+    let heartbeat = sse.next().await;
+    assert_eq!(heartbeat.event, "herald.heartbeat");
+    assert_eq!(heartbeat.id, id, "no id: the last event id stays");
+}
+
+#[tokio::test]
 async fn multi_channel_stream_delivers_each_event_once_in_increasing_id_order() {
     let app = spawn_app().await;
     let mut sse = app

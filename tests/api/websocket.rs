@@ -434,6 +434,28 @@ async fn pings_go_out_at_the_heartbeat_and_two_unanswered_close_the_socket() {
 }
 
 #[tokio::test]
+async fn with_heartbeat_event_a_socket_still_gets_pings_and_no_heartbeat_message() {
+    let app = spawn_app_with(|c| {
+        c.heartbeat = Duration::from_millis(200);
+        c.heartbeat_event = true;
+    })
+    .await;
+    let mut ws = connect(&app, "/events/a").await;
+    let mut pings = 0;
+    while pings < 3 {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(text))) => {
+                assert!(!text.contains("heartbeat"), "a heartbeat message: {text}")
+            }
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    app.publish("a", "after").await;
+    assert_eq!(next_json(&mut ws).await["data"], "after");
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
     let app = spawn_app_with(|c| {
         c.heartbeat = Duration::from_millis(300);

@@ -5,6 +5,7 @@
 mod bad_input;
 mod binary;
 mod expiry;
+mod jwks_url;
 mod key_kinds;
 mod rules;
 
