@@ -64,9 +64,10 @@ impl State {
     }
 
     fn without_disk(config: Config) -> Result<Arc<State>, String> {
-        let auth = Arc::new(Auth::from_config(&config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
+        let auth = Auth::from_config(&config)?.with_revocations(hub.revocations().clone());
+        let auth = Arc::new(auth);
         let log = match &config.redis {
             None => Log::memory(hub.clone()),
             Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
@@ -98,9 +99,10 @@ impl State {
         if config.redis.is_some() {
             return Err(StartError::RedisWithDataDir);
         }
-        let auth = Arc::new(Auth::from_config(&config).map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
+        let auth = Auth::from_config(&config).map_err(StartError::Config)?;
+        let auth = Arc::new(auth.with_revocations(hub.revocations().clone()));
         let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
         Ok(Arc::new(State {
             auth,
@@ -147,6 +149,8 @@ enum Route<'a> {
     Subscribe(Option<&'a str>),
     /// `/publish/{channel}` or `/publish` (batch).
     Publish(Option<&'a str>),
+    /// `/disconnect` (SPEC §11).
+    Disconnect,
     Healthz,
     Metrics,
     Channels,
@@ -160,6 +164,7 @@ impl Route<'_> {
         Some(match path {
             "/events" => Route::Subscribe(None),
             "/publish" => Route::Publish(None),
+            "/disconnect" => Route::Disconnect,
             "/healthz" => Route::Healthz,
             "/metrics" => Route::Metrics,
             "/channels" => Route::Channels,
@@ -182,14 +187,14 @@ impl Route<'_> {
 
     fn allow(&self) -> &'static str {
         match self {
-            Route::Publish(_) => "POST, OPTIONS",
+            Route::Publish(_) | Route::Disconnect => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
 
     fn allows(&self, method: &Method) -> bool {
         match self {
-            Route::Publish(_) => method == Method::POST,
+            Route::Publish(_) | Route::Disconnect => method == Method::POST,
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
@@ -365,6 +370,7 @@ where
         Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
         Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
+        Route::Disconnect => routes::disconnect::disconnect(state, &parts, body).await,
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
         Route::Channels => routes::channels::list(state, &parts).await,

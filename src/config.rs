@@ -229,6 +229,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_AUTH_COOKIE")]
     pub auth_cookie: Option<String>,
 
+    /// Longest `revoke` a `POST /disconnect` may ask for: tokens of that
+    /// user (or that token) are refused for at most this long.
+    #[arg(long, env = "HERALD_MAX_REVOKE", default_value = "24h", value_parser = positive_duration)]
+    pub max_revoke: Duration,
+
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -405,6 +410,7 @@ mod tests {
         assert_eq!(c.presence_grace, Duration::from_secs(10));
         assert_eq!(c.presence_max_members, 100);
         assert_eq!(c.dead_peer_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_revoke, Duration::from_secs(24 * 3600));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   verify function; signatures are checked by `jsonwebtoken`.
 //! - [`token`]: where the token comes from (header, `token` query, cookie).
 //! - [`mint`]: `herald token`, which signs tokens for tests and scripts.
+//! - [`revoked`]: `POST /disconnect`'s order and the revocations in force,
+//!   which [`Auth::access`] checks every JWT against.
 //!
 //! Nothing here logs a token, a query string or a cookie.
 
@@ -19,6 +21,7 @@ pub mod access;
 pub mod claims;
 pub mod keys;
 pub mod mint;
+pub mod revoked;
 pub mod token;
 
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use access::{Access, Denied, Policy};
 use keys::{Checks, Key};
+use revoked::Revocations;
 use token::Presented;
 
 use crate::config::Config;
@@ -49,6 +53,8 @@ pub struct Auth {
     checks: Checks,
     /// `--auth-cookie`.
     cookie: Option<String>,
+    /// Revoked tokens (SPEC §11), shared with the hub that adds to them.
+    revocations: Arc<Revocations>,
 }
 
 impl Auth {
@@ -117,7 +123,14 @@ impl Auth {
                 issuer: config.jwt_issuer.clone(),
             },
             cookie: config.auth_cookie.clone(),
+            revocations: Arc::default(),
         })
+    }
+
+    /// Checks tokens against `revocations` (the hub's, which the log fills).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Auth {
+        self.revocations = revocations;
+        self
     }
 
     /// Whether any key is configured.
@@ -145,6 +158,16 @@ impl Auth {
         }
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         match keys::verify(&token, &keys, &self.checks) {
+            Ok(claims)
+                if self.revocations.is_revoked(
+                    claims.sub.as_deref(),
+                    claims.jti.as_deref(),
+                    claims.iat,
+                ) =>
+            {
+                tracing::debug!("token refused: revoked");
+                Err(Denied::Unauthorized { invalid: true })
+            }
             Ok(claims) => Ok(Access::jwt(claims, self.policy)),
             Err(why) => {
                 tracing::debug!(?why, "token refused");

@@ -53,6 +53,7 @@ impl Body for EventStream {
                     Item::Notice(notice) => sse::notice(&notice),
                     Item::Heartbeat => sse::HEARTBEAT,
                     Item::Expired { exp } => sse::expired(exp),
+                    Item::Disconnected { reason } => sse::disconnected(reason.label()),
                 }))
             })
         })
@@ -141,6 +142,7 @@ mod tests {
                 metrics: self.metrics.clone(),
                 heartbeat: Duration::from_secs(15),
                 expiry,
+                holder: None,
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
         }

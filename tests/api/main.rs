@@ -5,6 +5,7 @@ mod browser;
 mod chaos;
 mod cluster;
 mod crash;
+mod disconnect;
 mod durable;
 mod endpoints;
 mod helpers;

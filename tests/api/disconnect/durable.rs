@@ -1,0 +1,67 @@
+//! With `--data-dir` revocations are records of the log: they survive a
+//! restart, and one that ran out meanwhile is dropped.
+
+use std::time::Duration;
+
+use super::{disconnect, jwt, open};
+use crate::auth::spawn_auth_with;
+use crate::durable::TempDir;
+
+#[tokio::test]
+async fn revocations_survive_a_restart_and_expired_ones_are_dropped() {
+    // Arrange
+    let dir = TempDir::new("revocations");
+    let path = dir.path.clone();
+    let app = spawn_auth_with(|c| c.data_dir = Some(path.clone())).await;
+    let banned = jwt("42", Some(5), None);
+    let leaked = jwt("7", Some(5), Some("leaked"));
+    let brief = jwt("9", Some(5), None);
+    let calls = [
+        r#"{"sub":"42","revoke":"1h"}"#,
+        r#"{"jti":"leaked","revoke":"1h"}"#,
+        r#"{"sub":"9","revoke":"1s"}"#,
+        r#"{"sub":"11"}"#,
+    ];
+    for body in calls {
+        assert_eq!(
+            disconnect(&app.client, &app.base, body).await.0,
+            200,
+            "{body}"
+        );
+    }
+    assert_eq!(app.metric("herald_revocations_active").await, 3.0);
+
+    // Act: stop, let the short one run out, start again on the directory.
+    app.stop().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let app = spawn_auth_with(|c| c.data_dir = Some(path.clone())).await;
+
+    // Assert
+    assert_eq!(
+        open(&app.client, &app.base, "/events/news", &banned)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        open(&app.client, &app.base, "/events/news", &leaked)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        open(&app.client, &app.base, "/events/news", &brief)
+            .await
+            .status(),
+        200
+    );
+    let other_of_7 = jwt("7", Some(5), Some("other"));
+    assert_eq!(
+        open(&app.client, &app.base, "/events/news", &other_of_7)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.metric("herald_revocations_active").await, 2.0);
+    app.stop().await;
+}
