@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{disconnect, jwt, open};
-use crate::auth::spawn_auth_with;
+use crate::auth::{spawn_auth_with, PUBLISH_TOKEN};
 use crate::durable::TempDir;
 
 #[tokio::test]
@@ -63,5 +63,58 @@ async fn revocations_survive_a_restart_and_expired_ones_are_dropped() {
         200
     );
     assert_eq!(app.metric("herald_revocations_active").await, 2.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revocation_outlives_the_compaction_of_the_segment_that_held_it() {
+    // Arrange: a revocation in the first segment, then enough events, in
+    // small segments with little retained, that compaction replaces it.
+    let dir = TempDir::new("revocations-compacted");
+    let path = dir.path.clone();
+    let configure = |c: &mut herald::Config| {
+        c.data_dir = Some(path.clone());
+        c.history = 5;
+        c.segment_bytes = 16 << 10;
+    };
+    let app = spawn_auth_with(configure).await;
+    let banned = jwt("42", Some(5), None);
+    let (status, _) = disconnect(&app.client, &app.base, r#"{"sub":"42","revoke":"1h"}"#).await;
+    assert_eq!(status, 200);
+    let data = "x".repeat(100);
+    let batch: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({"channel": format!("c{}", i % 4), "data": data}))
+        .collect();
+    let batch = serde_json::to_string(&batch).unwrap();
+    for _ in 0..30 {
+        if app.state.metrics.log_compactions.get() >= 1 {
+            break;
+        }
+        let request = app
+            .client
+            .post(app.url("/publish"))
+            .bearer_auth(PUBLISH_TOKEN);
+        assert_eq!(
+            request.body(batch.clone()).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert!(
+        app.state.metrics.log_compactions.get() >= 1,
+        "a compaction ran"
+    );
+
+    // Act
+    app.stop().await;
+    let app = spawn_auth_with(configure).await;
+
+    // Assert
+    assert_eq!(
+        open(&app.client, &app.base, "/events/news", &banned)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(app.metric("herald_revocations_active").await, 1.0);
     app.stop().await;
 }

@@ -348,3 +348,70 @@ async fn the_publish_token_is_never_revoked_and_max_revoke_is_a_flag() {
     let again = tokio::time::timeout(WAIT, disconnect(&app.client, &app.base, r#"{"sub":"42"}"#));
     assert_eq!(again.await.unwrap().0, 200);
 }
+
+/// `herald token --sub 42 [--jti …]` signed with the test secret.
+fn herald_token(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["token", "--subscribe", "*"])
+        .args(args)
+        .env("HERALD_JWT_SECRET", crate::auth::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The docs' ban and leaked-token recipes, with `herald token`'s tokens
+/// (which carry `iat`, and `jti` when asked) against the real binary.
+#[tokio::test]
+async fn the_ban_and_leaked_token_recipes_work_with_herald_token() {
+    let bin = crate::helpers::Binary::start_with_env(
+        &[],
+        &[
+            ("HERALD_JWT_SECRET", crate::auth::SECRET),
+            ("HERALD_PUBLISH_TOKEN", PUBLISH_TOKEN),
+        ],
+    )
+    .await;
+    let base = bin.url("");
+    let before = herald_token(&["--sub", "42"]);
+    let leaked = herald_token(&["--sub", "7", "--jti", "tok-7a"]);
+    let other_of_7 = herald_token(&["--sub", "7", "--jti", "tok-7b"]);
+
+    let (status, _) = disconnect(&bin.client, &base, r#"{"sub":"42","revoke":"24h"}"#).await;
+    assert_eq!(status, 200);
+    let called = now();
+    let (status, _) = disconnect(&bin.client, &base, r#"{"jti":"tok-7a","revoke":"1h"}"#).await;
+    assert_eq!(status, 200);
+
+    assert_eq!(
+        open(&bin.client, &base, "/events/news", &before)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        open(&bin.client, &base, "/events/news", &leaked)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        open(&bin.client, &base, "/events/news", &other_of_7)
+            .await
+            .status(),
+        200
+    );
+    next_second_after(called).await;
+    let after = herald_token(&["--sub", "42"]);
+    assert_eq!(
+        open(&bin.client, &base, "/events/news", &after)
+            .await
+            .status(),
+        200
+    );
+}
