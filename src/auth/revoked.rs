@@ -98,23 +98,31 @@ impl Disconnect {
             && self.channel.as_ref().is_none_or(|c| channels.contains(c))
     }
 
-    /// Whether this order revokes the token of `holder` (it must match
-    /// first): then its stream ends as `revoked`.
+    /// Whether this order revokes the token of `holder`: its `jti`, or its
+    /// `sub` with an `iat` at or before the call's second (or none).
     pub fn revokes(&self, holder: Option<&Holder>) -> bool {
         let (Some(revoke), Some(holder)) = (self.revoke, holder) else {
             return false;
         };
-        if self.jti.is_some() {
-            return true;
+        if let Some(jti) = &self.jti {
+            return holder.jti.as_ref() == Some(jti);
         }
-        holder.iat.is_none_or(|iat| iat <= revoke.at)
+        self.sub.is_some()
+            && holder.sub == self.sub
+            && holder.iat.is_none_or(|iat| iat <= revoke.at)
     }
 
-    /// Why a stream this order matches ends.
-    pub fn reason(&self, holder: Option<&Holder>) -> Reason {
-        match self.revokes(holder) {
-            true => Reason::Revoked,
-            false => Reason::Disconnected,
+    /// Whether a stream of `holder` on `channels` ends, and why: every
+    /// stream whose token this order revokes (whatever its channels: the
+    /// token is refused from now on anyway), and every other stream it
+    /// names.
+    pub fn ends(&self, holder: Option<&Holder>, channels: &[ChannelName]) -> Option<Reason> {
+        if self.revokes(holder) {
+            Some(Reason::Revoked)
+        } else if self.matches(holder, channels) {
+            Some(Reason::Disconnected)
+        } else {
+            None
         }
     }
 }
@@ -336,12 +344,24 @@ mod tests {
         assert!(order.matches(Some(&holder), &[ch("a"), ch("news")]));
         assert!(!order.matches(Some(&holder), &[ch("a")]));
         assert!(!order.matches(None, &[ch("news")]));
-        assert_eq!(order.reason(Some(&holder)), Reason::Revoked);
+        assert_eq!(
+            order.ends(Some(&holder), &[ch("news")]),
+            Some(Reason::Revoked)
+        );
+        assert_eq!(
+            order.ends(Some(&holder), &[ch("other")]),
+            Some(Reason::Revoked),
+            "a revoked token's stream ends whatever its channels"
+        );
         let later = Holder {
             iat: Some(11),
             ..holder.clone()
         };
-        assert_eq!(order.reason(Some(&later)), Reason::Disconnected);
+        assert_eq!(
+            order.ends(Some(&later), &[ch("news")]),
+            Some(Reason::Disconnected)
+        );
+        assert_eq!(order.ends(Some(&later), &[ch("other")]), None);
         let channel_only = Disconnect {
             sub: None,
             channel: Some(ch("news")),
@@ -349,6 +369,9 @@ mod tests {
             revoke: None,
         };
         assert!(channel_only.matches(None, &[ch("news")]));
-        assert_eq!(channel_only.reason(Some(&holder)), Reason::Disconnected);
+        assert_eq!(
+            channel_only.ends(Some(&holder), &[ch("news")]),
+            Some(Reason::Disconnected)
+        );
     }
 }

@@ -142,8 +142,8 @@ impl Streams {
             .tickets
             .iter()
             .flatten()
-            .filter(|t| order.matches(t.holder.as_deref(), &t.channels))
-            .filter(|t| t.end(order.reason(t.holder.as_deref())))
+            .filter_map(|t| Some((t, order.ends(t.holder.as_deref(), &t.channels)?)))
+            .filter(|(t, reason)| t.end(*reason))
             .count()
     }
 

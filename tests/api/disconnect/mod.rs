@@ -218,6 +218,22 @@ async fn a_disconnect_by_channel_or_by_sub_on_a_channel_ends_only_those_streams(
     assert!(ends(anonymous).await.ends_with(DISCONNECTED));
     publish(&app, "sport", "still here").await;
     assert_eq!(sport42.next().await.data, "still here");
+
+    // With revoke, the channel narrows nothing: the user's token is refused
+    // from now on, so its stream on another channel ends too, as revoked.
+    let (status, answer) = disconnect(
+        &app.client,
+        &app.base,
+        r#"{"sub":"42","channel":"news","revoke":"1m"}"#,
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"disconnected": 1})));
+    let last = sport42.next().await;
+    assert_eq!(
+        (last.event.as_str(), last.data.as_str()),
+        ("herald.disconnected", r#"{"reason":"revoked"}"#)
+    );
+    assert!(sport42.ends_within(ENDS_WITHIN).await);
 }
 
 #[tokio::test]
