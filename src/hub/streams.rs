@@ -9,9 +9,9 @@
 //! time it is polled (at once when idle, within a few items when busy),
 //! writes `herald.disconnected` and ends. A walk rather than indexes by
 //! `sub`, `jti` and channel: a disconnect is an operator's action, rare
-//! beside opening and closing streams, and a walk over 100k tickets takes
-//! about a millisecond, while indexes would cost every stream's open and
-//! close a few more map updates under the same lock.
+//! beside opening and closing streams, and a walk is a few comparisons per
+//! ticket, while indexes would cost every stream's open and close a few
+//! more map updates under the same lock.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
