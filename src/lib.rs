@@ -16,7 +16,8 @@
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
-//!   `channels`, `health`, `assets` (the embedded `web/` pages).
+//!   `channels`, `health`, `assets` (the embedded `web/` pages),
+//!   `disconnect` (end streams, revoke tokens).
 //! - [`log`]: where a published event gets its id and becomes durable or
 //!   shared, then is handed to the hub in id order; the contract every
 //!   backend keeps. `log::memory` (the default), `log::disk` (`--data-dir`:
