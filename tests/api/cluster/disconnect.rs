@@ -148,3 +148,48 @@ async fn a_revocation_by_jti_reaches_a_node_that_starts_later_and_runs_out_there
     );
     assert_eq!(b.metric("herald_revocations_active").await, 0.0);
 }
+
+#[tokio::test]
+async fn without_redis_a_disconnect_is_refused_with_503_and_revokes_nothing() {
+    let Some(mut redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = node(
+        &redis.url(),
+        &[
+            "--jwt-secret",
+            SECRET,
+            "--publish-token",
+            PUBLISH_TOKEN,
+            "--redis-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    redis.kill();
+    super::support::wait_health(&a, 503).await;
+
+    let response = a
+        .client
+        .post(a.url("/disconnect"))
+        .bearer_auth(PUBLISH_TOKEN)
+        .body(r#"{"sub":"42","revoke":"1h"}"#)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "backend_unavailable");
+    assert_eq!(a.metric("herald_revocations_active").await, 0.0);
+    redis.restart().await;
+    super::support::wait_health(&a, 200).await;
+    let t42 = jwt("42", Some(5), None);
+    assert_eq!(
+        open(&a.client, &a.url(""), "/events/news", &t42)
+            .await
+            .status(),
+        200
+    );
+}
