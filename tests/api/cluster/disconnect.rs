@@ -123,7 +123,8 @@ async fn a_revocation_by_jti_reaches_a_node_that_starts_later_and_runs_out_there
     };
     let a = auth_node(&redis).await;
     let leaked = jwt("42", Some(5), Some("leaked"));
-    let (status, _) = disconnect(&a.client, &a.url(""), r#"{"jti":"leaked","revoke":"3s"}"#).await;
+    let (status, _) = disconnect(&a.client, &a.url(""), r#"{"jti":"leaked","revoke":"8s"}"#).await;
+    let called = Instant::now();
     assert_eq!(status, 200);
     let b = auth_node(&redis).await;
     assert_eq!(
@@ -139,7 +140,7 @@ async fn a_revocation_by_jti_reaches_a_node_that_starts_later_and_runs_out_there
             .status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep_until(called + Duration::from_millis(8100)).await;
     assert_eq!(
         open(&b.client, &b.url(""), "/events/news", &leaked)
             .await
