@@ -39,6 +39,8 @@ enum Route<'a> {
     Subscribe(Option<&'a str>),
     /// `/publish/{channel}` or `/publish` (batch).
     Publish(Option<&'a str>),
+    /// `/disconnect` (SPEC §11).
+    Disconnect,
     Healthz,
     Metrics,
     Channels,
@@ -52,6 +54,7 @@ impl Route<'_> {
         Some(match path {
             "/events" => Route::Subscribe(None),
             "/publish" => Route::Publish(None),
+            "/disconnect" => Route::Disconnect,
             "/healthz" => Route::Healthz,
             "/metrics" => Route::Metrics,
             "/channels" => Route::Channels,
@@ -74,14 +77,14 @@ impl Route<'_> {
 
     fn allow(&self) -> &'static str {
         match self {
-            Route::Publish(_) => "POST, OPTIONS",
+            Route::Publish(_) | Route::Disconnect => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
 
     fn allows(&self, method: &Method) -> bool {
         match self {
-            Route::Publish(_) => method == Method::POST,
+            Route::Publish(_) | Route::Disconnect => method == Method::POST,
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
@@ -257,6 +260,7 @@ where
         Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
         Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
         Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
+        Route::Disconnect => routes::disconnect::disconnect(state, &parts, body).await,
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),
         Route::Channels => routes::channels::list(state, &parts).await,

@@ -261,6 +261,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_AUTH_COOKIE")]
     pub auth_cookie: Option<String>,
 
+    /// Longest `revoke` a `POST /disconnect` may ask for: tokens of that
+    /// user (or that token) are refused for at most this long.
+    #[arg(long, env = "HERALD_MAX_REVOKE", default_value = "24h", value_parser = positive_duration)]
+    pub max_revoke: Duration,
+
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -345,6 +350,11 @@ pub struct TokenArgs {
     /// `iss` claim.
     #[arg(long, env = "HERALD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+
+    /// `jti` claim: the token's own id, so `POST /disconnect` can revoke
+    /// this one token (`{"jti":"…","revoke":"1h"}`).
+    #[arg(long)]
+    pub jti: Option<String>,
 }
 
 /// A secret from a flag or variable. Its `Debug` never shows it.
@@ -501,6 +511,7 @@ mod tests {
         assert_eq!(c.jwks_url, None);
         assert_eq!(c.jwks_refresh, Duration::from_secs(300));
         assert!(!c.heartbeat_event);
+        assert_eq!(c.max_revoke, Duration::from_secs(24 * 3600));
     }
 
     #[test]

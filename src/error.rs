@@ -29,6 +29,9 @@ pub enum ApiError {
     /// but it is neither a request body nor a batch.
     #[error("{0}")]
     BadMessage(String),
+    /// A `POST /disconnect` body that is not one (SPEC §11).
+    #[error("{0}")]
+    BadDisconnect(String),
     /// A bad item of a batch: the whole batch is refused.
     #[error("item {index}: {source}")]
     BadBatchItem { index: usize, source: Box<ApiError> },
@@ -112,6 +115,7 @@ impl ApiError {
             | ApiError::NotUtf8
             | ApiError::BadJson(_)
             | ApiError::BadMessage(_)
+            | ApiError::BadDisconnect(_)
             | ApiError::BadBatchItem { .. }
             | ApiError::BodyRead(_)
             | ApiError::BadUpgrade(_)
@@ -143,6 +147,7 @@ impl ApiError {
             ApiError::EmptyData => "empty_data",
             ApiError::NotUtf8 => "invalid_utf8",
             ApiError::BadJson(_) | ApiError::BadMessage(_) => "bad_json",
+            ApiError::BadDisconnect(_) => "bad_disconnect",
             ApiError::BadBatchItem { source, .. } => source.code(),
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyTooLarge { .. } => "body_too_large",

@@ -22,7 +22,8 @@
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
-//!   `channels`, `presence`, `health`, `assets` (the embedded `web/` pages).
+//!   `channels`, `presence`, `health`, `assets` (the embedded `web/` pages),
+//!   `disconnect` (end streams, revoke tokens).
 //! - [`body`]: the response body enum: a whole body, or an event stream.
 //! - [`transport`]: the subscription core (backlog, live events merged in
 //!   id order, heartbeats, catching up after lag, shutdown) and its two thin
@@ -51,6 +52,9 @@
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`metrics`]: the Prometheus counters and gauges.
 //! - [`reload`]: the SIGHUP fan-out ("reread your files").
+//! - [`revocation`]: `POST /disconnect`'s order and the revocations in
+//!   force: what auth checks every JWT against, what the hub ends streams
+//!   by, what the log records.
 //! - [`domain`]: the parsed input types (channel names, event ids, ...).
 
 pub mod app;
@@ -65,6 +69,7 @@ pub mod log;
 pub mod metrics;
 pub mod publish;
 pub mod reload;
+pub mod revocation;
 pub mod routes;
 pub mod server;
 pub mod sse;

@@ -5,6 +5,7 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
+use crate::revocation::Reason;
 use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -199,6 +200,10 @@ pub struct Metrics {
     ws_rejected: IntCounterVec,
     /// With `--jwks-url`: refreshes that failed (the keys in use were kept).
     pub jwks_refresh_failures: IntCounter,
+    /// Streams ended by a disconnect (SPEC §11), by reason.
+    disconnects: IntCounterVec,
+    /// Revocations in force; set from the hub at scrape time.
+    pub revocations_active: IntGauge,
 }
 
 impl Metrics {
@@ -303,8 +308,20 @@ impl Metrics {
                 "herald_jwks_refresh_failures_total",
                 "Refreshes of --jwks-url that failed (the keys in use were kept).",
             ),
+            disconnects: IntCounterVec::new(
+                Opts::new(
+                    "herald_disconnects_total",
+                    "Streams ended by POST /disconnect, by reason (disconnected, revoked).",
+                ),
+                &["reason"],
+            )
+            .expect("metric names are valid constants"),
+            revocations_active: gauge(
+                "herald_revocations_active",
+                "Token revocations in force (POST /disconnect with revoke).",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(transport),
             Box::new(metrics.ws_rejected.clone()),
             Box::new(metrics.connections_open.clone()),
@@ -326,6 +343,8 @@ impl Metrics {
             Box::new(metrics.log_compactions.clone()),
             Box::new(metrics.log_bytes.clone()),
             Box::new(metrics.recovery_seconds.clone()),
+            Box::new(metrics.disconnects.clone()),
+            Box::new(metrics.revocations_active.clone()),
         ];
         for collector in collectors {
             metrics
@@ -348,7 +367,15 @@ impl Metrics {
         for reason in WsRejectReason::ALL {
             metrics.ws_rejected.with_label_values(&[reason.label()]);
         }
+        for reason in Reason::ALL {
+            metrics.disconnects.with_label_values(&[reason.label()]);
+        }
         metrics
+    }
+
+    /// A stream ended for a disconnect.
+    pub fn disconnected(&self, reason: Reason) {
+        self.disconnects.with_label_values(&[reason.label()]).inc();
     }
 
     /// How many connections were refused for `reason` so far.

@@ -209,6 +209,16 @@ pub fn expired(exp: u64) -> Bytes {
     buf.freeze()
 }
 
+/// The last frame of a stream a disconnect ended (SPEC §11): no `id:`.
+/// `reason` is `disconnected` or `revoked`.
+pub fn disconnected(reason: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_slice(b"event: herald.disconnected\ndata: {\"reason\":\"");
+    buf.put_slice(reason.as_bytes());
+    buf.put_slice(b"\"}\n\n");
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +227,14 @@ mod tests {
         let ty = event.map(|e| EventType::parse(e).unwrap());
         let bytes = PendingEvent::encode(ty.as_ref(), data).finish(EventId::new(id));
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_disconnect_notice_has_no_id() {
+        assert_eq!(
+            &disconnected("revoked")[..],
+            b"event: herald.disconnected\ndata: {\"reason\":\"revoked\"}\n\n"
+        );
     }
 
     #[test]

@@ -49,9 +49,10 @@ impl State {
     }
 
     fn without_disk(config: Config) -> Result<Arc<State>, String> {
-        let auth = Arc::new(Auth::from_config(&config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
+        let auth = Auth::from_config(&config)?.with_revocations(hub.revocations().clone());
+        let auth = Arc::new(auth);
         let log = match &config.redis {
             None => Log::memory(hub.clone()),
             Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
@@ -83,9 +84,10 @@ impl State {
         if config.redis.is_some() {
             return Err(StartError::RedisWithDataDir);
         }
-        let auth = Arc::new(Auth::from_config(&config).map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
+        let auth = Auth::from_config(&config).map_err(StartError::Config)?;
+        let auth = Arc::new(auth.with_revocations(hub.revocations().clone()));
         let log = DiskLog::open(&config, hub.clone(), metrics.clone())?;
         Ok(Arc::new(State {
             auth,

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::value::RawValue;
 
 use super::claims::{Claims, Grants};
+use crate::revocation::Holder;
 use crate::domain::ChannelName;
 
 /// Channel names that promise privacy: they always need a grant, and are
@@ -54,6 +55,9 @@ enum Who {
 struct Identity {
     sub: Option<String>,
     exp: u64,
+    /// `iat` and `jti`, for revocation (SPEC §11).
+    iat: Option<u64>,
+    jti: Option<String>,
     subscribe: Grants,
     publish: Grants,
     info: Option<Box<RawValue>>,
@@ -94,6 +98,8 @@ impl Access {
             who: Who::Jwt(Box::new(Identity {
                 sub: claims.sub,
                 exp: claims.exp,
+                iat: claims.iat,
+                jti: claims.jti,
                 subscribe: claims.herald.subscribe,
                 publish: claims.herald.publish,
                 info: claims.herald.info,
@@ -191,6 +197,19 @@ impl Access {
     pub fn sub(&self) -> Option<&str> {
         match &self.who {
             Who::Jwt(id) => id.sub.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Who a disconnect may name this stream by: the JWT's `sub`, `jti`
+    /// and `iat` (None without a JWT).
+    pub fn holder(&self) -> Option<Holder> {
+        match &self.who {
+            Who::Jwt(id) => Some(Holder {
+                sub: id.sub.as_deref().map(Into::into),
+                jti: id.jti.as_deref().map(Into::into),
+                iat: id.iat,
+            }),
             _ => None,
         }
     }

@@ -31,6 +31,16 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, deserialize_with = "sub")]
     pub sub: Option<String>,
+    /// When the token was issued (Unix seconds, rounded down), for
+    /// revocation by `sub` (SPEC §11). Not checked otherwise; a value that
+    /// is not a date counts as no `iat` (such a token is revoked with its
+    /// `sub`, the safe side).
+    #[serde(default, deserialize_with = "lenient_date")]
+    pub iat: Option<u64>,
+    /// The token's own id, for revocation of this one token. Not checked
+    /// otherwise; a value that is not a string is ignored.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub jti: Option<String>,
     #[serde(default)]
     pub herald: HeraldClaim,
 }
@@ -141,6 +151,28 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// An optional NumericDate that never refuses the token: anything but a
+/// non-negative number is `None`.
+fn lenient_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f.floor() as u64)
+        }),
+        _ => None,
+    })
+}
+
+/// An optional string claim that never refuses the token.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    })
+}
+
 fn sub<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let sub = String::deserialize(d)?;
     match sub.chars().count() {
@@ -233,6 +265,21 @@ mod tests {
             r#"{"exp":"1767225600"}"#,
         ] {
             assert!(serde_json::from_str::<Claims>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iat_and_jti_are_read_leniently() {
+        let c: Claims = serde_json::from_str(r#"{"exp":1,"iat":5.7,"jti":"t-1"}"#).unwrap();
+        assert_eq!((c.iat, c.jti.as_deref()), (Some(5), Some("t-1")));
+        for odd in [
+            r#"{"exp":1,"iat":"5","jti":7}"#,
+            r#"{"exp":1,"iat":-3,"jti":""}"#,
+            r#"{"exp":1,"iat":null,"jti":null}"#,
+            r#"{"exp":1}"#,
+        ] {
+            let c: Claims = serde_json::from_str(odd).unwrap();
+            assert_eq!((c.iat, c.jti), (None, None), "{odd}");
         }
     }
 

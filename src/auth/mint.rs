@@ -42,12 +42,19 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
             .find(|alg| signs(alg))
             .ok_or("the key cannot sign: is it a private key?")?,
     };
-    let exp = SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| "the clock is before 1970")?
-        .saturating_add(args.ttl)
-        .as_secs();
-    let mut claims = json!({ "exp": exp });
+        .map_err(|_| "the clock is before 1970")?;
+    let exp = now.saturating_add(args.ttl).as_secs();
+    // `iat`: a revocation of the user refuses tokens issued at or before
+    // its second, so a token minted after it must say when it was.
+    let mut claims = json!({ "exp": exp, "iat": now.as_secs() });
+    if let Some(jti) = &args.jti {
+        if !(1..=crate::revocation::MAX_JTI_CHARS).contains(&jti.chars().count()) {
+            return Err("--jti has 1 to 256 characters".into());
+        }
+        claims["jti"] = jti.as_str().into();
+    }
     if let Some(sub) = &args.sub {
         if !(1..=MAX_SUB_CHARS).contains(&sub.chars().count()) {
             return Err("--sub has 1 to 128 characters".into());

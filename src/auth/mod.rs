@@ -37,6 +37,7 @@ use remote::Remote;
 use token::Presented;
 
 use crate::config::Config;
+use crate::revocation::Revocations;
 
 /// The configured keys and rules.
 pub struct Auth {
@@ -57,6 +58,8 @@ pub struct Auth {
     checks: Checks,
     /// `--auth-cookie`.
     cookie: Option<String>,
+    /// Revoked tokens (SPEC §11), shared with the hub that adds to them.
+    revocations: Arc<Revocations>,
 }
 
 impl Auth {
@@ -143,7 +146,14 @@ impl Auth {
                 issuer: config.jwt_issuer.clone(),
             },
             cookie: config.auth_cookie.clone(),
+            revocations: Arc::default(),
         })
+    }
+
+    /// Checks tokens against `revocations` (the hub's, which the log fills).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Auth {
+        self.revocations = revocations;
+        self
     }
 
     /// Whether any key is configured.
@@ -173,6 +183,16 @@ impl Auth {
             return Ok(Access::publish_token(self.policy));
         }
         match self.verify(&token).await {
+            Ok(claims)
+                if self.revocations.is_revoked(
+                    claims.sub.as_deref(),
+                    claims.jti.as_deref(),
+                    claims.iat,
+                ) =>
+            {
+                tracing::debug!("token refused: revoked");
+                Err(Denied::Unauthorized { invalid: true })
+            }
             Ok(claims) => Ok(Access::jwt(claims, self.policy)),
             Err(why) => {
                 tracing::debug!(?why, "token refused");

@@ -34,16 +34,21 @@
 //! This file holds the hub, its channels and the subscribe side; events
 //! enter through `apply.rs`; listings, counts, reaping, the compaction
 //! snapshot and shutdown are its upkeep (`upkeep.rs`).
+//!
+//! Beside the channels, under locks of their own: the open streams by who
+//! holds them ([`streams`]) and the revocations in force, for disconnect
+//! and revoke (SPEC §11, [`Hub::apply_disconnect`]).
 
 mod follow;
 mod membership;
 pub mod presence;
 mod shared;
+pub mod streams;
 pub use follow::{LoadPlan, Snapshot};
 pub use shared::{Change, SharedOp};
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -55,6 +60,7 @@ mod upkeep;
 pub use apply::{Applier, OutOfOrder};
 pub use upkeep::{ChannelInfo, Reaped};
 
+use crate::revocation::{Disconnect, Holder, Revocations};
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
 
@@ -148,6 +154,10 @@ pub struct Hub {
     /// With `--redis`: where presence changes go (see `shared.rs`); unset,
     /// presence is this node's own.
     shared: OnceLock<mpsc::UnboundedSender<SharedOp>>,
+    /// Every open stream, for disconnects.
+    streams: streams::Streams,
+    /// The revocations in force: the log adds them, auth reads them.
+    revocations: Arc<Revocations>,
 }
 
 struct Inner {
@@ -241,7 +251,36 @@ impl Hub {
             loaded: Notify::new(),
             leave_scheduled: Notify::new(),
             shared: OnceLock::new(),
+            streams: streams::Streams::default(),
+            revocations: Arc::default(),
         }
+    }
+
+    /// The revocations in force (shared with [`crate::auth::Auth`]).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Registers an open stream of `holder` on `channels`, so a disconnect
+    /// can end it; the stream unregisters it when dropped.
+    pub fn register(
+        &self,
+        holder: Option<Holder>,
+        channels: Box<[ChannelName]>,
+    ) -> Arc<streams::Ticket> {
+        self.streams.register(holder, channels, &self.revocations)
+    }
+
+    pub fn unregister(&self, ticket: &streams::Ticket) {
+        self.streams.unregister(ticket);
+    }
+
+    /// Applies a disconnect the log has recorded: adds its revocation (first,
+    /// so a stream registered meanwhile is caught by its own check), then
+    /// ends every open stream it names. Returns how many it ended.
+    pub fn apply_disconnect(&self, order: &Disconnect) -> usize {
+        self.revocations.insert(order);
+        self.streams.disconnect(order)
     }
 
     /// Locks the hub. A panic while holding the lock cannot leave the maps

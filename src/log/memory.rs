@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::revocation::Disconnect;
 use crate::history::Event;
 use crate::hub::Hub;
 
@@ -20,6 +21,11 @@ impl MemoryLog {
 
     pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
         publish(&self.hub, items)
+    }
+
+    /// Nothing to keep: applied at once.
+    pub fn disconnect(&self, order: &Disconnect) -> usize {
+        self.hub.apply_disconnect(order)
     }
 }
 

@@ -43,6 +43,7 @@ pub mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::hub::presence::Member;
 use crate::hub::{unix_micros, ChannelInfo, Hub};
@@ -105,6 +106,21 @@ impl Log {
             Log::Memory(log) => log.publish(items),
             Log::Disk(log) => log.publish(items).await,
             Log::Redis(log) => log.publish(items).await,
+        }
+    }
+
+    /// Records a disconnect (SPEC §11) and applies it to the hub, which
+    /// adds its revocation and ends the matching streams; returns how many
+    /// streams of this node it ended. A revocation is kept like an event:
+    /// written to `--data-dir` before it is applied, or shared through
+    /// Redis with every node (each ends its own streams within the second,
+    /// and nodes started later load it). Refused (nothing recorded, nothing
+    /// ended) when the backend cannot take it.
+    pub async fn disconnect(&self, order: Disconnect) -> Result<usize, PublishError> {
+        match self {
+            Log::Memory(log) => Ok(log.disconnect(&order)),
+            Log::Disk(log) => log.disconnect(order).await,
+            Log::Redis(log) => log.disconnect(order).await,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod channels;
+pub mod disconnect;
 pub mod events;
 pub mod health;
 pub mod presence;

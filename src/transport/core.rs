@@ -21,8 +21,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
 
+use crate::revocation::{Holder, Reason};
 use crate::domain::{ChannelName, EventId};
 use crate::history::{Event, Notice};
+use crate::hub::streams::Ticket;
 use crate::hub::{Backlog, Hub, Membership, Source, Subscription};
 use crate::metrics::Metrics;
 
@@ -36,6 +38,9 @@ pub struct StreamContext {
     pub heartbeat_event: bool,
     /// When the stream's token expires, if it was opened with one.
     pub expiry: Option<Expiry>,
+    /// Who holds the stream (its JWT's `sub`, `jti`, `iat`), for
+    /// disconnects; taken when the subscriber registers.
+    pub holder: Option<Holder>,
 }
 
 impl StreamContext {
@@ -51,6 +56,7 @@ impl StreamContext {
                 .expires_at()
                 .zip(access.deadline())
                 .map(|(exp, at)| Expiry { exp, at }),
+            holder: access.holder(),
         }
     }
 }
@@ -82,6 +88,9 @@ pub enum Item {
     /// The token reached its `exp`: the last item; the transport says so
     /// (`herald.expired`, no id) and ends.
     Expired { exp: u64 },
+    /// A disconnect named this stream (SPEC §11): the last item; the
+    /// transport says so (`herald.disconnected`, no id) and ends.
+    Disconnected { reason: Reason },
 }
 
 /// Items a burst may yield between two polls of the expiry timer.
@@ -117,6 +126,9 @@ pub struct Subscriber {
     /// Its member's connection on presence channels, counted out when the
     /// subscriber is dropped (the stream or socket ended).
     _membership: Option<Membership>,
+    /// Its entry among the hub's open streams: a disconnect marks it and
+    /// wakes the stream. Checked whenever the expiry timer is.
+    ticket: Arc<Ticket>,
 }
 
 /// One subscribed channel of a stream.
@@ -155,7 +167,9 @@ impl Ready {
 }
 
 impl Subscriber {
-    pub fn new(sub: Subscription, ctx: StreamContext) -> Subscriber {
+    pub fn new(sub: Subscription, mut ctx: StreamContext) -> Subscriber {
+        let names = sub.sources.iter().map(|s| s.channel.clone()).collect();
+        let ticket = ctx.hub.register(ctx.holder.take(), names);
         let channels = sub
             .sources
             .into_iter()
@@ -189,6 +203,7 @@ impl Subscriber {
             delivered: 0,
             done: false,
             ctx,
+            ticket,
         }
     }
 
@@ -264,12 +279,26 @@ impl Subscriber {
         if let Some(expired) = self.poll_expiry(cx) {
             return expired;
         }
+        // Going idle: a disconnect must wake this stream.
+        if let Some(reason) = self.ticket.poll_ended(cx.waker()) {
+            return self.disconnected(reason);
+        }
         Poll::Pending
     }
 
-    /// Polls the expiry timer: `Some` (the last item) once the token expired.
+    fn disconnected(&mut self, reason: Reason) -> Poll<Option<Item>> {
+        self.done = true;
+        self.ctx.metrics.disconnected(reason);
+        Poll::Ready(Some(Item::Disconnected { reason }))
+    }
+
+    /// Checks whether a disconnect named this stream, then polls the expiry
+    /// timer: `Some` (the last item) once either ends the stream.
     fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Option<Poll<Option<Item>>> {
         self.since_expiry_check = 0;
+        if let Some(reason) = self.ticket.ended() {
+            return Some(self.disconnected(reason));
+        }
         let (timer, expiry) = (self.expiry.as_mut()?, self.ctx.expiry?);
         if timer.as_mut().poll(cx).is_pending() {
             return None;
@@ -401,6 +430,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.ctx.hub.unregister(&self.ticket);
         self.flush_delivered();
         self.ctx.metrics.streams_open.dec();
     }

@@ -57,6 +57,7 @@ impl Body for EventStream {
                     Item::Notice(notice) => sse::notice(&notice),
                     Item::Heartbeat => sse::heartbeat(heartbeat_event),
                     Item::Expired { exp } => sse::expired(exp),
+                    Item::Disconnected { reason } => sse::disconnected(reason.label()),
                 }))
             })
         })
@@ -146,6 +147,7 @@ mod tests {
                 heartbeat: Duration::from_secs(15),
                 heartbeat_event: false,
                 expiry,
+                holder: None,
             };
             EventStream::new(Bytes::from_static(b"retry: 1\n\n"), sub, ctx)
         }
@@ -245,6 +247,65 @@ mod tests {
         assert!(next(&mut stream)
             .await
             .starts_with("event: herald.expired\n"));
+        assert!(stream.frame().await.is_none());
+    }
+
+    fn channel_order(channel: &str) -> crate::revocation::Disconnect {
+        crate::revocation::Disconnect {
+            sub: None,
+            channel: ChannelName::parse(channel).ok(),
+            jti: None,
+            revoke: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_is_woken_and_ended_by_a_disconnect() {
+        let f = fixture(10, 16);
+        let mut stream = f.stream(&["a", "b"], Resume::Live);
+        next(&mut stream).await;
+        // Idle, waiting in a task: only the disconnect's wake can end it.
+        let reader = tokio::spawn(async move {
+            let last = next(&mut stream).await;
+            (last, stream.frame().await.is_none(), stream)
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(f.hub.apply_disconnect(&channel_order("b")), 1);
+        let (last, ended, stream) = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(
+            last,
+            "event: herald.disconnected\ndata: {\"reason\":\"disconnected\"}\n\n"
+        );
+        assert!(ended, "the stream ends after it");
+        drop(stream);
+        assert_eq!(
+            f.hub.apply_disconnect(&channel_order("b")),
+            0,
+            "unregistered"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_stream_still_ends_soon_after_a_disconnect() {
+        let f = fixture(1000, 1000);
+        let mut stream = f.stream(&["a"], Resume::Live);
+        next(&mut stream).await;
+        for i in 0..100 {
+            f.publish("a", &i.to_string());
+        }
+        next(&mut stream).await;
+        f.hub.apply_disconnect(&channel_order("a"));
+        let mut frames = 0;
+        while !next(&mut stream)
+            .await
+            .starts_with("event: herald.disconnected\n")
+        {
+            frames += 1;
+        }
+        assert!(frames <= 32, "ended after {frames} more events, not 99");
         assert!(stream.frame().await.is_none());
     }
 

@@ -6,6 +6,7 @@ mod chaos;
 mod cluster;
 mod config_file;
 mod crash;
+mod disconnect;
 mod docs_links;
 mod durable;
 mod endpoints;

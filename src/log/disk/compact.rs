@@ -1,5 +1,6 @@
-//! Compaction: the retained events written out as one snapshot, after which
-//! the segments and snapshot it replaces are deleted.
+//! Compaction: the retained events (and the revocations in force) written
+//! out as one snapshot, after which the segments and snapshot it replaces
+//! are deleted.
 //!
 //! Runs on its own thread so publishes keep flowing: the writer has already
 //! started a new segment, and the snapshot covers exactly the ids up to
@@ -13,6 +14,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
+use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 
@@ -51,26 +53,31 @@ pub fn start(
     dir: PathBuf,
     through: EventId,
     channels: Vec<(ChannelName, EventId, Vec<Event>)>,
+    revocations: Vec<Disconnect>,
     replaced: Vec<LogFile>,
 ) -> Compaction {
     let doomed = replaced.clone();
     let handle = std::thread::Builder::new()
         .name("herald-compact".into())
-        .spawn(move || write(&dir, through, &channels, &doomed))
+        .spawn(move || write(&dir, through, &channels, &revocations, &doomed))
         .expect("the system can start a thread");
     Compaction { handle, replaced }
 }
 
-/// Writes a snapshot file: the header, each channel's record (its mark)
-/// followed by its events, and the end record.
+/// Writes a snapshot file: the header, the revocations in force, each
+/// channel's record (its mark) followed by its events, and the end record.
 pub fn write_snapshot_file(
     path: &std::path::Path,
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
+    revocations: &[Disconnect],
 ) -> io::Result<u64> {
     let mut file = File::create(path)?;
     let mut buf = Vec::with_capacity(1 << 20);
     buf.extend_from_slice(&record::header());
+    for order in revocations {
+        record::encode_revoke(&mut buf, order);
+    }
     for (name, mark, events) in channels {
         record::encode(&mut buf, Kind::Channel, *mark, 0, Some(name), &[]);
         for event in events {
@@ -98,10 +105,11 @@ fn write(
     dir: &std::path::Path,
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
+    revocations: &[Disconnect],
     replaced: &[LogFile],
 ) -> io::Result<(LogFile, u64)> {
     let tmp = files::temporary_path(dir, through.get());
-    let len = match write_snapshot_file(&tmp, through, channels) {
+    let len = match write_snapshot_file(&tmp, through, channels, revocations) {
         Ok(len) => len,
         Err(e) => {
             let _ = fs::remove_file(&tmp);

@@ -2,7 +2,8 @@
 //! and crashes, and an acknowledged publish is never lost (SPEC §8).
 //!
 //! - `record`: the record format (length, CRC-32, kind, id, channel, the
-//!   encoded SSE frame) and the file header with its format version.
+//!   encoded SSE frame; or a revocation, SPEC §11) and the file header with
+//!   its format version.
 //! - `files`: the directory's files (segments, snapshots) and their names.
 //! - `writer`: the writer thread, group commit, rolling segments.
 //! - `compact`: snapshots that replace old segments, so the directory stays
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::revocation::Disconnect;
 use crate::config::{Config, Fsync};
 use crate::domain::{ChannelName, EventId};
 use crate::hub::Hub;
@@ -65,7 +67,13 @@ impl DiskLog {
         let found = {
             let mut applier = hub.applier();
             let window = recover::torn_window(config.max_batch_bytes.max(config.max_event_bytes));
-            let found = recover::recover(&dir, &mut applier, config.history_age, window)?;
+            let found = recover::recover(
+                &dir,
+                &mut applier,
+                hub.revocations(),
+                config.history_age,
+                window,
+            )?;
             applier.raise_last(EventId::new(found.last));
             found
         };
@@ -152,6 +160,17 @@ impl DiskLog {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Message::Publish { items, reply })
+            .await
+            .map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Writes `order`'s revocation (if any), then applies it: see
+    /// [`crate::log::Log::disconnect`].
+    pub async fn disconnect(&self, order: Disconnect) -> Result<usize, PublishError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Disconnect { order, reply })
             .await
             .map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?

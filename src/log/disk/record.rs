@@ -1,5 +1,6 @@
-//! The on-disk record: one event, one channel's mark, or one forgotten
-//! channel, framed with its length and a CRC-32 of its contents.
+//! The on-disk record: one event, one channel's mark, one forgotten
+//! channel, or one revocation, framed with its length and a CRC-32 of its
+//! contents.
 //!
 //! ```text
 //! len u32 LE | crc32 u32 LE | kind u8 | id u64 LE | data_len u32 LE
@@ -14,6 +15,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::revocation::{Disconnect, Revoke};
 use crate::domain::{ChannelName, EventId};
 
 /// Bytes before a record's contents: its length and checksum.
@@ -44,6 +46,11 @@ pub enum Kind {
     /// The last record of a complete snapshot; `id` is the newest id it
     /// covers.
     End = 4,
+    /// A revocation (SPEC §11): `id` is when it ends (Unix ms), no channel,
+    /// the payload `{"sub":…,"at":…}` or `{"jti":…}` as JSON. Numbered
+    /// apart from the event kinds so other record kinds can be added beside
+    /// it without renumbering.
+    Revoke = 9,
 }
 
 impl Kind {
@@ -53,6 +60,7 @@ impl Kind {
             2 => Kind::Channel,
             3 => Kind::Forget,
             4 => Kind::End,
+            9 => Kind::Revoke,
             _ => return None,
         })
     }
@@ -191,6 +199,60 @@ pub fn read(bytes: &[u8], at: usize) -> Read<'_> {
     Read::Record(record, at + FRAME_HEAD + len)
 }
 
+/// The payload of a [`Kind::Revoke`] record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RevokePayload<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    #[serde(default)]
+    at: u64,
+}
+
+/// Appends the record of `order`'s revocation (nothing if it has none).
+pub fn encode_revoke(buf: &mut Vec<u8>, order: &Disconnect) {
+    let Some(revoke) = order.revoke else {
+        return;
+    };
+    let payload = RevokePayload {
+        sub: order
+            .jti
+            .is_none()
+            .then_some(order.sub.as_deref())
+            .flatten(),
+        jti: order.jti.as_deref(),
+        at: revoke.at,
+    };
+    let json = serde_json::to_vec(&payload).expect("a revocation serializes");
+    encode(
+        buf,
+        Kind::Revoke,
+        EventId::new(revoke.until_ms),
+        0,
+        None,
+        &json,
+    );
+}
+
+/// The revocation a [`Kind::Revoke`] record holds; `None` if its payload is
+/// not one (it passed its checksum, so a newer herald wrote it).
+pub fn decode_revoke(until_ms: EventId, payload: &[u8]) -> Option<Disconnect> {
+    let payload: RevokePayload<'_> = serde_json::from_slice(payload).ok()?;
+    if payload.sub.is_none() == payload.jti.is_none() {
+        return None;
+    }
+    Some(Disconnect {
+        sub: payload.sub.map(Into::into),
+        channel: None,
+        jti: payload.jti.map(Into::into),
+        revoke: Some(Revoke {
+            at: payload.at,
+            until_ms: until_ms.get(),
+        }),
+    })
+}
+
 /// An event's frame, copied out of the file's bytes (so a retained event
 /// does not keep its whole segment in memory).
 pub fn frame(payload: &[u8]) -> Bytes {
@@ -246,6 +308,40 @@ mod tests {
         for cut in 1..buf.len() {
             assert!(matches!(read(&buf[..cut], 0), Read::Bad(_)), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_revocation_reads_back_as_written() {
+        let order = Disconnect {
+            sub: Some("42".into()),
+            channel: ChannelName::parse("news").ok(),
+            jti: None,
+            revoke: Some(Revoke {
+                at: 1_700_000_000,
+                until_ms: 1_700_000_060_000,
+            }),
+        };
+        let mut buf = Vec::new();
+        encode_revoke(&mut buf, &order);
+        let Read::Record(rec, _) = read(&buf, 0) else {
+            panic!("a valid record");
+        };
+        assert_eq!(rec.kind, Kind::Revoke);
+        let back = decode_revoke(rec.id, rec.payload).unwrap();
+        assert_eq!(
+            back.channel, None,
+            "a revocation is the user's, not a channel's"
+        );
+        assert_eq!((back.sub.clone(), back.revoke), (order.sub, order.revoke));
+        let mut none = Vec::new();
+        encode_revoke(
+            &mut none,
+            &Disconnect {
+                revoke: None,
+                ..back
+            },
+        );
+        assert!(none.is_empty(), "a plain disconnect keeps nothing");
     }
 
     #[test]

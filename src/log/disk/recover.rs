@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::revocation::Revocations;
 use crate::domain::EventId;
 use crate::history::Event;
 use crate::hub::Applier;
@@ -105,10 +106,12 @@ pub fn check_dir(dir: &Path) -> Result<fs::File, OpenError> {
 }
 
 /// Rebuilds the hub from `dir` through `hub` (locked, before the server
-/// accepts anything). Events older than `max_age` are not restored.
+/// accepts anything), and the revocations still in force into
+/// `revocations`. Events older than `max_age` are not restored.
 pub fn recover(
     dir: &Path,
     hub: &mut Applier<'_>,
+    revocations: &Revocations,
     max_age: Option<Duration>,
     torn_window: usize,
 ) -> Result<Recovered, OpenError> {
@@ -126,7 +129,7 @@ pub fn recover(
     // did not finish deleting; they are superseded).
     let mut through = 0;
     if let Some(snapshot) = listing.snapshots.last().cloned() {
-        through = read_snapshot(&snapshot, hub, &mut found)?;
+        through = read_snapshot(&snapshot, hub, revocations, &mut found)?;
         found.last = through;
     }
 
@@ -135,7 +138,7 @@ pub fn recover(
     for (index, segment) in listing.segments.iter_mut().enumerate() {
         let is_newest = Some(index) == newest;
         let window = if is_newest { torn_window } else { 0 };
-        read_segment(segment, window, through, hub, &mut found)?;
+        read_segment(segment, window, through, hub, revocations, &mut found)?;
     }
 
     // Files the snapshot made obsolete: every segment whose successor
@@ -161,6 +164,15 @@ pub fn recover(
     Ok(found)
 }
 
+/// A revocation record: restored if still in force (an expired one is
+/// dropped here, and left out of the next snapshot).
+fn restore_revocation(until_ms: EventId, payload: &[u8], revocations: &Revocations) {
+    match record::decode_revoke(until_ms, payload) {
+        Some(order) => revocations.insert(&order),
+        None => tracing::warn!("skipped a revocation record this herald cannot read"),
+    }
+}
+
 fn damaged(path: &Path, what: impl Into<String>) -> OpenError {
     OpenError::Damaged {
         path: path.to_owned(),
@@ -180,6 +192,7 @@ fn read_file(file: &LogFile) -> Result<Vec<u8>, OpenError> {
 fn read_snapshot(
     file: &LogFile,
     hub: &mut Applier<'_>,
+    revocations: &Revocations,
     found: &mut Recovered,
 ) -> Result<u64, OpenError> {
     let bytes = read_file(file)?;
@@ -216,6 +229,7 @@ fn read_snapshot(
                 hub.restore_event(&name, event, rec.id);
                 found.events += 1;
             }
+            (Kind::Revoke, None) => restore_revocation(rec.id, rec.payload, revocations),
             (Kind::End, _) if next == bytes.len() => return Ok(rec.id.get()),
             _ => {
                 return Err(damaged(
@@ -236,6 +250,7 @@ fn read_segment(
     torn_window: usize,
     through: u64,
     hub: &mut Applier<'_>,
+    revocations: &Revocations,
     found: &mut Recovered,
 ) -> Result<(), OpenError> {
     let is_newest = torn_window > 0;
@@ -296,6 +311,7 @@ fn read_segment(
                 }
             }
             (Kind::Forget, Some(name)) => hub.forget(&name, rec.id),
+            (Kind::Revoke, None) => restore_revocation(rec.id, rec.payload, revocations),
             _ => {
                 return Err(damaged(
                     &file.path,

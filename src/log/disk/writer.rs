@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 use crate::hub::Hub;
@@ -58,6 +59,9 @@ pub const RECORD_OVERHEAD: usize = 64;
 
 pub type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
 
+/// The answer to a disconnect: the streams it ended here.
+pub type DisconnectReply = oneshot::Sender<Result<usize, PublishError>>;
+
 /// What the writer is asked to do.
 pub enum Message {
     Publish {
@@ -68,6 +72,12 @@ pub enum Message {
     Forget {
         channels: Vec<ChannelName>,
         through: EventId,
+    },
+    /// A disconnect (SPEC §11): its revocation, if any, is written (and
+    /// synced) before it is applied to the hub and answered.
+    Disconnect {
+        order: Disconnect,
+        reply: DisconnectReply,
     },
     /// Finish what is queued before this, then stop.
     Stop,
@@ -161,6 +171,16 @@ impl Writer {
 
     fn commit(&mut self, group: &mut Vec<Message>, buf: &mut Vec<u8>) {
         buf.clear();
+        let disconnects: Vec<(Disconnect, DisconnectReply)> = group
+            .extract_if(.., |m| matches!(m, Message::Disconnect { .. }))
+            .filter_map(|m| match m {
+                Message::Disconnect { order, reply } => Some((order, reply)),
+                _ => None,
+            })
+            .collect();
+        for (order, _) in &disconnects {
+            record::encode_revoke(buf, order);
+        }
         let (admitted, forgets) = self.admit(group);
         let mut admitted: Vec<Admitted> = admitted
             .into_iter()
@@ -179,13 +199,20 @@ impl Writer {
         } {
             self.metrics.log_write_errors.inc();
             tracing::warn!(error = %e, "the log cannot write; publishes get 503 until it can");
+            let refused = || PublishError::Unavailable {
+                retry_after: self.retry_after,
+                cause: format!("the data directory cannot be written: {e}"),
+            };
             for request in admitted {
-                let _ = request.reply.send(Err(PublishError::Unavailable {
-                    retry_after: self.retry_after,
-                    cause: format!("the data directory cannot be written: {e}"),
-                }));
+                let _ = request.reply.send(Err(refused()));
+            }
+            for (_, reply) in disconnects {
+                let _ = reply.send(Err(refused()));
             }
             return;
+        }
+        for (order, reply) in disconnects {
+            let _ = reply.send(Ok(self.hub.apply_disconnect(&order)));
         }
 
         // Durable: hand the events to the hub in id order, then answer.
@@ -246,7 +273,7 @@ impl Writer {
                     admitted.push((items, reply));
                 }
                 Message::Forget { channels, through } => forgets.push((channels, through)),
-                Message::Stop => {}
+                Message::Disconnect { .. } | Message::Stop => {}
             }
         }
         (admitted, forgets)
@@ -413,12 +440,16 @@ impl Writer {
         // say (this thread is the only one applying), up to `through`.
         let through = self.hub.last_id();
         let channels = self.hub.snapshot();
+        // Revocations are applied by this thread too, after their record:
+        // every one the replaced files hold is in force here, or expired.
+        let revocations = self.hub.revocations().orders();
         let replaced: Vec<files::LogFile> =
             self.closed.drain(..).chain(self.snapshot.take()).collect();
         self.compaction = Some(compact::start(
             self.dir.clone(),
             through,
             channels,
+            revocations,
             replaced,
         ));
     }

@@ -23,7 +23,8 @@
 //! `--redis-timeout` the open streams end so clients move to a node that can
 //! serve them. Each node also writes a heartbeat (`beat.lua`) with its
 //! subscriber counts, for the service-wide counts of `/channels` and the
-//! publish answer.
+//! publish answer. Disconnects and revocations are records of the same log
+//! ([`revoke`]).
 //!
 //! The files: this one holds [`RedisLog`], its health, and the publish;
 //! `reader.rs` applies the log to the hub; `load.rs` holds a channel here
@@ -36,6 +37,7 @@ mod link;
 mod load;
 mod presence;
 mod reader;
+mod revoke;
 mod values;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,6 +104,8 @@ struct Scripts {
     beat: Lua,
     channels: Lua,
     presence: presence::PresenceScripts,
+    /// `revoke.lua`: a disconnect and its revocation (SPEC §11).
+    revoke: Lua,
 }
 
 /// Whether the node can reach Redis, as the log reader sees it: the reader
@@ -177,6 +181,7 @@ impl RedisLog {
                 beat: Lua::new(presence::BEAT),
                 channels: Lua::new(include_str!("channels.lua")),
                 presence: presence::PresenceScripts::new(),
+                revoke: revoke::script(),
             },
             metrics,
             presence_ops,

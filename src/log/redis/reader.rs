@@ -158,6 +158,9 @@ impl Reader {
             super::presence::load(&self.log, &mut conn).await?;
             self.load_presence = false;
         }
+        // After taking the place in the log: a revocation made since is in
+        // the log after that place too.
+        super::revoke::load(&self.log, &mut conn).await?;
         if !self.checked_policy {
             self.checked_policy = true;
             check_eviction_policy(&mut conn).await;
@@ -227,12 +230,26 @@ impl Reader {
                         self.hub.apply_presence(id, change);
                     }
                 }
+                Item::Disconnect(order) => {
+                    self.hub.apply(std::mem::take(&mut batch));
+                    match order {
+                        // The node that took the request applied it then.
+                        Some((origin, _)) if origin == self.log.node => {}
+                        Some((_, order)) => {
+                            self.hub.apply_disconnect(&order);
+                        }
+                        None => tracing::warn!("skipped a disconnect record this node cannot read"),
+                    }
+                }
             }
         }
         self.hub.apply(batch);
         if entries.last().is_some_and(|e| {
             decode(e).is_none_or(|(_, _, item)| {
-                matches!(item, Item::Event(None, _) | Item::Presence(None))
+                matches!(
+                    item,
+                    Item::Event(None, _) | Item::Presence(None) | Item::Disconnect(_)
+                )
             })
         }) {
             // The batch ended on an entry the hub did not see.
@@ -304,6 +321,9 @@ enum Item {
     Event(Option<ChannelName>, Event),
     /// A presence record (`None` if unreadable; it counts all the same).
     Presence(Option<Change>),
+    /// A disconnect (SPEC §11) and the node it came from (`None` if
+    /// unreadable; it counts all the same).
+    Disconnect(Option<(String, crate::revocation::Disconnect)>),
 }
 
 /// A log entry, with its id and the id issued before it: an event
@@ -330,6 +350,9 @@ fn decode(entry: &Value) -> Option<(EventId, EventId, Item)> {
         }
     }
     let prev = EventId::new(prev?);
+    if kind == Some(b"d") {
+        return Some((id, prev, Item::Disconnect(super::revoke::decode(fields))));
+    }
     let channel = channel.and_then(|c| ChannelName::parse(c).ok());
     if let Some(kind) = kind {
         let change = (|| {

@@ -76,6 +76,18 @@ pub fn expired(exp: u64, channel: &ChannelName) -> Utf8Bytes {
     })
 }
 
+/// The last message of a socket a disconnect ended (SPEC §11): no `id`,
+/// `data` as on an event stream; `channel` as for [`expired`].
+pub fn disconnected(reason: &str, channel: &ChannelName) -> Utf8Bytes {
+    let data = format!("{{\"reason\":\"{reason}\"}}");
+    encode(&Out {
+        id: None,
+        channel: channel.as_str(),
+        event: Some("herald.disconnected"),
+        data: &data,
+    })
+}
+
 /// The answer to a publish message: `POST /publish`'s JSON with a `type`.
 pub fn published(published: &Published) -> Utf8Bytes {
     #[derive(Serialize)]

@@ -141,8 +141,9 @@ struct Session {
     /// What the upgrade request's token allows: the socket's publishes are
     /// checked against it.
     access: Access,
-    /// `herald.expired` was sent: the socket closes once it is written.
-    expired: bool,
+    /// `herald.expired` or `herald.disconnected` was sent: the socket
+    /// closes (1008, with this reason) once it is written.
+    ended: Option<&'static str>,
 }
 
 /// How a session ends.
@@ -172,7 +173,7 @@ impl Session {
             incomplete: None,
             stalled: None,
             access,
-            expired: false,
+            ended: None,
             state,
         }
     }
@@ -371,8 +372,9 @@ impl Session {
                         Ok(message) => message,
                         Err(end) => return Some(end),
                     },
-                    Poll::Ready(None) if self.expired => {
-                        return Some(End::Close(CloseCode::Policy, "token expired"))
+                    Poll::Ready(None) if self.ended.is_some() => {
+                        let why = self.ended.unwrap_or_default();
+                        return Some(End::Close(CloseCode::Policy, why));
                     }
                     Poll::Ready(None) => {
                         return Some(End::Close(CloseCode::Away, "server shutting down"))
@@ -428,8 +430,12 @@ impl Session {
                 Message::Ping(Default::default())
             }
             Item::Expired { exp } => {
-                self.expired = true;
+                self.ended = Some("token expired");
                 Message::Text(message::expired(exp, self.core.channel(0)))
+            }
+            Item::Disconnected { reason } => {
+                self.ended = Some(reason.label());
+                Message::Text(message::disconnected(reason.label(), self.core.channel(0)))
             }
         })
     }

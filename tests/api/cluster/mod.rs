@@ -7,6 +7,7 @@
 //! The long randomized version is `scripts/cluster-chaos.sh`.
 
 mod chaos;
+mod disconnect;
 mod presence;
 mod support;
 
