@@ -12,17 +12,24 @@ use crate::helpers::{spawn_app, spawn_app_with};
 
 /// The driver's `mint` step: a token signed with the test secret granting the
 /// step's `subscribe` and `publish` lists for `ttl` seconds (what an app's
-/// token endpoint does).
+/// token endpoint does), for user `sub` (default 42) with `info` if given.
 pub(super) fn mint(step: &Value) -> Value {
     let list = |key: &str| step[key].as_array().cloned().unwrap_or_default();
     let ttl = step["ttl"].as_u64().unwrap_or(600);
-    let grants = json!({"subscribe": list("subscribe"), "publish": list("publish")});
-    json!({ "token": hs(&claims(ttl, grants)) })
+    let mut grants = json!({"subscribe": list("subscribe"), "publish": list("publish")});
+    if !step["info"].is_null() {
+        grants["info"] = step["info"].clone();
+    }
+    let mut claims = claims(ttl, grants);
+    if let Some(sub) = step["sub"].as_str() {
+        claims["sub"] = sub.into();
+    }
+    json!({ "token": hs(&claims) })
 }
 
 /// A publish token and a JWT secret; a short `retry:` so that an EventSource
 /// that did reconnect would do it within the scenario's wait.
-fn with_auth(c: &mut herald::Config) {
+pub(super) fn with_auth(c: &mut herald::Config) {
     c.publish_token = vec![Secret::new(PUBLISH_TOKEN)];
     c.jwt_secret = vec![Secret::new(SECRET)];
     c.retry = SHORT_RETRY;
