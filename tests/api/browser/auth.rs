@@ -1,7 +1,7 @@
 //! Access control in the browser (SPEC §6), scenarios of `tests/browser/auth.mjs`:
-//! the demo page with `?token=` on a private channel, a bad token that leaves the
-//! EventSource CLOSED, a renewal on `herald.expired` that misses nothing, and cookie
-//! auth from another origin with `withCredentials`.
+//! the demo page with `?token=` on a private channel, a bad token that closes its
+//! subscription for good, a renewal before `exp` that misses nothing (the demo page
+//! is built on herald.js), and cookie auth from another origin with `withCredentials`.
 
 use herald::config::Secret;
 use serde_json::{json, Value};
@@ -59,7 +59,7 @@ async fn demo_page_reads_a_private_channel_with_a_token_and_a_bad_token_stays_cl
 }
 
 #[tokio::test]
-async fn demo_page_renews_its_token_on_herald_expired_and_misses_nothing() {
+async fn demo_page_renews_its_token_before_it_expires_and_misses_nothing() {
     if !browser_available() {
         return;
     }
