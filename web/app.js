@@ -119,13 +119,13 @@ import { subscribe } from './herald.js';
     state.sub = subscribe({
       channels,
       lastEventId,
-      // The token typed in the form, then new ones from the renew URL.
+      // The token typed in the form, then new ones from the renew URL (without
+      // one, the form's token again: the user may have pasted a new one).
       getToken: async () => {
-        if (first) {
+        if (first || !state.renewUrl) {
           first = false;
           return token();
         }
-        if (!state.renewUrl) throw new Error('no renew URL');
         const fresh = await fetchToken(state.renewUrl);
         if (state.current === me) $('sub-token').value = fresh;
         return fresh;
@@ -157,9 +157,11 @@ import { subscribe } from './herald.js';
       state.sub = null;
       if (reason === 'get_token_failed') {
         setState('expired');
-        sysLine(state.renewUrl
-          ? `the token expired and could not be renewed: ${error && error.message}`
-          : 'the token expired: enter a new one and subscribe again');
+        sysLine(`the token expired and could not be renewed: ${error && error.message}`);
+      } else if (reason === 'unauthorized' && state.everOpened) {
+        // Accepted before, refused now: it expired (or was revoked).
+        setState('expired');
+        sysLine('the token expired: enter a new one and subscribe again');
       } else if (reason === 'revoked') {
         setState('closed');
         sysLine('the server revoked this token: subscribe again with another one');

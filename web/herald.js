@@ -79,11 +79,15 @@ export function subscribe(options) {
 
   // ---------- tokens ----------
 
+  /** Asks getToken(); true when the token changed. */
   async function obtainToken() {
     const t = await o.getToken();
-    token = t ? String(t) : null;
+    const next = t ? String(t) : null;
     tokenFresh = true;
+    if (next === token) return false;
+    token = next;
     scheduleRenewal();
+    return true;
   }
 
   /** Milliseconds left before the token's exp by this clock, or Infinity (no exp, no JWT). */
@@ -108,10 +112,14 @@ export function subscribe(options) {
     }, Math.max(left - margin, 1000));
   }
 
-  /** A new token, then a new connection from the last id; the old one serves until then. */
+  /**
+   * A new token, then a new connection from the last id; the old one serves
+   * until then. Before exp, the same token again keeps the connection as it
+   * is (the server's herald.expired will come at exp).
+   */
   function renew(why) {
     setState('renewing', why);
-    open(true);
+    open(true, why === 'expiring');
   }
 
   // ---------- connecting ----------
@@ -121,13 +129,14 @@ export function subscribe(options) {
    * retires the one it replaces: from then on, only the new one's events
    * count, and it resumes after the last id handed over.
    */
-  async function open(withToken) {
+  async function open(withToken, keepIfSame) {
     clearTimeout(retryTimer);
     const mine = ++step;
     if (withToken && o.getToken) {
       opening = true;
+      let changed;
       try {
-        await obtainToken();
+        changed = await obtainToken();
       } catch (e) {
         if (mine === step) {
           opening = false;
@@ -137,6 +146,11 @@ export function subscribe(options) {
       }
       if (mine !== step) return;
       opening = false;
+      if (keepIfSame && !changed && conn) {
+        tokenFresh = false;
+        setState('open');
+        return;
+      }
     }
     const old = conn;
     conn = transport === 'ws' ? openSocket() : openStream();
