@@ -109,7 +109,7 @@ export function subscribe(options) {
     renewTimer = setTimeout(() => {
       // Not connected: the reconnect fetches a token itself.
       if (!closed && conn && !opening) renew('expiring');
-    }, Math.max(left - margin, 1000));
+    }, Math.min(Math.max(left - margin, 1000), 2 ** 31 - 1)); // setTimeout holds 24.8 days at most
   }
 
   /**

@@ -47,7 +47,14 @@ async fn herald_js_and_its_declarations_are_served_with_their_types() {
     let app = spawn_app().await;
 
     // Act
-    let js = app.client.get(app.url("/herald.js")).send().await.unwrap();
+    // A page on another origin imports the module: a CORS request
+    let js = app
+        .client
+        .get(app.url("/herald.js"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
     let dts = app
         .client
         .get(app.url("/herald.d.ts"))
@@ -62,6 +69,7 @@ async fn herald_js_and_its_declarations_are_served_with_their_types() {
         "text/javascript; charset=utf-8"
     );
     assert_eq!(js.headers()["x-typescript-types"], "./herald.d.ts");
+    assert_eq!(js.headers()["access-control-allow-origin"], "*");
     let source = js.text().await.unwrap();
     assert!(source.contains("export function subscribe("), "{source}");
     assert_eq!(dts.status(), 200);
