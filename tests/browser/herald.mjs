@@ -15,6 +15,8 @@
 //   herald-close     close() ends every stream and connection at the server
 //   herald-refused   a bad token (401) and a token without the grant (403) close
 //                    the subscription after one request, with no retry
+//   herald-revoke    POST /disconnect: without revoke, back from the last id with a
+//                    new token; with revoke, closed, and no further request
 //
 // params.transports lists the transports a scenario runs on, one after the other.
 
@@ -285,6 +287,65 @@ export function heraldScenarios(h) {
           same(await metric('herald_streams_open'), 0, `${name}: streams open`);
           out[name] = r.states;
         }
+      }
+      return out;
+    },
+
+    /**
+     * POST /disconnect (SPEC §11) without revoke: herald.js comes back with a new
+     * token from the last id, losing nothing. With revoke: it closes ("revoked")
+     * and asks the server nothing more.
+     */
+    async 'herald-revoke'(ctx) {
+      const { channel, settleMs } = params;
+      const page = await heraldPage(ctx);
+      const toHerald = [];
+      page.on('request', (r) => { if (r.url().startsWith(base)) toHerald.push(`${r.method()} ${r.url()}`); });
+      const disconnect = async (body) => {
+        const res = await fetch(`${base}/disconnect`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${params.publishToken}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        const text = await res.text();
+        if (!res.ok) throw new Error(`POST /disconnect -> ${res.status} ${text}`);
+        return JSON.parse(text);
+      };
+      const unauthorized = 'herald_requests_rejected_total{reason="unauthorized"}';
+      const out = {};
+      for (const transport of transports) {
+        const name = `revoke-${transport}`;
+        const ch = `${channel}-${transport}`;
+        const sub = `77${transport}`;
+        await page.evaluate(([n, t, ch, sub]) => window.start(n, { channels: [ch], transport: t, mint: { sub, subscribe: [ch], ttl: 600 } }),
+          [name, transport, ch, sub]);
+        await waitOpen(page, name);
+        const first = await publishAs(ch, 'before the disconnect');
+        await waitFor(page, ([n, id]) => window.rec[n].events.some((e) => e.id === id), [name, first.id], `${transport}: the first event`);
+
+        // A disconnect without revoke: back at once, with a new token, from the last id.
+        same(await disconnect({ sub }), { disconnected: 1 }, `${transport}: POST /disconnect`);
+        const meanwhile = await publishAs(ch, 'published while disconnected');
+        await waitFor(page, ([n, id]) => window.rec[n].events.some((e) => e.id === id), [name, meanwhile.id], `${transport}: the event published meanwhile`);
+        await until(`${transport}: open again`, async () => (await rec(page, name)).states.at(-1)[0] === 'open');
+        let r = await rec(page, name);
+        same(r.events.map((e) => e.id), [first.id, meanwhile.id], `${transport}: events across the disconnect`);
+        check(r.states.some(([s, why]) => s === 'reconnecting' && why === 'disconnected'), `${transport}: states ${JSON.stringify(r.states)}`);
+        same(r.tokens, 2, `${transport}: getToken() calls (the first, then after the disconnect)`);
+
+        // A revocation: closed, and nothing more reaches the server.
+        const before = { unauthorized: await metric(unauthorized), requests: toHerald.length, tokens: r.tokens };
+        same(await disconnect({ sub, revoke: '1m' }), { disconnected: 1 }, `${transport}: POST /disconnect with revoke`);
+        await waitFor(page, (n) => window.rec[n].states.some(([s]) => s === 'closed'), name, `${transport}: closed`);
+        // A retry would come within the server's short retry: and herald.js's one-second jitter.
+        await page.waitForTimeout(settleMs || 2000);
+        r = await rec(page, name);
+        same(r.states.at(-1), ['closed', 'revoked'], `${transport}: the last state`);
+        same(r.tokens, before.tokens, `${transport}: getToken() calls after the revocation`);
+        same(await metric(unauthorized), before.unauthorized, `${transport}: requests refused at the server after the revocation`);
+        same(await metric('herald_streams_open'), 0, `${transport}: streams open after the revocation`);
+        same(toHerald.slice(before.requests), [], `${transport}: requests the page sent herald after the revocation`);
+        out[transport] = r.states;
       }
       return out;
     },

@@ -240,3 +240,23 @@ async fn herald_js_closes_on_401_and_403_after_one_request_with_no_retry() {
         "{result}"
     );
 }
+
+/// `POST /disconnect` (SPEC §11): without `revoke` the page comes back at once
+/// from its last id with a new token; with `revoke` herald.js closes with
+/// reason `revoked` and sends nothing more (no refusal counted at the server,
+/// no stream open, no `getToken()`, no request seen leaving the page).
+#[tokio::test]
+async fn herald_js_comes_back_after_a_disconnect_and_ends_on_a_revocation_with_no_further_request()
+{
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    let params = json!({ "channel": "private-revoke", "settleMs": 2000 });
+    let result = run("herald-revoke", with_auth, params).await;
+    assert_eq!(
+        result["sse"].as_array().unwrap().last(),
+        Some(&json!(["closed", "revoked"])),
+        "{result}"
+    );
+}
