@@ -17,6 +17,7 @@
 //                    the subscription after one request, with no retry
 //   herald-revoke    POST /disconnect: without revoke, back from the last id with a
 //                    new token; with revoke, closed, and no further request
+//   herald-idempotent  publish() with an idempotencyKey twice: one event, one id
 //
 // params.transports lists the transports a scenario runs on, one after the other.
 
@@ -346,6 +347,44 @@ export function heraldScenarios(h) {
         same(await metric('herald_streams_open'), 0, `${transport}: streams open after the revocation`);
         same(toHerald.slice(before.requests), [], `${transport}: requests the page sent herald after the revocation`);
         out[transport] = r.states;
+      }
+      return out;
+    },
+
+    /**
+     * publish() with an idempotencyKey (SPEC §12), twice: one event, the same
+     * answer, the second marked replayed; the key with other data is refused.
+     */
+    async 'herald-idempotent'(ctx) {
+      const page = await heraldPage(ctx);
+      const out = {};
+      for (const transport of transports) {
+        const name = `idem-${transport}`;
+        const ch = `idem-${transport}`;
+        await page.evaluate(([n, t, ch]) => window.start(n, { channels: [ch], transport: t }), [name, transport, ch]);
+        await waitOpen(page, name);
+        const answers = await page.evaluate(async ([n, ch, key]) => {
+          const sub = window.subs[n];
+          const first = await sub.publish(ch, 'once', { event: 'note', idempotencyKey: key });
+          const again = await sub.publish(ch, 'once', { event: 'note', idempotencyKey: key });
+          let reused = null;
+          try {
+            await sub.publish(ch, 'other data', { event: 'note', idempotencyKey: key });
+          } catch (e) {
+            reused = { status: e.status, code: e.code };
+          }
+          const next = await sub.publish(ch, 'next');
+          return { first, again, reused, next };
+        }, [name, ch, `key-${transport}-${Date.now()}`]);
+        same(answers.again.id, answers.first.id, `${transport}: the repeated publish answers the first id`);
+        same(answers.again.replayed, true, `${transport}: the repeated answer is marked replayed`);
+        check(!answers.first.replayed, `${transport}: the first answer is not replayed`);
+        same(answers.reused, { status: transport === 'ws' ? 0 : 422, code: 'idempotency_key_reused' }, `${transport}: the key with other data`);
+        await waitFor(page, ([n, id]) => window.rec[n].events.some((e) => e.id === id), [name, answers.next.id], `${transport}: the next event`);
+        same((await rec(page, name)).events.map((e) => [e.id, e.data]),
+          [[answers.first.id, 'once'], [answers.next.id, 'next']], `${transport}: events published`);
+        await page.evaluate((n) => window.subs[n].close(), name);
+        out[transport] = answers.first.id;
       }
       return out;
     },

@@ -260,3 +260,19 @@ async fn herald_js_comes_back_after_a_disconnect_and_ends_on_a_revocation_with_n
         "{result}"
     );
 }
+
+/// `publish(…, {idempotencyKey})` (SPEC §12) on both transports, from a page on
+/// another origin: the repeat publishes nothing and answers the first id with
+/// `replayed`; the same key with other data is refused.
+#[tokio::test]
+async fn herald_js_publish_with_an_idempotency_key_twice_publishes_once() {
+    if !browser_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    let result = run("herald-idempotent", |_| {}, json!({})).await;
+    assert!(
+        result["sse"].is_string() && result["ws"].is_string(),
+        "{result}"
+    );
+}
