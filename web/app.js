@@ -1,13 +1,12 @@
-// herald demo page (index.html): subscribe with EventSource, show every event,
-// publish single events or batches, list channels, with an access token when
-// one is given (and a new one fetched when it expires). Only the public HTTP
-// API is used. Every piece of server or user text is put on the page with
-// textContent, never parsed as HTML.
-'use strict';
+// herald demo page (index.html): subscribe with herald.js (herald's browser
+// client), show every event, publish single events or batches, list channels,
+// with an access token when one is given (and a new one fetched before it
+// expires). Only the public HTTP API is used. Every piece of server or user
+// text is put on the page with textContent, never parsed as HTML.
+import { subscribe } from './herald.js';
 
 (function () {
   const CHANNEL_RE = /^[A-Za-z0-9_\-.:~@]{1,128}$/;
-  const EVENT_TYPE_RE = /^[A-Za-z0-9_\-.:]{1,64}$/;
   const MAX_CHANNELS = 32;
   const MAX_LOG = 500;
   const CHANNELS_EVERY_MS = 3000;
@@ -46,16 +45,11 @@
   // ---------- state ----------
 
   const state = {
-    es: null,          // the current EventSource, or null
-    everOpened: false, // has the current EventSource been open once (connecting vs reconnecting)
-    listening: new Set(), // event types with a listener on the current EventSource
-    seen: new Set(),   // ids already in the log: replays after a gap or reconnect are not shown twice
+    sub: null,         // the herald.js subscription, or null
+    everOpened: false, // has the current subscription been open once (connecting vs reconnecting)
     count: 0,          // events shown
     seq: 0,            // arrival order of log lines, for tests and readers
-    lastId: '',        // id of the newest event received
-    channels: [],      // what the current stream is on, to resume it with a new token
-    types: [],
-    renewUrl: '',      // ?renew=: where a new token comes from on herald.expired
+    renewUrl: '',      // ?renew=: where a new token comes from when the current one expires
   };
 
   // ---------- access token ----------
@@ -85,7 +79,7 @@
     return t;
   }
 
-  // ---------- connection ----------
+  // ---------- connection (herald.js) ----------
 
   function setState(name) {
     const badge = $('state');
@@ -94,8 +88,8 @@
     $('sub-stop').disabled = name === 'idle' || name === 'closed' || name === 'expired';
   }
 
-  /** The stream's URL; with `tok`, the token goes in ?token= (EventSource cannot set headers). */
-  function streamUrl(channels, lastEventId, tok) {
+  /** The stream's path, as curl would ask for it (herald.js sends the token as a header). */
+  function streamUrl(channels, lastEventId) {
     const params = new URLSearchParams();
     let path;
     if (channels.length === 1) {
@@ -105,62 +99,86 @@
       for (const c of channels) params.append('channel', c);
     }
     if (lastEventId) params.set('lastEventId', lastEventId);
-    if (tok) params.set('token', tok);
     const qs = params.toString();
     return qs ? `${path}?${qs}` : path;
   }
 
-  function listenFor(type) {
-    if (!state.es || state.listening.has(type)) return;
-    state.listening.add(type);
-    const handler = { 'herald.gap': onGap, 'herald.expired': onExpired }[type] || onEvent;
-    state.es.addEventListener(type, handler);
-  }
-
-  /** Opens the stream; `resume` keeps the ids already shown (a renewal). */
-  function connect(channels, types, lastEventId, resume = false) {
+  /**
+   * Subscribes with herald.js, which hands over every event once and in id
+   * order, renews the token (from the renew URL) before it expires, reconnects
+   * and resumes by itself, and says when the server refuses for good.
+   */
+  function connect(channels, lastEventId) {
     disconnect(false);
-    const tok = token();
-    const es = new EventSource(streamUrl(channels, lastEventId, tok));
-    state.es = es;
+    const me = {};
+    state.current = me;
     state.everOpened = false;
-    state.listening = new Set();
-    if (!resume) state.seen = new Set();
-    state.channels = channels;
-    state.types = types;
-    for (const t of ['message', 'herald.gap', 'herald.expired', ...types]) listenFor(t);
+    const mine = (fn) => (...args) => { if (state.current === me) fn(...args); };
+    const hasToken = !!token();
+    let first = true;
+    state.sub = subscribe({
+      channels,
+      lastEventId,
+      // The token typed in the form, then new ones from the renew URL (without
+      // one, the form's token again: the user may have pasted a new one).
+      getToken: async () => {
+        if (first || !state.renewUrl) {
+          first = false;
+          return token();
+        }
+        const fresh = await fetchToken(state.renewUrl);
+        if (state.current === me) $('sub-token').value = fresh;
+        return fresh;
+      },
+      onEvent: mine(onEvent),
+      onGap: mine(onGap),
+      onState: mine((name, reason, error) => onState(name, reason, error, hasToken)),
+    });
 
-    es.onopen = () => {
-      if (state.es !== es) return;
-      if (state.everOpened) sysLine('reconnected');
-      state.everOpened = true;
-      setState('open');
-      refreshChannels();
-    };
-    es.onerror = () => {
-      if (state.es !== es) return;
-      if (es.readyState === EventSource.CLOSED) {
-        setState('closed');
-        sysLine('the server refused the stream; EventSource will not retry' + (tok ? ' (is the token valid and does it grant these channels?)' : ''));
-      } else if (state.everOpened) {
-        if ($('state').dataset.state !== 'reconnecting') sysLine('connection lost, reconnecting…');
-        setState('reconnecting');
-      } else {
-        setState('connecting');
-      }
-    };
-
-    setState('connecting');
     // The token is not shown on the page.
-    $('stream-url').textContent = streamUrl(channels, lastEventId, tok ? 'TOKEN' : '').replace('token=TOKEN', 'token=…');
+    $('stream-url').textContent = streamUrl(channels, lastEventId);
     $('try-text').textContent = tryText(channels);
     sysLine(`subscribing to ${channels.join(', ')}` + (lastEventId ? ` after id ${lastEventId}` : ''));
   }
 
+  function onState(name, reason, error, hasToken) {
+    if (name === 'open') {
+      if (state.everOpened) sysLine('reconnected');
+      state.everOpened = true;
+      setState('open');
+      refreshChannels();
+    } else if (name === 'reconnecting') {
+      if ($('state').dataset.state !== 'reconnecting') sysLine('connection lost, reconnecting…');
+      setState('reconnecting');
+    } else if (name === 'renewing') {
+      setState('renewing');
+      sysLine(reason === 'expired' ? 'the token expired: renewing it' : 'renewing the token before it expires');
+    } else if (name === 'closed') {
+      state.sub = null;
+      if (reason === 'get_token_failed') {
+        setState('expired');
+        sysLine(`the token expired and could not be renewed: ${error && error.message}`);
+      } else if (reason === 'unauthorized' && state.everOpened) {
+        // Accepted before, refused now: it expired (or was revoked).
+        setState('expired');
+        sysLine('the token expired: enter a new one and subscribe again');
+      } else if (reason === 'revoked') {
+        setState('closed');
+        sysLine('the server revoked this token: subscribe again with another one');
+      } else {
+        setState('closed');
+        sysLine(`the server refused the stream (${reason}); it will not be asked again` + (hasToken ? ' (is the token valid and does it grant these channels?)' : ''));
+      }
+    } else {
+      setState(name);
+    }
+  }
+
   function disconnect(log = true) {
-    if (!state.es) return;
-    state.es.close();
-    state.es = null;
+    state.current = null;
+    if (!state.sub) return;
+    state.sub.close();
+    state.sub = null;
     setState('idle');
     if (log) sysLine('disconnected');
   }
@@ -195,60 +213,20 @@
     logLine({ cls: 'sys', data: text });
   }
 
+  /** An event from herald.js: each comes once, in id order, of whatever type. */
   function onEvent(ev) {
-    const id = ev.lastEventId;
-    if (id && state.seen.has(id)) return;
-    if (id) {
-      state.seen.add(id);
-      state.lastId = id;
-      const last = $('last-id');
-      last.textContent = id;
-      last.dataset.lastId = id;
-    }
+    const last = $('last-id');
+    last.textContent = ev.id;
+    last.dataset.lastId = ev.id;
     state.count += 1;
     $('event-count').textContent = String(state.count);
-    logLine({ cls: 'event', id, type: ev.type, data: ev.data });
+    logLine({ cls: 'event', id: ev.id, type: ev.event, data: ev.data });
   }
 
-  /**
-   * The token ran out: the server sent herald.expired and ends the stream.
-   * With a renew URL, get a new token and resume after the last id seen, so
-   * nothing published meanwhile is missed; without one, stop and say so.
-   */
-  async function onExpired() {
-    const es = state.es;
-    if (!es) return;
-    es.close();
-    if (!state.renewUrl) {
-      state.es = null;
-      setState('expired');
-      sysLine('the token expired: enter a new one and subscribe again');
-      return;
-    }
-    setState('renewing');
-    sysLine('the token expired: renewing it');
-    try {
-      const fresh = await fetchToken(state.renewUrl);
-      if (state.es !== es) return; // the user subscribed or disconnected meanwhile
-      $('sub-token').value = fresh;
-      connect(state.channels, state.types, state.lastId, true);
-    } catch (e) {
-      if (state.es !== es) return;
-      state.es = null;
-      setState('expired');
-      sysLine(`the token expired and could not be renewed: ${e.message}`);
-    }
-  }
-
-  function onGap(ev) {
-    // A herald.gap event carries no id of its own (ev.lastEventId would be the
-    // previous event's), and JSON data with at least "channel".
-    let channel = '';
-    try {
-      const info = JSON.parse(ev.data);
-      if (info && typeof info.channel === 'string') channel = info.channel;
-    } catch (_) { /* shown raw below */ }
-    const li = logLine({ cls: 'event gap', type: ev.type, data: ev.data });
+  /** herald.gap: the server could not prove that nothing was lost on gap.channel. */
+  function onGap(gap) {
+    const channel = typeof gap.channel === 'string' ? gap.channel : '';
+    const li = logLine({ cls: 'event gap', type: 'herald.gap', data: JSON.stringify(gap) });
     if (channel) li.dataset.channel = channel;
 
     const notice = $('gap-notice');
@@ -266,15 +244,12 @@
 
   function readSubscribeForm() {
     const channels = splitList([$('sub-channels').value]);
-    const types = splitList([$('sub-events').value]);
     const lastEventId = $('sub-last-id').value.trim();
     if (!channels.length) return { error: 'Name at least one channel.' };
     if (channels.length > MAX_CHANNELS) return { error: `At most ${MAX_CHANNELS} channels per stream.` };
     const bad = channels.find((c) => !CHANNEL_RE.test(c));
     if (bad !== undefined) return { error: `“${bad}” is not a channel name: 1–128 of A–Z a–z 0–9 _ - . : ~ @` };
-    const badType = types.find((t) => !EVENT_TYPE_RE.test(t));
-    if (badType !== undefined) return { error: `“${badType}” is not an event type: 1–64 of A–Z a–z 0–9 _ - . :` };
-    return { channels, types, lastEventId };
+    return { channels, lastEventId };
   }
 
   function subscribeFromForm(updateUrl) {
@@ -284,13 +259,12 @@
     if (updateUrl) {
       const params = new URLSearchParams();
       for (const c of form.channels) params.append('channel', c);
-      for (const t of form.types) params.append('event', t);
       if (form.lastEventId) params.set('lastEventId', form.lastEventId);
       // The token is never written into the address; the renew URL is kept.
       if (state.renewUrl) params.set('renew', state.renewUrl);
       history.replaceState(null, '', `${location.pathname}?${params}`);
     }
-    connect(form.channels, form.types, form.lastEventId);
+    connect(form.channels, form.lastEventId);
     if (!$('pub-channel').value.trim()) $('pub-channel').value = form.channels[0];
   }
 
@@ -315,15 +289,11 @@
         showResult(out, 'error', `Not JSON: ${e.message}`);
         return;
       }
-      if (Array.isArray(items)) {
-        for (const it of items) if (it && typeof it.event === 'string') listenFor(it.event);
-      }
       url = '/publish';
       init = { method: 'POST', headers: { 'Content-Type': 'application/json', ...authHeaders() }, body: data };
     } else {
       const channel = $('pub-channel').value.trim();
       const type = $('pub-event').value.trim();
-      if (type) listenFor(type);
       url = '/publish/' + encodeURIComponent(channel) + (type ? '?event=' + encodeURIComponent(type) : '');
       init = { method: 'POST', headers: { 'Content-Type': 'text/plain; charset=utf-8', ...authHeaders() }, body: data };
     }
@@ -435,9 +405,7 @@
   function init() {
     const q = new URLSearchParams(location.search);
     const channels = splitList(q.getAll('channel'));
-    const types = splitList(q.getAll('event'));
     if (channels.length) $('sub-channels').value = channels.join(' ');
-    if (types.length) $('sub-events').value = types.join(', ');
     if (q.get('lastEventId')) $('sub-last-id').value = q.get('lastEventId').trim();
     if (q.get('token')) $('sub-token').value = q.get('token').trim();
     state.renewUrl = (q.get('renew') || '').trim();

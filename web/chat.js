@@ -1,17 +1,14 @@
-// herald chat room (chat.html): one channel per room. Two transports, the
-// same room: EventSource to listen and POST /publish/<room> to talk, or one
-// WebSocket on /events/<room> for both (a publish message per line said).
-// All message text is put on the page with textContent, so a message can
-// never inject HTML. In a presence-* room (with a token) the "Online" list
-// comes from herald's own presence events, on either transport.
-'use strict';
+// herald chat room (chat.html): one channel per room, on herald.js (herald's
+// browser client). Two transports, the same room: an event stream to listen
+// and POST /publish/<room> to talk, or one WebSocket on /events/<room> for
+// both (a publish message per line said). All message text is put on the page
+// with textContent, so a message can never inject HTML. In a presence-* room
+// (with a token) the "Online" list is herald.js's roster, from herald's own
+// presence events, on either transport.
+import { subscribe } from './herald.js';
 
 (function () {
   const CHANNEL_RE = /^[A-Za-z0-9_\-.:~@]{1,128}$/;
-  const EVENT_TYPES = [
-    'chat', 'chat.join', 'chat.leave', 'message',
-    'herald.gap', 'herald.presence', 'herald.join', 'herald.leave', 'herald.expired',
-  ];
   const PRESENCE_PREFIX = 'presence-';
   const MAX_NICK = 40;
   const MAX_TEXT = 2000;
@@ -82,42 +79,39 @@
     return headers;
   }
 
-  function post(room, type, payload, token) {
-    return fetch(publishUrl(room, type), {
-      method: 'POST',
-      headers: authHeaders(token),
-      body: JSON.stringify(payload),
-    }).then(async (res) => {
-      if (res.ok) return res.json();
-      let msg = `${res.status} ${res.statusText}`;
-      try {
-        const err = await res.json();
-        if (err && err.message) msg += `: ${err.message}`;
-      } catch (_) { /* no JSON body */ }
-      throw new Error(msg);
-    });
-  }
-
   // ---------- joining and leaving ----------
 
+  /**
+   * Subscribes to the room with herald.js: it hands over each event once, in
+   * id order, resumes from the remembered id, reconnects by itself (the event
+   * stream, or the WebSocket with backoff), keeps the presence roster and
+   * publishes over the WebSocket or with fetch.
+   */
   function join(room, nick, transport, token) {
     if (session) closeStream();
     const lastId = store.get(lastIdKey(room, nick));
     const presence = room.startsWith(PRESENCE_PREFIX);
-    session = {
-      room, nick, transport, token, seen: new Set(), everOpened: false, announced: false, left: false,
-      close() {}, publish: (type, payload) => post(room, type, payload, token),
+    const s = {
+      room, nick, transport, token, everOpened: false, announced: false, left: false, sub: null,
       // In a presence room herald announces who comes and goes; the page does not.
       presence,
       me: (claimsOf(token) || {}).sub || null,
-      // sub -> info, from herald.presence, herald.join and herald.leave
-      members: new Map(),
-      // members a truncated snapshot did not list
-      unlisted: 0,
     };
-    const s = session;
-    if (transport === 'ws') openSocket(s, lastId);
-    else openEventSource(s, lastId);
+    session = s;
+    const mine = (fn) => (...args) => { if (session === s) fn(...args); };
+    s.sub = subscribe({
+      channels: [room],
+      transport,
+      lastEventId: lastId,
+      getToken: token ? () => token : undefined,
+      onEvent: mine((ev) => {
+        store.set(lastIdKey(room, nick), ev.id);
+        render(ev.event, ev.data, ev.id);
+      }),
+      onGap: mine(() => noticeLine('gap', 'Some messages may be missing here: the room’s history no longer reaches back that far, or the server restarted.')),
+      onPresence: mine((change) => onPresence(s, change)),
+      onState: mine((state, reason) => onState(s, state, reason)),
+    });
 
     store.set('herald.chat.nick', nick);
     tabStore.set('herald.chat.token', token || '');
@@ -133,107 +127,38 @@
     if (lastId) noticeLine('catch-up', `Back in #${room}: what was said since you were last here follows.`);
     $('room-name').textContent = room;
     $('me').textContent = nick;
-    $('via').textContent = transport === 'ws' ? 'WebSocket' : 'EventSource';
+    $('via').textContent = transport === 'ws' ? 'WebSocket' : 'event stream';
     $('join-card').hidden = true;
     $('chat').hidden = false;
-    setState('connecting');
     $('message').focus();
   }
 
-  /** Once the subscription is open: announce ourselves, so our own join comes back to us. */
-  function opened(s) {
-    s.everOpened = true;
-    setState('open');
-    if (!s.announced && !s.presence) {
-      s.announced = true;
-      s.publish('chat.join', { nick: s.nick, client: CLIENT })
-        .catch((e) => showSendError(`Could not announce the join: ${e.message}`));
+  function publish(s, type, payload) {
+    return s.sub.publish(s.room, payload, { event: type });
+  }
+
+  function onState(s, state, reason) {
+    if (state === 'open') {
+      s.everOpened = true;
+      // Announce ourselves once, so our own join comes back to us.
+      if (!s.announced && !s.presence) {
+        s.announced = true;
+        publish(s, 'chat.join', { nick: s.nick, client: CLIENT })
+          .catch((e) => showSendError(`Could not announce the join: ${e.message}`));
+      }
     }
-  }
-
-  /** The subscription's query: where to resume, and the token (a browser can set no header on either). */
-  function streamQuery(s, lastId) {
-    const query = new URLSearchParams();
-    if (lastId) query.set('lastEventId', lastId);
-    if (s.token) query.set('token', s.token);
-    return query.toString() ? `?${query}` : '';
-  }
-
-  function openEventSource(s, lastId) {
-    const url = `/events/${encodeURIComponent(s.room)}${streamQuery(s, lastId)}`;
-    const es = new EventSource(url);
-    s.close = () => es.close();
-    for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => onEvent(s, ev.type, ev.data, ev.lastEventId));
-    es.onopen = () => { if (session === s) opened(s); };
-    es.onerror = () => {
-      if (session !== s) return;
-      if (es.readyState === EventSource.CLOSED) {
-        setState('closed');
-        explainClosed(url);
-      } else {
-        setState(s.everOpened ? 'reconnecting' : 'connecting');
-      }
-    };
-  }
-
-  /**
-   * One WebSocket for both directions. Each event is a JSON message {id, channel,
-   * event, data}; our publishes are answered in order by {type: "published"} or
-   * {type: "error"}. A WebSocket does not reconnect by itself: on close the page
-   * comes back after 1–3 s, resuming from the last id it saw (lastEventId).
-   */
-  function openSocket(s, lastId) {
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const path = `/events/${encodeURIComponent(s.room)}${streamQuery(s, lastId)}`;
-    const ws = new WebSocket(`${scheme}//${location.host}${path}`);
-    const pending = [];
-    let closed = false;
-    s.close = () => { closed = true; ws.close(1000); };
-    s.publish = (type, payload) => new Promise((resolve, reject) => {
-      if (ws.readyState !== WebSocket.OPEN) {
-        reject(new Error('not connected'));
-        return;
-      }
-      pending.push({ resolve, reject });
-      ws.send(JSON.stringify({ type: 'publish', channel: s.room, event: type, data: payload }));
-    });
-    ws.onopen = () => { if (session === s) opened(s); };
-    ws.onmessage = (m) => {
-      const msg = parse(m.data);
-      if (!msg || session !== s) return;
-      if (msg.type === 'published' || msg.type === 'error') {
-        const waiter = pending.shift();
-        if (!waiter) return;
-        if (msg.type === 'published') waiter.resolve(msg);
-        else waiter.reject(new Error(msg.message || msg.error));
-        return;
-      }
-      onEvent(s, msg.event || 'message', msg.data, msg.id || '');
-    };
-    ws.onclose = () => {
-      for (const waiter of pending.splice(0)) waiter.reject(new Error('connection closed'));
-      if (closed || session !== s) return;
-      setState(s.everOpened ? 'reconnecting' : 'connecting');
-      setTimeout(() => {
-        if (session === s) openSocket(s, store.get(lastIdKey(s.room, s.nick)));
-      }, 1000 + Math.random() * 2000);
-    };
+    if (state === 'closed') {
+      if (reason === 'unauthorized' && s.everOpened) noticeLine('gap', 'Your token expired: open the room again with a fresh one.');
+      else if (reason === 'unauthorized') showSendError('The server refused the stream (401): the token is missing, invalid or expired.');
+      else if (reason === 'forbidden') showSendError('The server refused the stream (403): the token does not grant this room, or has no sub.');
+      else if (reason === 'revoked') noticeLine('gap', 'You were disconnected from the room for good.');
+      else showSendError(`The server refused the stream (${reason}).`);
+    }
+    setState(state === 'renewing' ? 'open' : state);
   }
 
   function closeStream() {
-    if (session) session.close();
-  }
-
-  /**
-   * EventSource gives no status when the server refuses it (401, 403): HEAD answers
-   * what GET would, so ask it why, and say so.
-   */
-  function explainClosed(url) {
-    fetch(url, { method: 'HEAD' }).then((res) => {
-      if (res.status === 401) showSendError('The server refused the stream (401): the token is missing, invalid or expired.');
-      else if (res.status === 403) showSendError('The server refused the stream (403): the token does not grant this room, or has no sub.');
-      else if (!res.ok) showSendError(`The server refused the stream (${res.status}).`);
-    }).catch(() => { /* the server is gone: nothing to explain */ });
+    if (session && session.sub) session.sub.close();
   }
 
   /**
@@ -248,7 +173,7 @@
     // Leaving with the button, a socket says goodbye itself; a closing page
     // uses a beacon, which outlives it.
     if (!beacon && s.transport === 'ws') {
-      return s.publish('chat.leave', { nick: s.nick, client: CLIENT }).catch(() => { /* leaving anyway */ });
+      return publish(s, 'chat.leave', { nick: s.nick, client: CLIENT }).catch(() => { /* leaving anyway */ });
     }
     const body = JSON.stringify({ nick: s.nick, client: CLIENT });
     const url = publishUrl(s.room, 'chat.leave');
@@ -259,31 +184,14 @@
 
   async function leaveRoom() {
     await announceLeave(false);
-    closeStream();
+    const s = session;
     session = null;
+    if (s) s.sub.close();
     setState('idle');
     $('chat').hidden = true;
     $('join-card').hidden = false;
     history.replaceState(null, '', location.pathname);
     $('nick').focus();
-  }
-
-  // ---------- receiving ----------
-
-  function onEvent(s, type, data, lastEventId) {
-    if (session !== s) return;
-    // herald.* notices have no id of their own; an EventSource's lastEventId would be the previous event's.
-    const id = type.startsWith('herald.') ? '' : lastEventId;
-    if (id) {
-      if (s.seen.has(id)) return; // replayed after a reconnect or gap: already shown
-      s.seen.add(id);
-      store.set(lastIdKey(s.room, s.nick), id);
-    }
-    if (type === 'herald.presence' || type === 'herald.join' || type === 'herald.leave') {
-      onPresence(s, type, parse(data));
-      return;
-    }
-    render(type, data, id);
   }
 
   // ---------- who is online (presence-* rooms) ----------
@@ -293,37 +201,29 @@
     return clip(info && typeof info === 'object' && info.name, MAX_NICK) || clip(String(sub), 128);
   }
 
-  function onPresence(s, type, msg) {
-    if (!msg || msg.channel !== s.room) return;
-    if (type === 'herald.presence') {
-      // The snapshot: who is here now, ourselves included. Sent first on every
-      // (re)connect, so it replaces the list rather than adding to it.
-      const members = Array.isArray(msg.members) ? msg.members : [];
-      s.members = new Map(members.map((m) => [String(m.sub), m.info]));
-      s.unlisted = Math.max(0, (Number(msg.count) || 0) - s.members.size);
-    } else if (type === 'herald.join') {
-      const known = s.members.has(String(msg.sub));
-      s.members.set(String(msg.sub), msg.info);
-      // A join for someone already listed is a new info (a renamed tab): no notice.
-      if (!known) noticeLine('join', `${memberName(msg.sub, msg.info)} joined`).dataset.nick = memberName(msg.sub, msg.info);
-    } else {
-      s.members.delete(String(msg.sub));
-      noticeLine('leave', `${memberName(msg.sub, msg.info)} left`).dataset.nick = memberName(msg.sub, msg.info);
+  /** herald.js keeps the roster; the page draws it and says who came and went. */
+  function onPresence(s, change) {
+    if (change.channel !== s.room) return;
+    const m = change.member;
+    if (change.type === 'join' || change.type === 'leave') {
+      const name = memberName(m.sub, m.info);
+      noticeLine(change.type, `${name} ${change.type === 'join' ? 'joined' : 'left'}`).dataset.nick = name;
     }
-    drawMembers(s);
+    drawMembers(s, change);
   }
 
-  function drawMembers(s) {
-    const rows = [...s.members].map(([sub, info]) => ({ sub, name: memberName(sub, info) }))
+  function drawMembers(s, change) {
+    const rows = change.members.map(({ sub, info }) => ({ sub, name: memberName(sub, info) }))
       .sort((a, b) => a.name.localeCompare(b.name));
     $('members').replaceChildren(...rows.map(({ sub, name }) => {
       const li = el('li', { class: sub === s.me ? 'me' : '', text: sub === s.me ? `${name} (you)` : name });
       li.dataset.sub = sub;
       return li;
     }));
-    $('online-count').textContent = String(s.members.size + s.unlisted);
-    $('online-more').hidden = s.unlisted === 0;
-    $('online-more').textContent = `and ${s.unlisted} more`;
+    const unlisted = Math.max(0, change.count - change.members.length);
+    $('online-count').textContent = String(change.count);
+    $('online-more').hidden = unlisted === 0;
+    $('online-more').textContent = `and ${unlisted} more`;
   }
 
   function parse(data) {
@@ -341,14 +241,6 @@
     const msg = parse(data);
     const nick = clip(msg && msg.nick, MAX_NICK) || 'someone';
     const mine = !!msg && msg.client === CLIENT;
-    if (type === 'herald.gap') {
-      noticeLine('gap', 'Some messages may be missing here: the room’s history no longer reaches back that far, or the server restarted.');
-      return;
-    }
-    if (type === 'herald.expired') {
-      noticeLine('gap', 'Your token expired: open the room again with a fresh one.');
-      return;
-    }
     if (type === 'chat.join' || type === 'chat.leave') {
       const kind = type === 'chat.join' ? 'join' : 'leave';
       const li = noticeLine(kind, `${nick} ${kind === 'join' ? 'joined' : 'left'}`, id);
@@ -410,7 +302,7 @@
     $('send').disabled = true;
     try {
       // Not drawn here: the message is shown when it comes back on the stream, with its id.
-      await session.publish('chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() });
+      await publish(session, 'chat', { nick: session.nick, text, client: CLIENT, sent: new Date().toISOString() });
       input.value = '';
     } catch (e) {
       showSendError(`Not sent: ${e.message}`);

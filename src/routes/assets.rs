@@ -1,10 +1,11 @@
 //! The files of `web/`, built into the binary so `cargo run` works from any
 //! directory. `/` is `index.html`; other files are served under their names.
 //! Only files embedded at build time can be named, so no path reaches
-//! outside `web/`.
+//! outside `web/`. Among them is herald.js, the browser client (SPEC §16),
+//! with its declarations, herald.d.ts.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use include_dir::{include_dir, Dir, File};
 
 use crate::body::{Body, Response};
@@ -36,6 +37,13 @@ pub fn serve(file: &'static File<'static>, head: bool) -> Response {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(file)));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if file.path().to_str() == Some("herald.js") {
+        // Where Deno and other TypeScript-aware importers find its types.
+        headers.insert(
+            HeaderName::from_static("x-typescript-types"),
+            HeaderValue::from_static("./herald.d.ts"),
+        );
+    }
     response
 }
 
@@ -44,6 +52,8 @@ fn content_type(file: &File<'_>) -> &'static str {
         Some("html") => "text/html; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        // herald.d.ts, the declarations of herald.js
+        Some("ts") => "application/typescript; charset=utf-8",
         Some("json") => "application/json",
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",

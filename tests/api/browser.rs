@@ -22,6 +22,7 @@ use crate::helpers::{spawn_app, spawn_app_at, spawn_app_with, TestApp};
 use crate::tls_client::spawn_tls_app_with;
 
 mod auth;
+mod herald_js;
 
 /// Upper bound for one scenario, browser start included; e2e.mjs has its own,
 /// shorter watchdog, so this only fires if node itself hangs.

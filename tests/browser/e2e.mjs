@@ -5,7 +5,7 @@
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
 //   scenarios: index-live, index-gap, index-resume, index-restart, chat, chat-presence,
-//   many-streams, websocket
+//   many-streams, websocket; auth-* (auth.mjs); herald-* (herald.mjs, herald.js itself)
 //   (an https base is served with a self-signed certificate: certificate errors are ignored)
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
@@ -22,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { authScenarios } from './auth.mjs';
+import { heraldScenarios } from './herald.mjs';
 
 const LAUNCH_ARGS = [
   '--headless',
@@ -552,6 +553,9 @@ scenarios['many-streams'] = async (ctx) => {
 Object.assign(scenarios, authScenarios({
   base, params, step, waitFor, waitState, waitEventId, logEvents, publishResult, check, same, screenshot,
 }));
+
+// herald.js itself (SPEC §16): herald-order, herald-renew, ... (see herald.mjs).
+Object.assign(scenarios, heraldScenarios({ base, params, step, waitFor, check, same }));
 
 // ---------- main ----------
 

@@ -1,7 +1,7 @@
 //! Access control in the browser (SPEC §6), scenarios of `tests/browser/auth.mjs`:
-//! the demo page with `?token=` on a private channel, a bad token that leaves the
-//! EventSource CLOSED, a renewal on `herald.expired` that misses nothing, and cookie
-//! auth from another origin with `withCredentials`.
+//! the demo page with `?token=` on a private channel, a bad token that closes its
+//! subscription for good, a renewal before `exp` that misses nothing (the demo page
+//! is built on herald.js), and cookie auth from another origin with `withCredentials`.
 
 use herald::config::Secret;
 use serde_json::{json, Value};
@@ -12,17 +12,24 @@ use crate::helpers::{spawn_app, spawn_app_with};
 
 /// The driver's `mint` step: a token signed with the test secret granting the
 /// step's `subscribe` and `publish` lists for `ttl` seconds (what an app's
-/// token endpoint does).
+/// token endpoint does), for user `sub` (default 42) with `info` if given.
 pub(super) fn mint(step: &Value) -> Value {
     let list = |key: &str| step[key].as_array().cloned().unwrap_or_default();
     let ttl = step["ttl"].as_u64().unwrap_or(600);
-    let grants = json!({"subscribe": list("subscribe"), "publish": list("publish")});
-    json!({ "token": hs(&claims(ttl, grants)) })
+    let mut grants = json!({"subscribe": list("subscribe"), "publish": list("publish")});
+    if !step["info"].is_null() {
+        grants["info"] = step["info"].clone();
+    }
+    let mut claims = claims(ttl, grants);
+    if let Some(sub) = step["sub"].as_str() {
+        claims["sub"] = sub.into();
+    }
+    json!({ "token": hs(&claims) })
 }
 
 /// A publish token and a JWT secret; a short `retry:` so that an EventSource
 /// that did reconnect would do it within the scenario's wait.
-fn with_auth(c: &mut herald::Config) {
+pub(super) fn with_auth(c: &mut herald::Config) {
     c.publish_token = vec![Secret::new(PUBLISH_TOKEN)];
     c.jwt_secret = vec![Secret::new(SECRET)];
     c.retry = SHORT_RETRY;
@@ -52,7 +59,7 @@ async fn demo_page_reads_a_private_channel_with_a_token_and_a_bad_token_stays_cl
 }
 
 #[tokio::test]
-async fn demo_page_renews_its_token_on_herald_expired_and_misses_nothing() {
+async fn demo_page_renews_its_token_before_it_expires_and_misses_nothing() {
     if !browser_available() {
         return;
     }
