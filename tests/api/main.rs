@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod http2;
 mod memory;
+mod ops;
 mod presence;
 mod publish;
 mod replay;
