@@ -285,3 +285,88 @@ fn metric_names_are_read_out_of_promql() {
     );
     assert_eq!(metric_names("up == 0"), ["up"]);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[tokio::test]
+async fn cluster_example_serves_through_nginx_and_stops_everything() {
+    use tokio::io::AsyncBufReadExt;
+    if !have("redis-server") || !have("nginx") {
+        return;
+    }
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let dir = scratch("cluster");
+    let mut script = tokio::process::Command::new(repo("deploy/cluster/run.sh"))
+        .env("HERALD", herald_bin())
+        .env("CLUSTER_PORT", ports[0].to_string())
+        .env(
+            "NODE_PORTS",
+            format!("{} {} {}", ports[1], ports[2], ports[3]),
+        )
+        .env("REDIS_PORT", ports[4].to_string())
+        .env("CLUSTER_DIR", &dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("deploy/cluster/run.sh starts");
+    let mut lines = tokio::io::BufReader::new(script.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("cluster: http://") {
+                return;
+            }
+        }
+        panic!("run.sh ended before the cluster was up");
+    })
+    .await;
+    assert!(ready.is_ok(), "the cluster is up within 60 s");
+
+    // A stream through nginx gets what any node publishes.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let front = format!("http://127.0.0.1:{}", ports[0]);
+    let response = client
+        .get(format!("{front}/events/cluster"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = crate::helpers::Sse::from_response(response);
+    for (n, url) in [
+        (1, format!("http://127.0.0.1:{}/publish/cluster", ports[2])),
+        (2, format!("{front}/publish/cluster")),
+        (3, format!("http://127.0.0.1:{}/publish/cluster", ports[3])),
+    ] {
+        let published = client.post(url).body(format!("e{n}")).send().await.unwrap();
+        assert_eq!(published.status(), 200);
+    }
+    assert_eq!(events.data(3).await, ["e1", "e2", "e3"]);
+    let health = client.get(format!("{front}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // SIGTERM to the script stops every process it started.
+    let pid = script.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), script.wait())
+        .await
+        .expect("run.sh exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for port in &ports {
+        assert!(!port_open(*port), "port {port} closed after the stop");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
