@@ -35,11 +35,18 @@ impl ChannelName {
     /// `/events/{channel}`, ...): percent-decoded first, so `a%40b` is the
     /// channel `a@b` that a client's URL encoder may have written. A
     /// segment that decodes to something else than a valid name (`%2F`,
-    /// bytes that are not UTF-8) is refused like any bad name.
+    /// bytes that are not UTF-8) is refused like any bad name, and so are
+    /// `.` and `..`: dot segments, which browsers and URL libraries remove
+    /// from a path, so no page could reach such a channel by its URL.
     pub fn from_path(segment: &str) -> Result<ChannelName, InvalidInput> {
         let decoded = percent_encoding::percent_decode_str(segment)
             .decode_utf8()
             .map_err(|_| InvalidInput(CHANNEL_RULE))?;
+        if decoded == "." || decoded == ".." {
+            return Err(InvalidInput(
+                "`.` and `..` cannot name a channel in a URL path (they are dot segments)",
+            ));
+        }
         ChannelName::parse(&decoded)
     }
 
@@ -175,7 +182,10 @@ mod tests {
             ChannelName::from_path("user:42").unwrap().as_str(),
             "user:42"
         );
-        for bad in ["a%2Fb", "a%20b", "%FF", "%", "a%2", "%25"] {
+        assert_eq!(ChannelName::from_path("...").unwrap().as_str(), "...");
+        for bad in [
+            "a%2Fb", "a%20b", "%FF", "%", "a%2", "%25", ".", "..", "%2e%2E", "%2e",
+        ] {
             assert!(ChannelName::from_path(bad).is_err(), "{bad}");
         }
     }

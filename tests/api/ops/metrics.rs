@@ -191,3 +191,31 @@ async fn a_plain_http_node_has_no_certificate_series() {
         "an expiry of 0 would read as expired: {text}"
     );
 }
+
+/// With `--redis`: publishes are timed under `redis`, and
+/// `herald_backend_up{backend="redis"}` (what `HeraldBackendDown` reads)
+/// drops to 0 when Redis goes away.
+#[tokio::test]
+async fn redis_publishes_are_timed_under_redis_and_backend_up_follows_redis() {
+    let Some(mut redis) = crate::cluster::support::Redis::start(&[]).await else {
+        return;
+    };
+    let node = crate::cluster::support::node(&redis.url(), &[]).await;
+    node.publish("r", "one").await;
+    node.wait_for_metric(
+        "herald_publish_duration_seconds_count{backend=\"redis\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        node.metric("herald_publish_duration_seconds_count{backend=\"memory\"}")
+            .await,
+        0.0
+    );
+    node.wait_for_metric("herald_backend_up{backend=\"redis\"}", 1.0)
+        .await;
+
+    redis.kill();
+    node.wait_for_metric("herald_backend_up{backend=\"redis\"}", 0.0)
+        .await;
+}
