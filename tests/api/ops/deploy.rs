@@ -127,6 +127,25 @@ fn example_config_names_only_real_flags() {
         );
     }
     assert!(keys >= 10, "read {keys} keys");
+
+    // Where this build reads config files (SPEC §15, `--config`), the
+    // example must load as it is.
+    if !help.contains("--config") {
+        eprintln!("skipped: this build has no --config; deploy/herald.toml checked by key only");
+        return;
+    }
+    let config = std::process::Command::new(herald_bin())
+        .arg("config")
+        .env("HERALD_CONFIG", repo("deploy/herald.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "herald config with deploy/herald.toml: {}",
+        said(&config)
+    );
+    let effective = String::from_utf8_lossy(&config.stdout);
+    assert!(effective.contains("/var/lib/herald"), "{effective}");
 }
 
 #[test]
