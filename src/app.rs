@@ -258,8 +258,16 @@ where
             routes::events::websocket(state, &parts, channel, on_upgrade).await
         }
         Route::Subscribe(channel) => routes::events::subscribe(state, &parts, channel, head).await,
-        Route::Publish(Some(channel)) => routes::publish::one(state, &parts, body, channel).await,
-        Route::Publish(None) => routes::publish::batch(state, &parts, body).await,
+        Route::Publish(channel) => {
+            let started = std::time::Instant::now();
+            let result = match channel {
+                Some(channel) => routes::publish::one(state, &parts, body, channel).await,
+                None => routes::publish::batch(state, &parts, body).await,
+            };
+            let backend = state.log.backend();
+            state.metrics.publish_answered(backend, started.elapsed());
+            result
+        }
         Route::Disconnect => routes::disconnect::disconnect(state, &parts, body).await,
         Route::Healthz => Ok(routes::health::healthz(state)),
         Route::Metrics => Ok(routes::health::metrics(state)),

@@ -23,15 +23,31 @@ pub const RESERVED_EVENT_PREFIX: &str = "herald.";
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
 
+const CHANNEL_RULE: &str = "a channel name has 1 to 128 characters from A-Z a-z 0-9 _ - . : ~ @";
+
 impl ChannelName {
     pub fn parse(name: &str) -> Result<ChannelName, InvalidInput> {
-        check_token(
-            name,
-            MAX_CHANNEL_LEN,
-            b"_-.:~@",
-            "a channel name has 1 to 128 characters from A-Z a-z 0-9 _ - . : ~ @",
-        )?;
+        check_token(name, MAX_CHANNEL_LEN, b"_-.:~@", CHANNEL_RULE)?;
         Ok(ChannelName(Arc::from(name)))
+    }
+
+    /// A channel named by a path segment (`/publish/{channel}`,
+    /// `/events/{channel}`, ...): percent-decoded first, so `a%40b` is the
+    /// channel `a@b` that a client's URL encoder may have written. A
+    /// segment that decodes to something else than a valid name (`%2F`,
+    /// bytes that are not UTF-8) is refused like any bad name, and so are
+    /// `.` and `..`: dot segments, which browsers and URL libraries remove
+    /// from a path, so no page could reach such a channel by its URL.
+    pub fn from_path(segment: &str) -> Result<ChannelName, InvalidInput> {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| InvalidInput(CHANNEL_RULE))?;
+        if decoded == "." || decoded == ".." {
+            return Err(InvalidInput(
+                "`.` and `..` cannot name a channel in a URL path (they are dot segments)",
+            ));
+        }
+        ChannelName::parse(&decoded)
     }
 
     pub fn as_str(&self) -> &str {
@@ -155,6 +171,22 @@ mod tests {
     fn channel_names_accept_the_documented_alphabet() {
         for ok in ["a", "news", "user:42", "a.b-c_d~e@f", &"x".repeat(128)] {
             assert!(ChannelName::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_path_segment_is_percent_decoded_before_it_is_checked() {
+        assert_eq!(ChannelName::from_path("a%40b").unwrap().as_str(), "a@b");
+        assert_eq!(ChannelName::from_path("%6Eews").unwrap().as_str(), "news");
+        assert_eq!(
+            ChannelName::from_path("user:42").unwrap().as_str(),
+            "user:42"
+        );
+        assert_eq!(ChannelName::from_path("...").unwrap().as_str(), "...");
+        for bad in [
+            "a%2Fb", "a%20b", "%FF", "%", "a%2", "%25", ".", "..", "%2e%2E", "%2e",
+        ] {
+            assert!(ChannelName::from_path(bad).is_err(), "{bad}");
         }
     }
 

@@ -5,10 +5,42 @@
 //! `reason` of `herald_requests_rejected_total`, is registered when the server
 //! starts, so a scrape sees all of them from the first request on.
 
+use std::time::Duration;
+
 use crate::revocation::Reason;
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
+
+/// The `backend` label of `herald_publish_duration_seconds`: which log took
+/// the publish (SPEC §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Disk,
+    Redis,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Memory, Backend::Disk, Backend::Redis];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Disk => "disk",
+            Backend::Redis => "redis",
+        }
+    }
+}
+
+/// Buckets of `herald_publish_duration_seconds`: from a memory publish
+/// (tens of microseconds) through a disk fsync (milliseconds) and a Redis
+/// round trip, up to a body trickled until `--body-timeout`.
+const PUBLISH_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
 
 /// Why a request was refused: the `reason` label of
 /// `herald_requests_rejected_total`. Every refused request is counted once,
@@ -204,6 +236,16 @@ pub struct Metrics {
     disconnects: IntCounterVec,
     /// Revocations in force; set from the hub at scrape time.
     pub revocations_active: IntGauge,
+    /// HTTP publishes from request to answer, by backend; every answer
+    /// counts, refusals included.
+    publish_duration: HistogramVec,
+    /// When the served certificate expires (Unix seconds): registered only
+    /// once a certificate is loaded, so a plain-HTTP node has no series
+    /// that an expiry alert would read as "expired in 1970".
+    tls_certificate_expiry: IntGauge,
+    /// 1 while the backend this node runs takes publishes (memory and disk
+    /// always; Redis while it answers), under its `backend` label only.
+    backend_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -320,8 +362,31 @@ impl Metrics {
                 "herald_revocations_active",
                 "Token revocations in force (POST /disconnect with revoke).",
             ),
+            publish_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "herald_publish_duration_seconds",
+                    "HTTP publishes from request to answer (refusals included), by backend.",
+                )
+                .buckets(PUBLISH_BUCKETS.to_vec()),
+                &["backend"],
+            )
+            .expect("metric names are valid constants"),
+            tls_certificate_expiry: gauge(
+                "herald_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires, in Unix seconds (with --tls-cert).",
+            ),
+            backend_up: IntGaugeVec::new(
+                Opts::new(
+                    "herald_backend_up",
+                    "1 while this node's backend (label) takes publishes, else 0.",
+                ),
+                &["backend"],
+            )
+            .expect("metric names are valid constants"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
+            Box::new(metrics.publish_duration.clone()),
+            Box::new(metrics.backend_up.clone()),
             Box::new(transport),
             Box::new(metrics.ws_rejected.clone()),
             Box::new(metrics.connections_open.clone()),
@@ -370,7 +435,49 @@ impl Metrics {
         for reason in Reason::ALL {
             metrics.disconnects.with_label_values(&[reason.label()]);
         }
+        for backend in Backend::ALL {
+            metrics
+                .publish_duration
+                .with_label_values(&[backend.label()]);
+        }
+        // process_open_fds, process_max_fds, process_resident_memory_bytes,
+        // process_cpu_seconds_total, process_start_time_seconds: what the
+        // file-descriptor alert and the memory panel read (Linux only).
+        #[cfg(target_os = "linux")]
         metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector is registered once");
+        metrics
+    }
+
+    /// Counts one HTTP publish answered after `took`.
+    pub fn publish_answered(&self, backend: Backend, took: Duration) {
+        self.publish_duration
+            .with_label_values(&[backend.label()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets the state of the backend this node runs (at scrape time, so
+    /// the one series is there from the first scrape on).
+    pub fn backend_state(&self, backend: Backend, up: bool) {
+        self.backend_up
+            .with_label_values(&[backend.label()])
+            .set(i64::from(up));
+    }
+
+    /// Sets when the served certificate expires (Unix seconds), registering
+    /// the series the first time.
+    pub fn tls_certificate_expires(&self, unix_seconds: i64) {
+        if self.tls_certificate_expiry.get() == 0 {
+            // Only fails if already registered, which is what we want.
+            let _ = self
+                .registry
+                .register(Box::new(self.tls_certificate_expiry.clone()));
+        }
+        self.tls_certificate_expiry.set(unix_seconds);
     }
 
     /// A stream ended for a disconnect.

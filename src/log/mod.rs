@@ -47,7 +47,7 @@ use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::hub::presence::Member;
 use crate::hub::{unix_micros, ChannelInfo, Hub};
-use crate::metrics::RejectReason;
+use crate::metrics::{Backend, RejectReason};
 use crate::sse::PendingEvent;
 
 /// One event to publish, validated and encoded but not yet numbered.
@@ -159,6 +159,15 @@ impl Log {
         match self {
             Log::Memory(_) | Log::Disk(_) => Ok(()),
             Log::Redis(log) => log.prepare_subscribe(channels, resume, member).await,
+        }
+    }
+
+    /// Which backend this is, for the metrics.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Log::Memory(_) => Backend::Memory,
+            Log::Disk(_) => Backend::Disk,
+            Log::Redis(_) => Backend::Redis,
         }
     }
 

@@ -91,6 +91,13 @@ pub fn parse(body: &[u8], max_revoke: Duration, now_ms: u64) -> Result<Disconnec
              with sub, channel, jti and revoke"
         ))
     })?;
+    // `Option` reads a JSON null as absent; a null is a value of the wrong
+    // type here (every field is a string), so it is refused like one.
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) {
+        if let Some((key, _)) = fields.iter().find(|(_, v)| v.is_null()) {
+            return Err(bad(format!("`{key}` is a string, not null")));
+        }
+    }
     if request.sub.is_none() && request.channel.is_none() && request.jti.is_none() {
         return Err(bad(
             "say whom to disconnect: sub, channel, both, or jti".to_owned()

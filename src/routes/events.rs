@@ -173,7 +173,7 @@ pub fn parse_query(
 ) -> Result<(Vec<ChannelName>, Resume), ApiError> {
     let mut channels = Vec::new();
     if let Some(raw) = path_channel {
-        channels.push(ChannelName::parse(raw).map_err(ApiError::BadChannel)?);
+        channels.push(ChannelName::from_path(raw).map_err(ApiError::BadChannel)?);
     }
     let mut resume = Resume::Live;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {

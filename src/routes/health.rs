@@ -27,6 +27,9 @@ pub fn metrics(state: &State) -> Response {
     state.metrics.presence_members.set(members as i64);
     let revocations = state.hub.revocations().active();
     state.metrics.revocations_active.set(revocations as i64);
+    state
+        .metrics
+        .backend_state(state.log.backend(), state.log.is_up());
     let (content_type, text) = state.metrics.render();
     let mut response = http::Response::new(Body::Full(text.into()));
     if let Ok(value) = HeaderValue::from_str(&content_type) {

@@ -36,7 +36,7 @@ pub fn member(access: &Access, channels: &[ChannelName]) -> Result<Option<Member
 /// publish token, never kept by a shared cache. HEAD answers the same status
 /// and headers, `Content-Length` included (hyper leaves the body out).
 pub async fn roster(state: &State, req: &Parts, raw_channel: &str) -> Result<Response, ApiError> {
-    let channel = ChannelName::parse(raw_channel).map_err(ApiError::BadChannel)?;
+    let channel = ChannelName::from_path(raw_channel).map_err(ApiError::BadChannel)?;
     if !is_presence_channel(&channel) {
         return Err(ApiError::NotPresenceChannel);
     }

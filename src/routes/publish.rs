@@ -30,7 +30,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let channel = ChannelName::parse(channel).map_err(ApiError::BadChannel)?;
+    let channel = ChannelName::from_path(channel).map_err(ApiError::BadChannel)?;
     let access = state.auth.access(parts).await?;
     access.check_publish(std::slice::from_ref(&channel))?;
     let event = query_param(&parts.uri, "event")

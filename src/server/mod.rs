@@ -91,6 +91,7 @@ pub async fn serve(
     let config = &state.config;
     let tls = Tls::from_config(config)?.map(Arc::new);
     if let Some(tls) = &tls {
+        state.metrics.tls_certificate_expires(tls.expiry());
         tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
@@ -30,6 +31,9 @@ pub struct Tls {
     /// The config new handshakes use. A std lock: read once per handshake
     /// (an `Arc` clone), written only on reload, never held across `.await`.
     current: RwLock<Arc<ServerConfig>>,
+    /// When the leaf certificate of the current pair expires (Unix
+    /// seconds), for `herald_tls_certificate_expiry_timestamp_seconds`.
+    expiry: AtomicI64,
 }
 
 impl Tls {
@@ -52,12 +56,18 @@ impl Tls {
     }
 
     pub fn load(cert: &Path, key: &Path) -> io::Result<Tls> {
-        let config = server_config(cert, key)?;
+        let (config, expiry) = server_config(cert, key)?;
         Ok(Tls {
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: RwLock::new(Arc::new(config)),
+            expiry: AtomicI64::new(expiry),
         })
+    }
+
+    /// When the certificate new handshakes get expires, in Unix seconds.
+    pub fn expiry(&self) -> i64 {
+        self.expiry.load(Ordering::Relaxed)
     }
 
     /// An acceptor for one handshake, with the pair current now.
@@ -73,7 +83,9 @@ impl Tls {
     /// Rereads both files. On success new handshakes use the new pair; on
     /// failure the old pair stays and the error says why.
     pub fn reload(&self) -> io::Result<()> {
-        let config = Arc::new(server_config(&self.cert, &self.key)?);
+        let (config, expiry) = server_config(&self.cert, &self.key)?;
+        let config = Arc::new(config);
+        self.expiry.store(expiry, Ordering::Relaxed);
         *self
             .current
             .write()
@@ -83,9 +95,16 @@ impl Tls {
 }
 
 /// Builds the rustls config: ring, TLS 1.2 and 1.3, no client certificates,
-/// ALPN h2 and http/1.1, and a key checked against the certificate.
-fn server_config(cert: &Path, key: &Path) -> io::Result<ServerConfig> {
+/// ALPN h2 and http/1.1, and a key checked against the certificate; with
+/// when the leaf certificate expires (Unix seconds).
+fn server_config(cert: &Path, key: &Path) -> io::Result<(ServerConfig, i64)> {
     let chain = read_certs(cert)?;
+    let expiry = not_after(&chain[0]).map_err(|why| {
+        invalid(format!(
+            "--tls-cert {}: the first certificate is not valid X.509: {why}",
+            cert.display()
+        ))
+    })?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         let why = pem_error(e)
             + &hint(
@@ -109,7 +128,14 @@ fn server_config(cert: &Path, key: &Path) -> io::Result<ServerConfig> {
             ))
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
-    Ok(config)
+    Ok((config, expiry))
+}
+
+/// The `notAfter` of a certificate, in Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 fn read_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
@@ -175,10 +201,13 @@ pub async fn reload_on_signal(tls: Arc<Tls>, state: Arc<crate::state::State>) {
             changed = reloads.changed() => if changed.is_err() { return },
         }
         match tls.reload() {
-            Ok(()) => tracing::info!(
-                cert = %tls.cert.display(),
-                "TLS certificate reloaded; open connections keep theirs"
-            ),
+            Ok(()) => {
+                state.metrics.tls_certificate_expires(tls.expiry());
+                tracing::info!(
+                    cert = %tls.cert.display(),
+                    "TLS certificate reloaded; open connections keep theirs"
+                )
+            }
             Err(e) => tracing::error!(error = %e, "TLS reload refused; the old certificate stays"),
         }
     }

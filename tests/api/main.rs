@@ -15,6 +15,7 @@ mod hostile;
 mod http2;
 mod layers;
 mod memory;
+mod ops;
 mod presence;
 mod publish;
 mod replay;

@@ -277,3 +277,25 @@ async fn batch_that_would_pass_max_channels_is_503_and_publishes_nothing() {
     assert_eq!(channels.as_array().unwrap().len(), 1);
     assert_eq!(channels[0]["retained"], 1);
 }
+
+/// A URL encoder may write `@` (or any character) percent-encoded: the path
+/// names the same channel either way (found by schemathesis, SPEC §15).
+#[tokio::test]
+async fn a_percent_encoded_channel_in_the_path_is_the_same_channel() {
+    let app = spawn_app().await;
+    let mut events = app.subscribe("/events/user%40example", None).await;
+    app.publish_to("/publish/user@example", "plain").await;
+    app.publish_to("/publish/user%40example", "encoded").await;
+    assert_eq!(events.data(2).await, ["plain", "encoded"]);
+    let channels = app.channels().await;
+    assert_eq!(channels[0]["channel"], "user@example", "{channels}");
+
+    let slash = app
+        .client
+        .post(app.url("/publish/a%2Fb"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slash.status(), 400, "an encoded / is still no channel name");
+}

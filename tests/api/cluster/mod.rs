@@ -9,7 +9,7 @@
 mod chaos;
 mod disconnect;
 mod presence;
-mod support;
+pub(crate) mod support;
 
 use std::time::Duration;
 

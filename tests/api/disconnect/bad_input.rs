@@ -48,6 +48,12 @@ async fn bad_disconnects_are_refused_and_change_nothing() {
             400,
             "bad_channel",
         ),
+        (
+            "a null beside a valid channel",
+            r#"{"channel":"news","sub":null}"#.into(),
+            400,
+            "bad_disconnect",
+        ),
         ("empty sub", r#"{"sub":""}"#.into(), 400, "bad_disconnect"),
         ("sub too long", long_sub, 400, "bad_disconnect"),
         (
@@ -152,5 +158,5 @@ async fn bad_disconnects_are_refused_and_change_nothing() {
     let refused = app
         .metric("herald_requests_rejected_total{reason=\"bad_request\"}")
         .await;
-    assert_eq!(refused, 15.0);
+    assert_eq!(refused, 16.0);
 }
