@@ -68,7 +68,7 @@ impl State {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.hub()));
         let log = match &config.redis {
-            None => Log::memory(hub.clone()),
+            None => Log::memory(hub.clone(), &config),
             Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
                 &config,
                 url,
@@ -295,8 +295,12 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("last-event-id"),
             http::header::CONTENT_TYPE,
             http::header::AUTHORIZATION,
+            routes::publish::IDEMPOTENCY_KEY,
         ])
-        .expose_headers([http::header::RETRY_AFTER])
+        .expose_headers([
+            http::header::RETRY_AFTER,
+            routes::publish::IDEMPOTENT_REPLAYED,
+        ])
         .max_age(Duration::from_secs(3600))
 }
 
@@ -408,6 +412,9 @@ impl ApiError {
             ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,
             ApiError::ShuttingDown { .. } => RejectReason::ShuttingDown,
             ApiError::BackendUnavailable { .. } => RejectReason::BackendUnavailable,
+            ApiError::IdempotencyKeyReused => RejectReason::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress => RejectReason::IdempotencyInProgress,
+            ApiError::IdempotencyKeysFull { .. } => RejectReason::IdempotencyKeysFull,
             _ => match self.status() {
                 StatusCode::NOT_FOUND => RejectReason::NotFound,
                 StatusCode::METHOD_NOT_ALLOWED => RejectReason::MethodNotAllowed,

@@ -30,10 +30,16 @@ pub enum RejectReason {
     /// 403: a token that does not cover the channels, or `private-*` with
     /// no key configured.
     Forbidden,
+    /// 422: an idempotency key used for another request.
+    IdempotencyKeyReused,
+    /// 409: an idempotency key still being published.
+    IdempotencyInProgress,
+    /// 503: `--idempotency-max-keys` reached.
+    IdempotencyKeysFull,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::BadRequest,
         RejectReason::NotFound,
         RejectReason::MethodNotAllowed,
@@ -45,6 +51,9 @@ impl RejectReason {
         RejectReason::BackendUnavailable,
         RejectReason::Unauthorized,
         RejectReason::Forbidden,
+        RejectReason::IdempotencyKeyReused,
+        RejectReason::IdempotencyInProgress,
+        RejectReason::IdempotencyKeysFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -60,6 +69,9 @@ impl RejectReason {
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyTimeout => "body_timeout",
             RejectReason::BackendUnavailable => "backend_unavailable",
+            RejectReason::IdempotencyKeyReused => "idempotency_key_reused",
+            RejectReason::IdempotencyInProgress => "idempotency_in_progress",
+            RejectReason::IdempotencyKeysFull => "idempotency_keys_full",
         }
     }
 }
@@ -197,6 +209,9 @@ pub struct Metrics {
     /// How long startup recovery of the data directory took.
     pub recovery_seconds: Gauge,
     ws_rejected: IntCounterVec,
+    /// Publishes answered with the kept answer of an earlier request with
+    /// the same idempotency key (nothing published).
+    pub idempotent_replays: IntCounter,
 }
 
 impl Metrics {
@@ -297,6 +312,10 @@ impl Metrics {
                 "How long startup recovery of --data-dir took.",
             )
             .expect("metric names are valid constants"),
+            idempotent_replays: counter(
+                "herald_idempotent_replays_total",
+                "Publishes answered again from their Idempotency-Key (nothing published).",
+            ),
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(transport),
@@ -321,6 +340,10 @@ impl Metrics {
             Box::new(metrics.log_bytes.clone()),
             Box::new(metrics.recovery_seconds.clone()),
         ];
+        metrics
+            .registry
+            .register(Box::new(metrics.idempotent_replays.clone()))
+            .expect("each metric is registered once");
         for collector in collectors {
             metrics
                 .registry

@@ -3,19 +3,25 @@
 //!
 //! Everything is validated and encoded before [`publish`] hands the items to
 //! the log, so a refused request changes nothing. Every way of publishing
-//! (this route, and later others) goes through [`publish`].
+//! (this route, and later others) goes through [`publish`], or
+//! [`publish_keyed`] for a request with an idempotency key (SPEC §12): the
+//! key is taken in the log's table before the body is read (a second
+//! request with it meanwhile is a 409), and compared or kept once the
+//! request has passed every check.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::app::State;
+use crate::auth::Access;
 use crate::body::{Body, Response};
 use crate::domain::{ChannelName, EventType};
 use crate::error::ApiError;
-use crate::log::{PublishError, PublishItem, Published};
+use crate::log::idempotency::{self, Begin, Fingerprint, IdempotencyKey};
+use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::routes::{query_param, read_body, BoxError};
 use crate::sse::PendingEvent;
 
@@ -36,6 +42,7 @@ where
         .map(|t| EventType::parse(&t))
         .transpose()
         .map_err(ApiError::BadEventType)?;
+    let key = begin_header_key(state, parts, &access)?;
     let limit = state.config.max_event_bytes;
     let body = read_body(
         &parts.headers,
@@ -47,8 +54,8 @@ where
     .await?;
     let data = std::str::from_utf8(&body).map_err(|_| ApiError::NotUtf8)?;
     let item = item(channel, event.as_ref(), data, limit)?;
-    let published = publish(state, vec![item]).await?;
-    Ok(json_response(&published[0]))
+    let answer = publish_keyed(state, vec![item], key, || http_fingerprint(parts, &body)).await?;
+    Ok(answer.respond(|published| json_response(&published[0])))
 }
 
 pub async fn batch<B>(state: &State, parts: &Parts, body: B) -> Result<Response, ApiError>
@@ -58,6 +65,7 @@ where
 {
     let access = state.auth.access(parts)?;
     access.check_publish(&[])?;
+    let key = begin_header_key(state, parts, &access)?;
     let body = read_body(
         &parts.headers,
         body,
@@ -69,8 +77,163 @@ where
     let items = parse_batch(&body, state.config.max_event_bytes)?;
     let channels: Vec<ChannelName> = items.iter().map(|i| i.channel.clone()).collect();
     access.check_publish(&channels)?;
-    let published = publish(state, items).await?;
-    Ok(json_response(&published))
+    let answer = publish_keyed(state, items, key, || http_fingerprint(parts, &body)).await?;
+    Ok(answer.respond(|published| json_response(&published)))
+}
+
+/// `Idempotency-Key` (SPEC §12).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Marks an answer given again for a repeated request.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The request's `Idempotency-Key`, checked, and taken in the log's table
+/// (`None` without one, or with keys off).
+fn begin_header_key(
+    state: &State,
+    parts: &Parts,
+    access: &Access,
+) -> Result<Option<Begin>, ApiError> {
+    let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadIdempotencyKey(
+            "send one Idempotency-Key header, not several".into(),
+        ));
+    }
+    let key = IdempotencyKey::parse(value.as_bytes())
+        .map_err(|e| ApiError::BadIdempotencyKey(e.to_string()))?;
+    begin_key(state, &key, access)
+}
+
+/// Takes `key` of whoever `access` names in the log's table: a new key
+/// (the request's until it publishes or fails) or the answer kept for it;
+/// a key in flight is a 409, a full table a 503. `None` when keys are off
+/// (`--idempotency-window 0`).
+pub fn begin_key(
+    state: &State,
+    key: &IdempotencyKey,
+    access: &Access,
+) -> Result<Option<Begin>, ApiError> {
+    let keys = state.log.keys();
+    if !keys.enabled() {
+        return Ok(None);
+    }
+    match keys.begin(key.scoped(&principal(access))) {
+        Begin::InProgress => Err(ApiError::IdempotencyInProgress),
+        Begin::Full => Err(ApiError::IdempotencyKeysFull {
+            retry_after: state.config.retry,
+        }),
+        begun => Ok(Some(begun)),
+    }
+}
+
+/// Whose key space a request's key lives in: the JWT's user, or the
+/// publish token (and everyone when no auth is configured). A JWT without
+/// `sub` has a space of its own, shared by every such token.
+fn principal(access: &Access) -> String {
+    match (access.sub(), access.expires_at()) {
+        (Some(sub), _) => format!("sub:{sub}"),
+        (None, Some(_)) => "jwt".to_owned(),
+        (None, None) => "*".to_owned(),
+    }
+}
+
+/// What makes two HTTP publishes the same request: path, query and body
+/// bytes (the method is always POST).
+fn http_fingerprint(parts: &Parts, body: &[u8]) -> Fingerprint {
+    let query = parts.uri.query().unwrap_or("");
+    idempotency::fingerprint(&[b"http", parts.uri.path().as_bytes(), query.as_bytes(), body])
+}
+
+/// A publish's answer, and whether it is the kept answer of an earlier
+/// request with the same key.
+#[derive(Debug)]
+pub struct Answer {
+    pub published: Vec<Published>,
+    pub replayed: bool,
+}
+
+impl Answer {
+    fn respond(&self, render: impl FnOnce(&[Published]) -> Response) -> Response {
+        let mut response = render(&self.published);
+        if self.replayed {
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Publishes `items` under the key `begun` by [`begin_key`] (or none):
+/// the kept answer again for the same request (`fingerprint`, computed only
+/// then), a 422 for another, otherwise a publish that keeps the key in the
+/// same step of the log. A request that publishes nothing frees its key.
+pub async fn publish_keyed(
+    state: &State,
+    items: Vec<PublishItem>,
+    begun: Option<Begin>,
+    fingerprint: impl FnOnce() -> Fingerprint,
+) -> Result<Answer, ApiError> {
+    let ticket = match begun {
+        None => {
+            return Ok(Answer {
+                published: publish(state, items).await?,
+                replayed: false,
+            })
+        }
+        Some(Begin::Done {
+            fingerprint: kept,
+            rows,
+        }) => {
+            if kept != fingerprint() || rows.len() != items.len() {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            state.metrics.idempotent_replays.inc();
+            let published = items
+                .into_iter()
+                .zip(rows)
+                .map(|(item, row)| Published {
+                    id: row.id,
+                    channel: item.channel,
+                    subscribers: row.subscribers as usize,
+                })
+                .collect();
+            return Ok(Answer {
+                published,
+                replayed: true,
+            });
+        }
+        Some(Begin::New(ticket)) => ticket,
+        Some(Begin::InProgress | Begin::Full) => unreachable!("begin_key answers these"),
+    };
+    let request = ticket.request(fingerprint());
+    let keyed = state.log.publish_keyed(items, &request).await;
+    // Kept by the log (or not, if nothing was published): either way the
+    // key is no longer in flight.
+    drop(ticket);
+    match keyed.map_err(|e| publish_error(state, e))? {
+        Keyed::Published(published) => {
+            state
+                .metrics
+                .events_published
+                .inc_by(published.len() as u64);
+            Ok(Answer {
+                published,
+                replayed: false,
+            })
+        }
+        Keyed::Replayed(published) => {
+            state.metrics.idempotent_replays.inc();
+            Ok(Answer {
+                published,
+                replayed: true,
+            })
+        }
+        Keyed::Reused => Err(ApiError::IdempotencyKeyReused),
+    }
 }
 
 /// Parses and checks a whole batch; the first bad item refuses it all, with
@@ -165,12 +328,18 @@ pub async fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Publi
                 .inc_by(published.len() as u64);
             Ok(published)
         }
-        Err(PublishError::ChannelLimit) => Err(ApiError::ChannelLimit {
+        Err(e) => Err(publish_error(state, e)),
+    }
+}
+
+fn publish_error(state: &State, e: PublishError) -> ApiError {
+    match e {
+        PublishError::ChannelLimit => ApiError::ChannelLimit {
             retry_after: state.config.retry,
-        }),
-        Err(PublishError::Unavailable { retry_after, cause }) => {
+        },
+        PublishError::Unavailable { retry_after, cause } => {
             tracing::warn!(%cause, "publish refused: the event store is unavailable");
-            Err(ApiError::BackendUnavailable { retry_after, cause })
+            ApiError::BackendUnavailable { retry_after, cause }
         }
     }
 }

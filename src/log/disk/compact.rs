@@ -16,6 +16,8 @@ use std::thread::JoinHandle;
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 
+use crate::log::idempotency::KeyRecord;
+
 use super::files::{self, LogFile};
 use super::record::{self, Kind};
 
@@ -51,22 +53,24 @@ pub fn start(
     dir: PathBuf,
     through: EventId,
     channels: Vec<(ChannelName, EventId, Vec<Event>)>,
+    keys: Vec<KeyRecord>,
     replaced: Vec<LogFile>,
 ) -> Compaction {
     let doomed = replaced.clone();
     let handle = std::thread::Builder::new()
         .name("herald-compact".into())
-        .spawn(move || write(&dir, through, &channels, &doomed))
+        .spawn(move || write(&dir, through, &channels, &keys, &doomed))
         .expect("the system can start a thread");
     Compaction { handle, replaced }
 }
 
 /// Writes a snapshot file: the header, each channel's record (its mark)
-/// followed by its events, and the end record.
+/// followed by its events, the idempotency keys kept, and the end record.
 pub fn write_snapshot_file(
     path: &std::path::Path,
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
+    keys: &[KeyRecord],
 ) -> io::Result<u64> {
     let mut file = File::create(path)?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -88,6 +92,16 @@ pub fn write_snapshot_file(
             }
         }
     }
+    let mut payload = Vec::new();
+    for key in keys {
+        payload.clear();
+        key.encode(&mut payload);
+        record::encode(&mut buf, Kind::Key, through, 0, None, &payload);
+        if buf.len() >= 1 << 20 {
+            file.write_all(&buf)?;
+            buf.clear();
+        }
+    }
     record::encode(&mut buf, Kind::End, through, 0, None, &[]);
     file.write_all(&buf)?;
     file.sync_data()?;
@@ -98,10 +112,11 @@ fn write(
     dir: &std::path::Path,
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
+    keys: &[KeyRecord],
     replaced: &[LogFile],
 ) -> io::Result<(LogFile, u64)> {
     let tmp = files::temporary_path(dir, through.get());
-    let len = match write_snapshot_file(&tmp, through, channels) {
+    let len = match write_snapshot_file(&tmp, through, channels, keys) {
         Ok(len) => len,
         Err(e) => {
             let _ = fs::remove_file(&tmp);

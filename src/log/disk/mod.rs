@@ -33,6 +33,7 @@ use crate::domain::{ChannelName, EventId};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
+use super::idempotency::{KeyedRequest, Keys};
 use super::{PublishError, PublishItem, Published};
 pub use recover::OpenError;
 use writer::{Message, Writer};
@@ -42,6 +43,8 @@ use writer::{Message, Writer};
 const QUEUE: usize = 8192;
 
 pub struct DiskLog {
+    /// Idempotency keys: written with their events, restored at startup.
+    pub idempotency_keys: Arc<Keys>,
     queue: mpsc::Sender<Message>,
     retry_after: Duration,
     /// The writer thread, joined by [`DiskLog::close`].
@@ -62,10 +65,15 @@ impl DiskLog {
             .expect("DiskLog::open is called with --data-dir");
         let started = Instant::now();
         let lock = recover::check_dir(&dir)?;
+        let keys = Keys::new(
+            config.idempotency_window,
+            config.idempotency_max_keys as usize,
+            true,
+        );
         let found = {
             let mut applier = hub.applier();
             let window = recover::torn_window(config.max_batch_bytes.max(config.max_event_bytes));
-            let found = recover::recover(&dir, &mut applier, config.history_age, window)?;
+            let found = recover::recover(&dir, &mut applier, &keys, config.history_age, window)?;
             applier.raise_last(EventId::new(found.last));
             found
         };
@@ -104,6 +112,7 @@ impl DiskLog {
         tracing::info!(
             data_dir = %dir.display(),
             events = found.events,
+            idempotency_keys = keys.len(),
             channels = hub.channel_count(),
             bytes = on_disk,
             torn_tail_cut_bytes = found.cut,
@@ -116,6 +125,7 @@ impl DiskLog {
             dir,
             last_issued: hub.last_id(),
             hub,
+            keys: keys.clone(),
             metrics,
             fsync: config.fsync == Fsync::Batch,
             segment_bytes,
@@ -142,6 +152,7 @@ impl DiskLog {
                 source,
             })?;
         Ok(DiskLog {
+            idempotency_keys: keys,
             queue,
             retry_after: config.retry,
             writer: Mutex::new(Some(writer)),
@@ -149,9 +160,27 @@ impl DiskLog {
     }
 
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        self.send(items, None).await
+    }
+
+    /// Publishes and writes the key in the same group as the events; the
+    /// writer keeps it in [`DiskLog::keys`] before answering.
+    pub async fn publish_keyed(
+        &self,
+        items: Vec<PublishItem>,
+        request: &KeyedRequest,
+    ) -> Result<Vec<Published>, PublishError> {
+        self.send(items, Some(request.clone())).await
+    }
+
+    async fn send(
+        &self,
+        items: Vec<PublishItem>,
+        key: Option<KeyedRequest>,
+    ) -> Result<Vec<Published>, PublishError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Message::Publish { items, reply })
+            .send(Message::Publish { items, key, reply })
             .await
             .map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?

@@ -1,5 +1,5 @@
-//! The on-disk record: one event, one channel's mark, or one forgotten
-//! channel, framed with its length and a CRC-32 of its contents.
+//! The on-disk record: one event, one channel's mark, one forgotten
+//! channel, or one idempotency key, framed with its length and a CRC-32 of its contents.
 //!
 //! ```text
 //! len u32 LE | crc32 u32 LE | kind u8 | id u64 LE | data_len u32 LE
@@ -27,7 +27,8 @@ pub const MAX_RECORD: usize = 64 << 20;
 /// First bytes of every segment and snapshot file.
 pub const MAGIC: &[u8; 8] = b"HERALDLG";
 /// The format this herald writes; a file with a higher one is refused.
-pub const VERSION: u32 = 1;
+/// Version 2 added [`Kind::Key`].
+pub const VERSION: u32 = 2;
 /// Length of the file header: magic and version.
 pub const HEADER_LEN: usize = 12;
 
@@ -44,6 +45,10 @@ pub enum Kind {
     /// The last record of a complete snapshot; `id` is the newest id it
     /// covers.
     End = 4,
+    /// An idempotency key and the answer it keeps (SPEC §12): written in
+    /// the same group as the events it answers, after them; the payload
+    /// is a [`crate::log::idempotency::KeyRecord`], `id` its last event.
+    Key = 5,
 }
 
 impl Kind {
@@ -53,6 +58,7 @@ impl Kind {
             2 => Kind::Channel,
             3 => Kind::Forget,
             4 => Kind::End,
+            5 => Kind::Key,
             _ => return None,
         })
     }
@@ -253,8 +259,8 @@ mod tests {
         assert!(matches!(check_header(&header()), Ok(true)));
         assert!(matches!(check_header(&header()[..5]), Ok(false)));
         let mut newer = header();
-        newer[8] = 2;
-        assert!(matches!(check_header(&newer), Err(HeaderError::Newer(2))));
+        newer[8] = 3;
+        assert!(matches!(check_header(&newer), Err(HeaderError::Newer(3))));
         assert!(matches!(
             check_header(b"something else"),
             Err(HeaderError::NotOurs)

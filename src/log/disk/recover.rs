@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::domain::EventId;
 use crate::history::Event;
 use crate::hub::Applier;
+use crate::log::idempotency::{KeyRecord, Keys};
 
 use super::files::{self, Listing, LogFile};
 use super::record::{self, Kind, Read};
@@ -109,6 +110,7 @@ pub fn check_dir(dir: &Path) -> Result<fs::File, OpenError> {
 pub fn recover(
     dir: &Path,
     hub: &mut Applier<'_>,
+    keys: &Keys,
     max_age: Option<Duration>,
     torn_window: usize,
 ) -> Result<Recovered, OpenError> {
@@ -126,7 +128,7 @@ pub fn recover(
     // did not finish deleting; they are superseded).
     let mut through = 0;
     if let Some(snapshot) = listing.snapshots.last().cloned() {
-        through = read_snapshot(&snapshot, hub, &mut found)?;
+        through = read_snapshot(&snapshot, hub, keys, &mut found)?;
         found.last = through;
     }
 
@@ -135,7 +137,7 @@ pub fn recover(
     for (index, segment) in listing.segments.iter_mut().enumerate() {
         let is_newest = Some(index) == newest;
         let window = if is_newest { torn_window } else { 0 };
-        read_segment(segment, window, through, hub, &mut found)?;
+        read_segment(segment, window, through, hub, keys, &mut found)?;
     }
 
     // Files the snapshot made obsolete: every segment whose successor
@@ -161,6 +163,20 @@ pub fn recover(
     Ok(found)
 }
 
+/// Keeps a key read from disk, unless it has expired.
+fn restore_key(keys: &Keys, payload: &[u8], path: &Path, at: usize) -> Result<(), OpenError> {
+    match KeyRecord::decode(payload) {
+        Some(record) => {
+            keys.restore(record);
+            Ok(())
+        }
+        None => Err(damaged(
+            path,
+            format!("an idempotency key record at byte {at} does not decode"),
+        )),
+    }
+}
+
 fn damaged(path: &Path, what: impl Into<String>) -> OpenError {
     OpenError::Damaged {
         path: path.to_owned(),
@@ -180,6 +196,7 @@ fn read_file(file: &LogFile) -> Result<Vec<u8>, OpenError> {
 fn read_snapshot(
     file: &LogFile,
     hub: &mut Applier<'_>,
+    keys: &Keys,
     found: &mut Recovered,
 ) -> Result<u64, OpenError> {
     let bytes = read_file(file)?;
@@ -216,6 +233,7 @@ fn read_snapshot(
                 hub.restore_event(&name, event, rec.id);
                 found.events += 1;
             }
+            (Kind::Key, None) => restore_key(keys, rec.payload, &file.path, at)?,
             (Kind::End, _) if next == bytes.len() => return Ok(rec.id.get()),
             _ => {
                 return Err(damaged(
@@ -236,6 +254,7 @@ fn read_segment(
     torn_window: usize,
     through: u64,
     hub: &mut Applier<'_>,
+    keys: &Keys,
     found: &mut Recovered,
 ) -> Result<(), OpenError> {
     let is_newest = torn_window > 0;
@@ -296,6 +315,9 @@ fn read_segment(
                 }
             }
             (Kind::Forget, Some(name)) => hub.forget(&name, rec.id),
+            // Older than the snapshot: the snapshot holds it if it is kept.
+            (Kind::Key, None) if rec.id.get() <= through => {}
+            (Kind::Key, None) => restore_key(keys, rec.payload, &file.path, at)?,
             _ => {
                 return Err(damaged(
                     &file.path,

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 use crate::hub::Hub;
+use crate::log::idempotency::{KeyRecord, KeyedRequest, Keys, Row};
 use crate::log::{next_id, PublishError, PublishItem, Published};
 use crate::metrics::Metrics;
 
@@ -58,6 +59,8 @@ pub type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
 pub enum Message {
     Publish {
         items: Vec<PublishItem>,
+        /// Its idempotency key, written after its events.
+        key: Option<KeyedRequest>,
         reply: Reply,
     },
     /// The reaper dropped these channels when `through` was the newest id.
@@ -85,6 +88,8 @@ impl Message {
 pub struct Writer {
     pub dir: PathBuf,
     pub hub: Arc<Hub>,
+    /// Where a written key is kept once its group is durable.
+    pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
     /// `--fsync batch`: sync before answering.
     pub fsync: bool,
@@ -115,6 +120,10 @@ pub struct Writer {
 /// One admitted publish: its events, numbered, and whom to answer.
 struct Admitted {
     events: Vec<(ChannelName, Event)>,
+    /// The key written with the events; its answer is the one recorded
+    /// (subscribers counted when the ids were issued), so a replay after a
+    /// restart is the same bytes.
+    key: Option<KeyRecord>,
     reply: Reply,
 }
 
@@ -160,7 +169,7 @@ impl Writer {
         let (admitted, forgets) = self.admit(group);
         let mut admitted: Vec<Admitted> = admitted
             .into_iter()
-            .map(|(items, reply)| self.number(items, reply, buf))
+            .map(|(items, key, reply)| self.number(items, key, reply, buf))
             .collect();
         for (channels, through) in forgets {
             for channel in &channels {
@@ -201,10 +210,23 @@ impl Writer {
                         subscribers,
                     });
                 }
+                if let Some(key) = &request.key {
+                    for (answer, row) in published.iter_mut().zip(&key.rows) {
+                        answer.subscribers = row.subscribers as usize;
+                    }
+                }
                 answers.push(published);
             }
         }
         for (request, published) in admitted.into_iter().zip(answers) {
+            if let Some(key) = request.key {
+                let rows = key.rows.clone();
+                let request = KeyedRequest {
+                    scope: key.scope,
+                    fingerprint: key.fingerprint,
+                };
+                self.keys.complete(&request, rows);
+            }
             let _ = request.reply.send(Ok(published));
         }
     }
@@ -217,7 +239,7 @@ impl Writer {
         &self,
         group: &mut Vec<Message>,
     ) -> (
-        Vec<(Vec<PublishItem>, Reply)>,
+        Vec<(Vec<PublishItem>, Option<KeyedRequest>, Reply)>,
         Vec<(Vec<ChannelName>, EventId)>,
     ) {
         let mut admitted = Vec::with_capacity(group.len());
@@ -226,7 +248,7 @@ impl Writer {
         let mut created: HashSet<ChannelName> = HashSet::new();
         for message in group.drain(..) {
             match message {
-                Message::Publish { items, reply } => {
+                Message::Publish { items, key, reply } => {
                     let mut new: Vec<&ChannelName> = items
                         .iter()
                         .map(|i| &i.channel)
@@ -239,7 +261,7 @@ impl Writer {
                         continue;
                     }
                     created.extend(new.into_iter().cloned());
-                    admitted.push((items, reply));
+                    admitted.push((items, key, reply));
                 }
                 Message::Forget { channels, through } => forgets.push((channels, through)),
                 Message::Stop => {}
@@ -249,8 +271,14 @@ impl Writer {
     }
 
     /// Issues the ids of one request and encodes its records into `buf`.
-    fn number(&mut self, items: Vec<PublishItem>, reply: Reply, buf: &mut Vec<u8>) -> Admitted {
-        let events = items
+    fn number(
+        &mut self,
+        items: Vec<PublishItem>,
+        key: Option<KeyedRequest>,
+        reply: Reply,
+        buf: &mut Vec<u8>,
+    ) -> Admitted {
+        let events: Vec<(ChannelName, Event)> = items
             .into_iter()
             .map(|item| {
                 let id = next_id(self.last_issued);
@@ -273,7 +301,26 @@ impl Writer {
                 (item.channel, event)
             })
             .collect();
-        Admitted { events, reply }
+        let key = key.map(|key| {
+            let record = KeyRecord {
+                scope: key.scope,
+                fingerprint: key.fingerprint,
+                rows: events
+                    .iter()
+                    .map(|(channel, event)| Row {
+                        id: event.id,
+                        subscribers: u32::try_from(self.hub.subscribers(channel))
+                            .unwrap_or(u32::MAX),
+                    })
+                    .collect(),
+                expires_ms: self.keys.expires_ms(),
+            };
+            let mut payload = Vec::with_capacity(64);
+            record.encode(&mut payload);
+            record::encode(buf, Kind::Key, self.last_issued, 0, None, &payload);
+            record
+        });
+        Admitted { events, key, reply }
     }
 
     /// Writes `buf` at the end of the active segment and syncs it; on
@@ -409,12 +456,14 @@ impl Writer {
         // say (this thread is the only one applying), up to `through`.
         let through = self.hub.last_id();
         let channels = self.hub.snapshot();
+        let keys = self.keys.export();
         let replaced: Vec<files::LogFile> =
             self.closed.drain(..).chain(self.snapshot.take()).collect();
         self.compaction = Some(compact::start(
             self.dir.clone(),
             through,
             channels,
+            keys,
             replaced,
         ));
     }
