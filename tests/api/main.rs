@@ -10,6 +10,7 @@ mod endpoints;
 mod helpers;
 mod hostile;
 mod http2;
+mod idempotency;
 mod memory;
 mod presence;
 mod publish;

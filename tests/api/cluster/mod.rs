@@ -8,7 +8,7 @@
 
 mod chaos;
 mod presence;
-mod support;
+pub(crate) mod support;
 
 use std::time::Duration;
 
