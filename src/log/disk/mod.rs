@@ -79,9 +79,12 @@ impl DiskLog {
         };
         let segment_bytes = config.segment_bytes as u64;
         let mut closed = found.listing.segments;
-        let reusable = closed
-            .last()
-            .is_some_and(|newest| newest.len < segment_bytes);
+        // A segment of an older format is closed, not appended to: an older
+        // herald must never meet a record kind it does not know in a file
+        // whose header it accepts.
+        let reusable = closed.last().is_some_and(|newest| {
+            newest.len < segment_bytes && record::version(&newest.path) == Some(record::VERSION)
+        });
         let active = if reusable { closed.pop() } else { None };
         let not_writable = |source| OpenError::NotWritable {
             path: dir.clone(),

@@ -82,6 +82,17 @@ pub fn header() -> [u8; HEADER_LEN] {
     h
 }
 
+/// The format version in a file's header, if it has one.
+pub fn version(path: &std::path::Path) -> Option<u32> {
+    use std::io::Read;
+    let mut header = [0; HEADER_LEN];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    (&header[..8] == MAGIC).then(|| u32::from_le_bytes(header[8..].try_into().expect("4 bytes")))
+}
+
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {

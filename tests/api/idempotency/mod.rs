@@ -509,3 +509,37 @@ async fn keys_survive_a_kill_9_restart_with_data_dir_and_expired_ones_are_droppe
     assert_eq!(fresh.replayed, None, "expired while the server was down");
     assert_ne!(fresh.json()["id"], after.json()["id"]);
 }
+
+#[tokio::test]
+async fn a_segment_of_the_older_format_is_closed_not_appended_to() {
+    // An empty segment as a herald of format 1 leaves it.
+    let dir = TempDir::new("idempotency-v1");
+    let old = dir.join(&format!("{:020}.log", 1));
+    let mut header = b"HERALDLG".to_vec();
+    header.extend_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&old, &header).unwrap();
+
+    let node = Binary::start(&["--data-dir", dir.arg()]).await;
+    let answer = post(
+        &node.client,
+        &node.url("/publish/news"),
+        Some("k"),
+        None,
+        "x",
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    node.kill9().await;
+
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        header,
+        "an older herald can still read it"
+    );
+    let newer: Vec<_> = crate::durable::log_files(&dir.path)
+        .into_iter()
+        .filter(|p| *p != old)
+        .collect();
+    assert_eq!(newer.len(), 1, "the key went to a new segment");
+    assert_eq!(std::fs::read(&newer[0]).unwrap()[8..12], 2u32.to_le_bytes());
+}
