@@ -72,12 +72,14 @@ impl IdempotencyKey {
         &self.0
     }
 
-    /// The key in the space of `principal` (who publishes).
-    pub fn scoped(&self, principal: &str) -> Arc<str> {
-        let mut s = String::with_capacity(self.0.len() + 1 + principal.len());
+    /// The key in the space of the principal (who publishes) that the
+    /// `principal` parts spell.
+    pub fn scoped(&self, principal: &[&str]) -> Arc<str> {
+        let len = principal.iter().map(|p| p.len()).sum::<usize>();
+        let mut s = String::with_capacity(self.0.len() + 1 + len);
         s.push_str(&self.0);
         s.push(' ');
-        s.push_str(principal);
+        principal.iter().for_each(|p| s.push_str(p));
         s.into()
     }
 }
@@ -244,6 +246,11 @@ impl Keys {
         })
     }
 
+    /// Whether this table keeps answers (not with `--redis`).
+    pub fn keeps(&self) -> bool {
+        self.keep
+    }
+
     /// Whether keys are on (`--idempotency-window` above zero).
     pub fn enabled(&self) -> bool {
         !self.window.is_zero()
@@ -286,6 +293,7 @@ impl Keys {
                 Begin::New(Ticket {
                     keys: self.clone(),
                     scope,
+                    kept: false,
                 })
             }
         }
@@ -323,16 +331,14 @@ impl Keys {
         if !self.keep {
             return;
         }
+        let done = Entry::Done {
+            fingerprint,
+            rows: rows.into_boxed_slice(),
+            expires,
+        };
         let mut inner = self.lock();
         inner.expiry.push_back((expires, scope.clone()));
-        inner.map.insert(
-            scope,
-            Entry::Done {
-                fingerprint,
-                rows: rows.into_boxed_slice(),
-                expires,
-            },
-        );
+        inner.map.insert(scope, done);
     }
 
     /// Every kept key that has not expired, for a snapshot of the disk log.
@@ -394,6 +400,8 @@ impl Inner {
 pub struct Ticket {
     keys: Arc<Keys>,
     scope: Arc<str>,
+    /// The log kept the key: nothing to free.
+    kept: bool,
 }
 
 impl Ticket {
@@ -404,10 +412,19 @@ impl Ticket {
             fingerprint,
         }
     }
+
+    /// The log kept the key (it published): the table has it as done, so
+    /// dropping the ticket has nothing to do.
+    pub fn kept(mut self) {
+        self.kept = self.keys.keep;
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let mut inner = self.keys.lock();
         if let Some(Entry::InFlight) = inner.map.get(&self.scope) {
             inner.map.remove(&self.scope);
@@ -465,7 +482,7 @@ mod tests {
     #[test]
     fn a_key_is_in_flight_then_done_or_free_again() {
         let keys = Keys::new(Duration::from_secs(60), 10, true);
-        let scope = IdempotencyKey::parse(b"k").unwrap().scoped("*");
+        let scope = IdempotencyKey::parse(b"k").unwrap().scoped(&["*"]);
         let Begin::New(ticket) = keys.begin(scope.clone()) else {
             panic!("a new key");
         };
@@ -489,12 +506,13 @@ mod tests {
     fn keys_expire_after_the_window_and_the_table_is_bounded() {
         let keys = Keys::new(Duration::from_millis(30), 2, true);
         for name in [&b"a"[..], b"b"] {
-            let Begin::New(t) = keys.begin(IdempotencyKey::parse(name).unwrap().scoped("*")) else {
+            let Begin::New(t) = keys.begin(IdempotencyKey::parse(name).unwrap().scoped(&["*"]))
+            else {
                 panic!("new");
             };
             keys.complete(&t.request([0; 16]), rows());
         }
-        let c = IdempotencyKey::parse(b"c").unwrap().scoped("*");
+        let c = IdempotencyKey::parse(b"c").unwrap().scoped(&["*"]);
         assert!(matches!(keys.begin(c.clone()), Begin::Full));
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(keys.begin(c), Begin::New(_)));
@@ -508,7 +526,7 @@ mod tests {
     #[test]
     fn a_node_on_redis_keeps_only_keys_in_flight() {
         let keys = Keys::new(Duration::from_secs(60), 10, false);
-        let scope = IdempotencyKey::parse(b"k").unwrap().scoped("*");
+        let scope = IdempotencyKey::parse(b"k").unwrap().scoped(&["*"]);
         let Begin::New(t) = keys.begin(scope.clone()) else {
             panic!("new");
         };

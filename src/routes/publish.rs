@@ -132,11 +132,11 @@ pub fn begin_key(
 /// Whose key space a request's key lives in: the JWT's user, or the
 /// publish token (and everyone when no auth is configured). A JWT without
 /// `sub` has a space of its own, shared by every such token.
-fn principal(access: &Access) -> String {
+fn principal(access: &Access) -> [&str; 2] {
     match (access.sub(), access.expires_at()) {
-        (Some(sub), _) => format!("sub:{sub}"),
-        (None, Some(_)) => "jwt".to_owned(),
-        (None, None) => "*".to_owned(),
+        (Some(sub), _) => ["sub:", sub],
+        (None, Some(_)) => ["jwt", ""],
+        (None, None) => ["*", ""],
     }
 }
 
@@ -213,9 +213,9 @@ pub async fn publish_keyed(
     let keyed = state.log.publish_keyed(items, &request).await;
     // Kept by the log (or not, if nothing was published): either way the
     // key is no longer in flight.
-    drop(ticket);
     match keyed.map_err(|e| publish_error(state, e))? {
         Keyed::Published(published) => {
+            ticket.kept();
             state
                 .metrics
                 .events_published
