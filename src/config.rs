@@ -103,7 +103,7 @@ pub struct Config {
     #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = duration)]
     pub idempotency_window: Duration,
 
-    /// Most idempotency keys this node keeps in memory (about 300 bytes
+    /// Most idempotency keys this node keeps in memory (about 270 bytes
     /// each); past it a publish with a new key gets 503 until keys expire.
     /// With --redis the keys live in Redis and this bounds only those in
     /// flight.
