@@ -47,6 +47,14 @@
 # events (1000 channels x 1000, 100 B each) are published, the server is
 # killed with SIGKILL and restarted, and its recovery time is read from
 # herald_recovery_seconds. Writes target/bench/durable.md.
+#
+# --idempotency: publishes/s with an Idempotency-Key on every request (each
+# its own key, none a retry) against none, in the same run (A B A B), on an
+# in-memory herald and on a herald with --redis (a redis-server started
+# here on HERALD_BENCH_PORT+5); the publish scenario, 16 keep-alive
+# publishers; a fresh herald per run. Also reads the resident memory the
+# in-memory herald gained per key kept. Writes target/bench/idempotency.md.
+#   scripts/bench.sh --idempotency [--quick] [--runs N]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,6 +75,7 @@ declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls
   [ws]=$((HERALD_PORT + 4)) [auth]=$((HERALD_PORT + 5)))
 declare -A T_PID=()
 DURABLE=""
+IDEMPOTENCY=""
 
 # Scale-out on Redis (issue 11) is its own suite: scripts/bench-redis.sh.
 for arg in "$@"; do
@@ -81,14 +90,15 @@ while [ $# -gt 0 ]; do
     --transports) TRANSPORTS=$2; shift ;;
     --auth) AUTH=$2; shift ;;
     --nchan) NCHAN=$2; shift ;;
-    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
+    --idempotency) IDEMPOTENCY=1 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ -z "$DURABLE" ] && [ "$NCHAN" = on ] && [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
+if [ -z "$DURABLE$IDEMPOTENCY" ] && [ "$NCHAN" = on ] && [ ! -x "$PEERS/nchan-start.sh" ] && [ ! -f "$PEERS/nchan-start.sh" ]; then
   echo "bench.sh: Nchan peer scripts not found at $PEERS" >&2
   echo "  expected nchan-start.sh and nchan-stop.sh there (../shared/peers beside the repo);" >&2
   echo "  set PEERS_DIR=/path/to/peers to point elsewhere." >&2
@@ -334,6 +344,97 @@ PY
 
 if [ -n "$DURABLE" ]; then
   run_durable
+  exit 0
+fi
+
+# ---- --idempotency: Idempotency-Key on every publish vs none, same run ----
+IDEM_PID=""
+REDIS_PID=""
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+run_idempotency() {
+  local idir=$OUT/idempotency port=$HERALD_PORT redis_port=$((HERALD_PORT + 5))
+  command -v redis-server >/dev/null || { echo "bench.sh: redis-server not installed" >&2; exit 2; }
+  rm -rf "$idir"; mkdir -p "$idir"
+  local runs=$idir/runs.jsonl log=$idir/herald.log mem=$idir/memory.jsonl
+  : >"$runs"; : >"$log"; : >"$mem"
+  trap 'stop_pid "$IDEM_PID"; stop_pid "$REDIS_PID"' EXIT
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$idir" --daemonize no >"$idir/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  local start_s
+  start_s=$(date +%s)
+  for round in $(seq 1 "$RUNS"); do
+    echo "== idempotency round $round/$RUNS" >&2
+    for backend in memory redis; do
+      for keys in none keys; do
+        local extra=()
+        [ "$backend" = redis ] && extra=(--redis "redis://127.0.0.1:$redis_port/0" --redis-prefix "b$round$keys")
+        IDEM_PID=$(start_one "$port" "$log" "${extra[@]}")
+        local before
+        before=$(rss_kib "$IDEM_PID")
+        line=$(HERALD_BENCH_IDEMPOTENCY_KEYS=$([ "$keys" = keys ] && echo 1 || echo 0) \
+          "$BENCH" run --target "$backend-$keys" --addr "127.0.0.1:$port" --pid "$IDEM_PID" --scenario publish \
+          --round "$round" --threads "$THREADS" $QUICK --out "$runs" 2>>"$idir/bench-tool.log" | tail -1) || true
+        printf '   %-14s %s\n' "$backend-$keys" "$(echo "$line" | cut -c1-120)" >&2
+        if [ "$backend" = memory ]; then
+          local published
+          published=$(metric "$port" herald_events_published_total)
+          echo "{\"keys\":\"$keys\",\"round\":$round,\"rss_gain_kib\":$(( $(rss_kib "$IDEM_PID") - before )),\"published\":$published}" >>"$mem"
+        fi
+        stop_pid "$IDEM_PID"; IDEM_PID=""
+        sleep 1
+      done
+    done
+  done
+  python3 - "$runs" "$mem" "$OUT/idempotency.md" "$RUNS" "$(( $(date +%s) - start_s ))" "${QUICK:+quick}" <<'PY'
+import json, statistics, sys, subprocess, os
+runs, mem, out, rounds, took, quick = sys.argv[1:7]
+rate, by_round = {}, {}
+for line in open(runs):
+    r = json.loads(line)
+    if r.get("ok"):
+        v = r["metrics"]["publishes_per_s"]
+        rate.setdefault(r["target"], []).append(v)
+        by_round[(r["target"], r["round"])] = v
+gain = {}
+for line in open(mem):
+    r = json.loads(line)
+    gain.setdefault(r["keys"], []).append((r["rss_gain_kib"], r["published"]))
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+med = lambda v: statistics.median(v) if v else float("nan")
+lines = [
+    "## publishes/s with an Idempotency-Key on every publish vs none, same run",
+    "",
+    f"herald {rev}; {rounds} round(s){' (quick)' if quick else ''}; took {took} s; {os.cpu_count()} cores shared "
+    "with the load tool, Redis and other work on this machine: figures vary with its load.",
+    "",
+    "16 keep-alive publishers, each its own channel, no subscribers; every keyed publish has its own key (none is a retry).",
+    "Rates are medians over rounds; the ratio is keys / none within each round, then the median.",
+    "",
+    "| backend | none publishes/s | keys publishes/s | keys / none |",
+    "|---|---:|---:|---:|",
+]
+for b in ("memory", "redis"):
+    n, k = med(rate.get(f"{b}-none", [])), med(rate.get(f"{b}-keys", []))
+    ratios = [by_round[(f"{b}-keys", r)] / v for (t, r), v in by_round.items()
+              if t == f"{b}-none" and (f"{b}-keys", r) in by_round]
+    lines.append(f"| {b} | {n:,.0f} | {k:,.0f} | {med(ratios):.2f} |")
+if gain.get("keys"):
+    per = [1024 * (g - n_g) / max(p, 1) for (g, p), (n_g, _) in zip(gain["keys"], gain.get("none", [(0, 0)] * len(gain["keys"])))]
+    lines += ["", f"In-memory herald: resident memory gained per key kept, over the same run without keys: "
+              f"{med(per):,.0f} bytes (RSS, so allocator slack included)."]
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+  echo "wrote $OUT/idempotency.md" >&2
+}
+
+if [ -n "$IDEMPOTENCY" ]; then
+  run_idempotency
   exit 0
 fi
 

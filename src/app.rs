@@ -190,8 +190,12 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("last-event-id"),
             http::header::CONTENT_TYPE,
             http::header::AUTHORIZATION,
+            routes::publish::IDEMPOTENCY_KEY,
         ])
-        .expose_headers([http::header::RETRY_AFTER])
+        .expose_headers([
+            http::header::RETRY_AFTER,
+            routes::publish::IDEMPOTENT_REPLAYED,
+        ])
         .max_age(Duration::from_secs(3600))
 }
 
@@ -312,6 +316,9 @@ impl ApiError {
             ApiError::ConnectionLimit { .. } => RejectReason::ConnectionLimit,
             ApiError::ShuttingDown { .. } => RejectReason::ShuttingDown,
             ApiError::BackendUnavailable { .. } => RejectReason::BackendUnavailable,
+            ApiError::IdempotencyKeyReused => RejectReason::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress => RejectReason::IdempotencyInProgress,
+            ApiError::IdempotencyKeysFull { .. } => RejectReason::IdempotencyKeysFull,
             _ => match self.status() {
                 StatusCode::NOT_FOUND => RejectReason::NotFound,
                 StatusCode::METHOD_NOT_ALLOWED => RejectReason::MethodNotAllowed,

@@ -109,6 +109,19 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_BATCH_BYTES", default_value = "1MiB", value_parser = byte_size)]
     pub max_batch_bytes: usize,
 
+    /// How long a publish's Idempotency-Key is kept with its answer: a retry
+    /// with the same key and request within it gets the first answer and
+    /// publishes nothing (0 turns keys off).
+    #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = duration)]
+    pub idempotency_window: Duration,
+
+    /// Most idempotency keys this node keeps in memory (about 270 bytes
+    /// each); past it a publish with a new key gets 503 until keys expire.
+    /// With --redis the keys live in Redis and this bounds only those in
+    /// flight.
+    #[arg(long, env = "HERALD_IDEMPOTENCY_MAX_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub idempotency_max_keys: u32,
+
     /// Live events a subscriber may fall behind before it is caught up from history.
     #[arg(long, env = "HERALD_STREAM_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_buffer: u32,
@@ -512,6 +525,8 @@ mod tests {
         assert_eq!(c.jwks_refresh, Duration::from_secs(300));
         assert!(!c.heartbeat_event);
         assert_eq!(c.max_revoke, Duration::from_secs(24 * 3600));
+        assert_eq!(c.idempotency_window, Duration::from_secs(600));
+        assert_eq!(c.idempotency_max_keys, 1_000_000);
     }
 
     #[test]

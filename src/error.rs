@@ -88,6 +88,18 @@ pub enum ApiError {
     NoMember { channels: Vec<ChannelName> },
     #[error("presence is kept only for channels named presence-*")]
     NotPresenceChannel,
+    /// A malformed `Idempotency-Key` (or WebSocket `idempotency_key`).
+    #[error("{0}")]
+    BadIdempotencyKey(String),
+    /// The key was used for another request (SPEC §12).
+    #[error("this Idempotency-Key was used for a different request (path, query or body) within --idempotency-window: use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// An earlier request with the key is still being published.
+    #[error("a request with this Idempotency-Key is still being published: retry in a second to get its answer")]
+    IdempotencyInProgress,
+    /// The node holds `--idempotency-max-keys` keys.
+    #[error("the server holds its maximum number of idempotency keys (--idempotency-max-keys); nothing was published, retry later")]
+    IdempotencyKeysFull { retry_after: Duration },
     #[error(
         "channels named private-* and presence-* need access control, and none is configured \
          (--jwt-secret, --jwt-public-key, --jwks-file, --publish-token)"
@@ -119,7 +131,10 @@ impl ApiError {
             | ApiError::BadBatchItem { .. }
             | ApiError::BodyRead(_)
             | ApiError::BadUpgrade(_)
-            | ApiError::NotPresenceChannel => StatusCode::BAD_REQUEST,
+            | ApiError::NotPresenceChannel
+            | ApiError::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::EventTooLarge { .. } | ApiError::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -129,7 +144,8 @@ impl ApiError {
             ApiError::ChannelLimit { .. }
             | ApiError::ConnectionLimit { .. }
             | ApiError::ShuttingDown { .. }
-            | ApiError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::BackendUnavailable { .. }
+            | ApiError::IdempotencyKeysFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. }
             | ApiError::OriginNotAllowed
@@ -166,6 +182,10 @@ impl ApiError {
             }
             ApiError::NotPresenceChannel => "not_a_presence_channel",
             ApiError::AuthNotConfigured { .. } => "auth_not_configured",
+            ApiError::BadIdempotencyKey(_) => "bad_idempotency_key",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::IdempotencyKeysFull { .. } => "idempotency_keys_full",
         }
     }
 
@@ -210,9 +230,13 @@ impl ApiError {
             ApiError::ChannelLimit { retry_after }
             | ApiError::ConnectionLimit { retry_after }
             | ApiError::ShuttingDown { retry_after }
-            | ApiError::BackendUnavailable { retry_after, .. } => {
+            | ApiError::BackendUnavailable { retry_after, .. }
+            | ApiError::IdempotencyKeysFull { retry_after } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::IdempotencyInProgress => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1));
             }
             // RFC 6750 §3.
             ApiError::Unauthorized { invalid } => {

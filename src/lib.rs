@@ -52,6 +52,8 @@
 //! - [`history`]: one channel's ring buffer and the replay/gap rule; pure.
 //! - [`metrics`]: the Prometheus counters and gauges.
 //! - [`reload`]: the SIGHUP fan-out ("reread your files").
+//! - [`idempotency`]: the rules of an `Idempotency-Key`, the table of
+//!   kept answers every log holds, and a key's bytes on disk.
 //! - [`revocation`]: `POST /disconnect`'s order and the revocations in
 //!   force: what auth checks every JWT against, what the hub ends streams
 //!   by, what the log records.
@@ -65,6 +67,7 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod idempotency;
 pub mod log;
 pub mod metrics;
 pub mod publish;

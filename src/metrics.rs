@@ -63,10 +63,16 @@ pub enum RejectReason {
     /// 403: a token that does not cover the channels, or `private-*` with
     /// no key configured.
     Forbidden,
+    /// 422: an idempotency key used for another request.
+    IdempotencyKeyReused,
+    /// 409: an idempotency key still being published.
+    IdempotencyInProgress,
+    /// 503: `--idempotency-max-keys` reached.
+    IdempotencyKeysFull,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::BadRequest,
         RejectReason::NotFound,
         RejectReason::MethodNotAllowed,
@@ -78,6 +84,9 @@ impl RejectReason {
         RejectReason::BackendUnavailable,
         RejectReason::Unauthorized,
         RejectReason::Forbidden,
+        RejectReason::IdempotencyKeyReused,
+        RejectReason::IdempotencyInProgress,
+        RejectReason::IdempotencyKeysFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -93,6 +102,9 @@ impl RejectReason {
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyTimeout => "body_timeout",
             RejectReason::BackendUnavailable => "backend_unavailable",
+            RejectReason::IdempotencyKeyReused => "idempotency_key_reused",
+            RejectReason::IdempotencyInProgress => "idempotency_in_progress",
+            RejectReason::IdempotencyKeysFull => "idempotency_keys_full",
         }
     }
 }
@@ -246,6 +258,9 @@ pub struct Metrics {
     /// 1 while the backend this node runs takes publishes (memory and disk
     /// always; Redis while it answers), under its `backend` label only.
     backend_up: IntGaugeVec,
+    /// Publishes answered with the kept answer of an earlier request with
+    /// the same idempotency key (nothing published).
+    pub idempotent_replays: IntCounter,
 }
 
 impl Metrics {
@@ -383,6 +398,10 @@ impl Metrics {
                 &["backend"],
             )
             .expect("metric names are valid constants"),
+            idempotent_replays: counter(
+                "herald_idempotent_replays_total",
+                "Publishes answered again from their Idempotency-Key (nothing published).",
+            ),
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.publish_duration.clone()),
@@ -411,6 +430,10 @@ impl Metrics {
             Box::new(metrics.disconnects.clone()),
             Box::new(metrics.revocations_active.clone()),
         ];
+        metrics
+            .registry
+            .register(Box::new(metrics.idempotent_replays.clone()))
+            .expect("each metric is registered once");
         for collector in collectors {
             metrics
                 .registry

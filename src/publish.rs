@@ -3,13 +3,17 @@
 //! /publish` takes in a batch and a WebSocket publish message carries), then
 //! handed to the log ([`publish`]), whose refusals become [`ApiError`]s.
 //! `routes::publish` (HTTP) and `transport::ws` (publish messages) call it
-//! after their own checks, such as auth.
+//! after their own checks, such as auth; with an idempotency key (SPEC §12)
+//! they take the key first ([`begin_key`]) and publish with
+//! [`publish_keyed`].
 
 use serde_json::Value;
 
+use crate::auth::Access;
 use crate::domain::{ChannelName, EventType};
 use crate::error::ApiError;
-use crate::log::{PublishError, PublishItem, Published};
+use crate::idempotency::{Begin, Fingerprint, IdempotencyKey};
+use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::sse::PendingEvent;
 use crate::state::State;
 
@@ -85,12 +89,128 @@ pub async fn publish(state: &State, items: Vec<PublishItem>) -> Result<Vec<Publi
                 .inc_by(published.len() as u64);
             Ok(published)
         }
-        Err(PublishError::ChannelLimit) => Err(ApiError::ChannelLimit {
+        Err(e) => Err(publish_error(state, e)),
+    }
+}
+
+fn publish_error(state: &State, e: PublishError) -> ApiError {
+    match e {
+        PublishError::ChannelLimit => ApiError::ChannelLimit {
+            retry_after: state.config.retry,
+        },
+        PublishError::Unavailable { retry_after, cause } => {
+            tracing::warn!(%cause, "publish refused: the event store is unavailable");
+            ApiError::BackendUnavailable { retry_after, cause }
+        }
+    }
+}
+
+/// Takes `key` of whoever `access` names in the log's table: a new key
+/// (the request's until it publishes or fails) or the answer kept for it;
+/// a key in flight is a 409, a full table a 503. `None` when keys are off
+/// (`--idempotency-window 0`).
+pub fn begin_key(
+    state: &State,
+    key: &IdempotencyKey,
+    access: &Access,
+) -> Result<Option<Begin>, ApiError> {
+    let keys = state.log.keys();
+    if !keys.enabled() {
+        return Ok(None);
+    }
+    match keys.begin(key.scoped(&principal(access))) {
+        Begin::InProgress => Err(ApiError::IdempotencyInProgress),
+        Begin::Full => Err(ApiError::IdempotencyKeysFull {
             retry_after: state.config.retry,
         }),
-        Err(PublishError::Unavailable { retry_after, cause }) => {
-            tracing::warn!(%cause, "publish refused: the event store is unavailable");
-            Err(ApiError::BackendUnavailable { retry_after, cause })
+        begun => Ok(Some(begun)),
+    }
+}
+
+/// Whose key space a request's key lives in: the JWT's user, or the
+/// publish token (and everyone when no auth is configured). A JWT without
+/// `sub` has a space of its own, shared by every such token.
+fn principal(access: &Access) -> [&str; 2] {
+    match (access.sub(), access.expires_at()) {
+        (Some(sub), _) => ["sub:", sub],
+        (None, Some(_)) => ["jwt", ""],
+        (None, None) => ["*", ""],
+    }
+}
+
+/// A publish's answer, and whether it is the kept answer of an earlier
+/// request with the same key.
+#[derive(Debug)]
+pub struct Answer {
+    pub published: Vec<Published>,
+    pub replayed: bool,
+}
+
+/// Publishes `items` under the key `begun` by [`begin_key`] (or none):
+/// the kept answer again for the same request (`fingerprint`, computed only
+/// then), a 422 for another, otherwise a publish that keeps the key in the
+/// same step of the log. A request that publishes nothing frees its key.
+pub async fn publish_keyed(
+    state: &State,
+    items: Vec<PublishItem>,
+    begun: Option<Begin>,
+    fingerprint: impl FnOnce() -> Fingerprint,
+) -> Result<Answer, ApiError> {
+    let ticket = match begun {
+        None => {
+            return Ok(Answer {
+                published: publish(state, items).await?,
+                replayed: false,
+            })
         }
+        Some(Begin::Done {
+            fingerprint: kept,
+            rows,
+        }) => {
+            if kept != fingerprint() || rows.len() != items.len() {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            state.metrics.idempotent_replays.inc();
+            let published = items
+                .into_iter()
+                .zip(rows)
+                .map(|(item, row)| Published {
+                    id: row.id,
+                    channel: item.channel,
+                    subscribers: row.subscribers as usize,
+                })
+                .collect();
+            return Ok(Answer {
+                published,
+                replayed: true,
+            });
+        }
+        Some(Begin::New(ticket)) => ticket,
+        Some(Begin::InProgress | Begin::Full) => unreachable!("begin_key answers these"),
+    };
+    let request = ticket.request(fingerprint());
+    let keyed = state.log.publish_keyed(items, &request).await;
+    // Kept by the log (or not, if nothing was published): either way the
+    // key is no longer in flight.
+    match keyed.map_err(|e| publish_error(state, e))? {
+        Keyed::Published(published) => {
+            ticket.kept();
+            state
+                .metrics
+                .events_published
+                .inc_by(published.len() as u64);
+            Ok(Answer {
+                published,
+                replayed: false,
+            })
+        }
+        Keyed::Replayed(published) => {
+            state.metrics.idempotent_replays.inc();
+            Ok(Answer {
+                published,
+                replayed: true,
+            })
+        }
+        Keyed::Reused => Err(ApiError::IdempotencyKeyReused),
     }
 }

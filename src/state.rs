@@ -54,7 +54,7 @@ impl State {
         let auth = Auth::from_config(&config)?.with_revocations(hub.revocations().clone());
         let auth = Arc::new(auth);
         let log = match &config.redis {
-            None => Log::memory(hub.clone()),
+            None => Log::memory(hub.clone(), &config),
             Some(url) => Log::Redis(Arc::new(log::redis::RedisLog::new(
                 &config,
                 url,

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::value::RawValue;
 
 use super::claims::{Claims, Grants};
-use crate::revocation::Holder;
 use crate::domain::ChannelName;
+use crate::revocation::Holder;
 
 /// Channel names that promise privacy: they always need a grant, and are
 /// refused outright when no key is configured.

@@ -60,9 +60,9 @@ mod upkeep;
 pub use apply::{Applier, OutOfOrder};
 pub use upkeep::{ChannelInfo, Reaped};
 
-use crate::revocation::{Disconnect, Holder, Revocations};
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::history::{Event, GapReason, History, HistoryLimits, Notice};
+use crate::revocation::{Disconnect, Holder, Revocations};
 
 pub use membership::Membership;
 use presence::{is_presence_channel, Member, Presence, PresenceConfig};

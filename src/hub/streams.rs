@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::task::AtomicWaker;
 
-use crate::revocation::{Disconnect, Holder, Reason, Revocations};
 use crate::domain::ChannelName;
+use crate::revocation::{Disconnect, Holder, Reason, Revocations};
 
 /// One open stream, as a disconnect sees it.
 #[derive(Debug)]

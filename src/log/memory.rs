@@ -4,19 +4,31 @@
 
 use std::sync::Arc;
 
-use crate::revocation::Disconnect;
+use crate::config::Config;
 use crate::history::Event;
 use crate::hub::Hub;
+use crate::revocation::Disconnect;
 
 use super::{next_id, PublishError, PublishItem, Published};
+use crate::idempotency::{KeyedRequest, Keys, Row};
 
 pub struct MemoryLog {
     hub: Arc<Hub>,
+    /// Idempotency keys, kept for `--idempotency-window` (lost on restart,
+    /// as the events are).
+    pub idempotency_keys: Arc<Keys>,
 }
 
 impl MemoryLog {
-    pub fn new(hub: Arc<Hub>) -> MemoryLog {
-        MemoryLog { hub }
+    pub fn new(hub: Arc<Hub>, config: &Config) -> MemoryLog {
+        MemoryLog {
+            hub,
+            idempotency_keys: Keys::new(
+                config.idempotency_window,
+                config.idempotency_max_keys as usize,
+                true,
+            ),
+        }
     }
 
     pub fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
@@ -27,6 +39,28 @@ impl MemoryLog {
     pub fn disconnect(&self, order: &Disconnect) -> usize {
         self.hub.apply_disconnect(order)
     }
+
+    /// Publishes and keeps the key with the answer.
+    pub fn publish_keyed(
+        &self,
+        items: Vec<PublishItem>,
+        request: &KeyedRequest,
+    ) -> Result<Vec<Published>, PublishError> {
+        let published = publish(&self.hub, items)?;
+        self.idempotency_keys.complete(request, rows(&published));
+        Ok(published)
+    }
+}
+
+/// An answer as a key keeps it.
+pub fn rows(published: &[Published]) -> Vec<Row> {
+    published
+        .iter()
+        .map(|p| Row {
+            id: p.id,
+            subscribers: u32::try_from(p.subscribers).unwrap_or(u32::MAX),
+        })
+        .collect()
 }
 
 /// Checks the channel limit for the whole batch, then numbers and applies

@@ -43,11 +43,13 @@ pub mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::revocation::Disconnect;
+use crate::config::Config;
 use crate::domain::{ChannelName, EventId, Resume};
 use crate::hub::presence::Member;
 use crate::hub::{unix_micros, ChannelInfo, Hub};
+use crate::idempotency;
 use crate::metrics::{Backend, RejectReason};
+use crate::revocation::Disconnect;
 use crate::sse::PendingEvent;
 
 /// One event to publish, validated and encoded but not yet numbered.
@@ -85,6 +87,18 @@ pub enum PublishError {
     },
 }
 
+/// What a publish with an idempotency key came to.
+#[derive(Debug)]
+pub enum Keyed {
+    /// Published now, and the key kept with this answer.
+    Published(Vec<Published>),
+    /// The key was kept already for the same request (with `--redis`, by
+    /// any node): nothing was published; this is the first answer.
+    Replayed(Vec<Published>),
+    /// The key was kept already for another request: nothing published.
+    Reused,
+}
+
 /// The log this server runs with.
 pub enum Log {
     Memory(memory::MemoryLog),
@@ -95,8 +109,37 @@ pub enum Log {
 
 impl Log {
     /// The in-memory log over `hub` (no `--data-dir`, no `--redis`).
-    pub fn memory(hub: Arc<Hub>) -> Log {
-        Log::Memory(memory::MemoryLog::new(hub))
+    pub fn memory(hub: Arc<Hub>, config: &Config) -> Log {
+        Log::Memory(memory::MemoryLog::new(hub, config))
+    }
+
+    /// The idempotency keys this node holds (SPEC §12).
+    pub fn keys(&self) -> &Arc<idempotency::Keys> {
+        match self {
+            Log::Memory(log) => &log.idempotency_keys,
+            Log::Disk(log) => &log.idempotency_keys,
+            Log::Redis(log) => &log.idempotency_keys,
+        }
+    }
+
+    /// Publishes `items` as [`Log::publish`] does, and keeps `request`'s
+    /// key with the answer, in the same step as the events: the disk log
+    /// writes it in the same group, Redis in the same script (which, if
+    /// another node kept the key first, answers [`Keyed::Replayed`] or
+    /// [`Keyed::Reused`] instead of publishing).
+    pub async fn publish_keyed(
+        &self,
+        items: Vec<PublishItem>,
+        request: &idempotency::KeyedRequest,
+    ) -> Result<Keyed, PublishError> {
+        match self {
+            Log::Memory(log) => log.publish_keyed(items, request).map(Keyed::Published),
+            Log::Disk(log) => log
+                .publish_keyed(items, request)
+                .await
+                .map(Keyed::Published),
+            Log::Redis(log) => log.publish_keyed(items, request).await,
+        }
     }
 
     /// Publishes `items` as one batch and answers each, in request order,

@@ -19,15 +19,15 @@ use http::request::Parts;
 use http::HeaderValue;
 use serde::Deserialize;
 
-use crate::state::State;
 use crate::auth::claims::MAX_SUB_CHARS;
-use crate::revocation::{now_ms, Disconnect, Revoke, MAX_JTI_CHARS};
 use crate::auth::Denied;
 use crate::body::{Body, Response};
 use crate::domain::ChannelName;
 use crate::error::ApiError;
 use crate::log::PublishError;
+use crate::revocation::{now_ms, Disconnect, Revoke, MAX_JTI_CHARS};
 use crate::routes::{read_body, BoxError};
+use crate::state::State;
 
 /// Largest body: the fields are bounded (`sub` 128 characters, a channel
 /// 128, `jti` 256, a duration), so a longer body is not a disconnect.

@@ -21,12 +21,12 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
 
-use crate::revocation::{Holder, Reason};
 use crate::domain::{ChannelName, EventId};
 use crate::history::{Event, Notice};
 use crate::hub::streams::Ticket;
 use crate::hub::{Backlog, Hub, Membership, Source, Subscription};
 use crate::metrics::Metrics;
+use crate::revocation::{Holder, Reason};
 
 /// What a subscriber needs besides its subscription.
 pub struct StreamContext {

@@ -471,7 +471,7 @@ async fn refuses_a_data_dir_another_herald_is_using() {
 async fn refuses_files_from_a_newer_format() {
     let dir = TempDir::new("newer");
     let mut header = b"HERALDLG".to_vec();
-    header.extend_from_slice(&2u32.to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
     std::fs::write(dir.join("00000000000000000001.log"), &header).unwrap();
     refuses(&dir.path, &[], "written by a newer herald").await;
 }

@@ -13,6 +13,7 @@ mod endpoints;
 mod helpers;
 mod hostile;
 mod http2;
+mod idempotency;
 mod layers;
 mod memory;
 mod ops;

@@ -38,6 +38,21 @@ fn tokens() -> &'static Tokens {
     })
 }
 
+/// `HERALD_BENCH_IDEMPOTENCY_KEYS=1`: every publish carries its own
+/// `Idempotency-Key`, a UUID-shaped 36 characters (SPEC §12), unique across
+/// this process (its pid) and its publishes (a counter), so none is a
+/// retry: what the keys cost a publish that succeeds.
+fn idempotency_key() -> Option<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let on = *ON.get_or_init(|| std::env::var("HERALD_BENCH_IDEMPOTENCY_KEYS").is_ok_and(|v| v == "1"));
+    on.then(|| {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{:04x}-4000-8000-{:012x}", std::process::id(), (n >> 48) as u16, n & 0xffff_ffff_ffff)
+    })
+}
+
 /// Read buffer per subscriber. 16 KiB holds ~100 events, enough to drain a
 /// server that batches many events into one write with one read.
 const SUB_BUF: usize = 16 * 1024;
@@ -386,6 +401,9 @@ impl Publisher {
         );
         if let Some(token) = &tokens().publish {
             let _ = write!(self.req, "Authorization: Bearer {token}\r\n");
+        }
+        if let Some(key) = idempotency_key() {
+            let _ = write!(self.req, "Idempotency-Key: {key}\r\n");
         }
         self.req.extend_from_slice(b"\r\n");
         self.req.extend_from_slice(body);

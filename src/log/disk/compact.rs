@@ -14,9 +14,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
+use crate::revocation::Disconnect;
+
+use crate::idempotency::KeyRecord;
 
 use super::files::{self, LogFile};
 use super::record::{self, Kind};
@@ -54,23 +56,26 @@ pub fn start(
     through: EventId,
     channels: Vec<(ChannelName, EventId, Vec<Event>)>,
     revocations: Vec<Disconnect>,
+    keys: Vec<KeyRecord>,
     replaced: Vec<LogFile>,
 ) -> Compaction {
     let doomed = replaced.clone();
     let handle = std::thread::Builder::new()
         .name("herald-compact".into())
-        .spawn(move || write(&dir, through, &channels, &revocations, &doomed))
+        .spawn(move || write(&dir, through, &channels, &revocations, &keys, &doomed))
         .expect("the system can start a thread");
     Compaction { handle, replaced }
 }
 
 /// Writes a snapshot file: the header, the revocations in force, each
-/// channel's record (its mark) followed by its events, and the end record.
+/// channel's record (its mark) followed by its events, the idempotency keys
+/// kept, and the end record.
 pub fn write_snapshot_file(
     path: &std::path::Path,
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
     revocations: &[Disconnect],
+    keys: &[KeyRecord],
 ) -> io::Result<u64> {
     let mut file = File::create(path)?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -95,6 +100,16 @@ pub fn write_snapshot_file(
             }
         }
     }
+    let mut payload = Vec::new();
+    for key in keys {
+        payload.clear();
+        key.encode(&mut payload);
+        record::encode(&mut buf, Kind::Key, through, 0, None, &payload);
+        if buf.len() >= 1 << 20 {
+            file.write_all(&buf)?;
+            buf.clear();
+        }
+    }
     record::encode(&mut buf, Kind::End, through, 0, None, &[]);
     file.write_all(&buf)?;
     file.sync_data()?;
@@ -106,10 +121,11 @@ fn write(
     through: EventId,
     channels: &[(ChannelName, EventId, Vec<Event>)],
     revocations: &[Disconnect],
+    keys: &[KeyRecord],
     replaced: &[LogFile],
 ) -> io::Result<(LogFile, u64)> {
     let tmp = files::temporary_path(dir, through.get());
-    let len = match write_snapshot_file(&tmp, through, channels, revocations) {
+    let len = match write_snapshot_file(&tmp, through, channels, revocations, keys) {
         Ok(len) => len,
         Err(e) => {
             let _ = fs::remove_file(&tmp);

@@ -29,13 +29,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::revocation::Disconnect;
 use crate::config::{Config, Fsync};
 use crate::domain::{ChannelName, EventId};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::revocation::Disconnect;
 
 use super::{PublishError, PublishItem, Published};
+use crate::idempotency::{KeyedRequest, Keys};
 pub use recover::OpenError;
 use writer::{Message, Writer};
 
@@ -44,6 +45,8 @@ use writer::{Message, Writer};
 const QUEUE: usize = 8192;
 
 pub struct DiskLog {
+    /// Idempotency keys: written with their events, restored at startup.
+    pub idempotency_keys: Arc<Keys>,
     queue: mpsc::Sender<Message>,
     retry_after: Duration,
     /// The writer thread, joined by [`DiskLog::close`].
@@ -64,6 +67,11 @@ impl DiskLog {
             .expect("DiskLog::open is called with --data-dir");
         let started = Instant::now();
         let lock = recover::check_dir(&dir)?;
+        let keys = Keys::new(
+            config.idempotency_window,
+            config.idempotency_max_keys as usize,
+            true,
+        );
         let found = {
             let mut applier = hub.applier();
             let window = recover::torn_window(config.max_batch_bytes.max(config.max_event_bytes));
@@ -71,6 +79,7 @@ impl DiskLog {
                 &dir,
                 &mut applier,
                 hub.revocations(),
+                &keys,
                 config.history_age,
                 window,
             )?;
@@ -79,9 +88,12 @@ impl DiskLog {
         };
         let segment_bytes = config.segment_bytes as u64;
         let mut closed = found.listing.segments;
-        let reusable = closed
-            .last()
-            .is_some_and(|newest| newest.len < segment_bytes);
+        // A segment of an older format is closed, not appended to: an older
+        // herald must never meet a record kind it does not know in a file
+        // whose header it accepts.
+        let reusable = closed.last().is_some_and(|newest| {
+            newest.len < segment_bytes && record::version(&newest.path) == Some(record::VERSION)
+        });
         let active = if reusable { closed.pop() } else { None };
         let not_writable = |source| OpenError::NotWritable {
             path: dir.clone(),
@@ -112,6 +124,7 @@ impl DiskLog {
         tracing::info!(
             data_dir = %dir.display(),
             events = found.events,
+            idempotency_keys = keys.len(),
             channels = hub.channel_count(),
             bytes = on_disk,
             torn_tail_cut_bytes = found.cut,
@@ -124,6 +137,7 @@ impl DiskLog {
             dir,
             last_issued: hub.last_id(),
             hub,
+            keys: keys.clone(),
             metrics,
             fsync: config.fsync == Fsync::Batch,
             segment_bytes,
@@ -150,6 +164,7 @@ impl DiskLog {
                 source,
             })?;
         Ok(DiskLog {
+            idempotency_keys: keys,
             queue,
             retry_after: config.retry,
             writer: Mutex::new(Some(writer)),
@@ -157,9 +172,27 @@ impl DiskLog {
     }
 
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        self.send(items, None).await
+    }
+
+    /// Publishes and writes the key in the same group as the events; the
+    /// writer keeps it in [`DiskLog::keys`] before answering.
+    pub async fn publish_keyed(
+        &self,
+        items: Vec<PublishItem>,
+        request: &KeyedRequest,
+    ) -> Result<Vec<Published>, PublishError> {
+        self.send(items, Some(request.clone())).await
+    }
+
+    async fn send(
+        &self,
+        items: Vec<PublishItem>,
+        key: Option<KeyedRequest>,
+    ) -> Result<Vec<Published>, PublishError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Message::Publish { items, reply })
+            .send(Message::Publish { items, key, reply })
             .await
             .map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?

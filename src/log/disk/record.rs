@@ -1,6 +1,6 @@
 //! The on-disk record: one event, one channel's mark, one forgotten
-//! channel, or one revocation, framed with its length and a CRC-32 of its
-//! contents.
+//! channel, one revocation, or one idempotency key, framed with its
+//! length and a CRC-32 of its contents.
 //!
 //! ```text
 //! len u32 LE | crc32 u32 LE | kind u8 | id u64 LE | data_len u32 LE
@@ -15,8 +15,8 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::revocation::{Disconnect, Revoke};
 use crate::domain::{ChannelName, EventId};
+use crate::revocation::{Disconnect, Revoke};
 
 /// Bytes before a record's contents: its length and checksum.
 pub const FRAME_HEAD: usize = 8;
@@ -29,7 +29,8 @@ pub const MAX_RECORD: usize = 64 << 20;
 /// First bytes of every segment and snapshot file.
 pub const MAGIC: &[u8; 8] = b"HERALDLG";
 /// The format this herald writes; a file with a higher one is refused.
-pub const VERSION: u32 = 1;
+/// Version 2 added [`Kind::Key`].
+pub const VERSION: u32 = 2;
 /// Length of the file header: magic and version.
 pub const HEADER_LEN: usize = 12;
 
@@ -46,6 +47,10 @@ pub enum Kind {
     /// The last record of a complete snapshot; `id` is the newest id it
     /// covers.
     End = 4,
+    /// An idempotency key and the answer it keeps (SPEC §12): written in
+    /// the same group as the events it answers, after them; the payload
+    /// is a [`crate::idempotency::KeyRecord`], `id` its last event.
+    Key = 5,
     /// A revocation (SPEC §11): `id` is when it ends (Unix ms), no channel,
     /// the payload `{"sub":…,"at":…}` or `{"jti":…}` as JSON. Numbered
     /// apart from the event kinds so other record kinds can be added beside
@@ -60,6 +65,7 @@ impl Kind {
             2 => Kind::Channel,
             3 => Kind::Forget,
             4 => Kind::End,
+            5 => Kind::Key,
             9 => Kind::Revoke,
             _ => return None,
         })
@@ -82,6 +88,17 @@ pub fn header() -> [u8; HEADER_LEN] {
     h[..8].copy_from_slice(MAGIC);
     h[8..].copy_from_slice(&VERSION.to_le_bytes());
     h
+}
+
+/// The format version in a file's header, if it has one.
+pub fn version(path: &std::path::Path) -> Option<u32> {
+    use std::io::Read;
+    let mut header = [0; HEADER_LEN];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    (&header[..8] == MAGIC).then(|| u32::from_le_bytes(header[8..].try_into().expect("4 bytes")))
 }
 
 /// Why a file cannot be read at all.
@@ -349,8 +366,8 @@ mod tests {
         assert!(matches!(check_header(&header()), Ok(true)));
         assert!(matches!(check_header(&header()[..5]), Ok(false)));
         let mut newer = header();
-        newer[8] = 2;
-        assert!(matches!(check_header(&newer), Err(HeaderError::Newer(2))));
+        newer[8] = 3;
+        assert!(matches!(check_header(&newer), Err(HeaderError::Newer(3))));
         assert!(matches!(
             check_header(b"something else"),
             Err(HeaderError::NotOurs)

@@ -14,10 +14,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::revocation::Revocations;
 use crate::domain::EventId;
 use crate::history::Event;
 use crate::hub::Applier;
+use crate::idempotency::{KeyRecord, Keys};
+use crate::revocation::Revocations;
 
 use super::files::{self, Listing, LogFile};
 use super::record::{self, Kind, Read};
@@ -112,6 +113,7 @@ pub fn recover(
     dir: &Path,
     hub: &mut Applier<'_>,
     revocations: &Revocations,
+    keys: &Keys,
     max_age: Option<Duration>,
     torn_window: usize,
 ) -> Result<Recovered, OpenError> {
@@ -129,7 +131,7 @@ pub fn recover(
     // did not finish deleting; they are superseded).
     let mut through = 0;
     if let Some(snapshot) = listing.snapshots.last().cloned() {
-        through = read_snapshot(&snapshot, hub, revocations, &mut found)?;
+        through = read_snapshot(&snapshot, hub, revocations, keys, &mut found)?;
         found.last = through;
     }
 
@@ -138,7 +140,7 @@ pub fn recover(
     for (index, segment) in listing.segments.iter_mut().enumerate() {
         let is_newest = Some(index) == newest;
         let window = if is_newest { torn_window } else { 0 };
-        read_segment(segment, window, through, hub, revocations, &mut found)?;
+        read_segment(segment, window, through, hub, revocations, keys, &mut found)?;
     }
 
     // Files the snapshot made obsolete: every segment whose successor
@@ -173,6 +175,20 @@ fn restore_revocation(until_ms: EventId, payload: &[u8], revocations: &Revocatio
     }
 }
 
+/// Keeps a key read from disk, unless it has expired.
+fn restore_key(keys: &Keys, payload: &[u8], path: &Path, at: usize) -> Result<(), OpenError> {
+    match KeyRecord::decode(payload) {
+        Some(record) => {
+            keys.restore(record);
+            Ok(())
+        }
+        None => Err(damaged(
+            path,
+            format!("an idempotency key record at byte {at} does not decode"),
+        )),
+    }
+}
+
 fn damaged(path: &Path, what: impl Into<String>) -> OpenError {
     OpenError::Damaged {
         path: path.to_owned(),
@@ -193,6 +209,7 @@ fn read_snapshot(
     file: &LogFile,
     hub: &mut Applier<'_>,
     revocations: &Revocations,
+    keys: &Keys,
     found: &mut Recovered,
 ) -> Result<u64, OpenError> {
     let bytes = read_file(file)?;
@@ -230,6 +247,7 @@ fn read_snapshot(
                 found.events += 1;
             }
             (Kind::Revoke, None) => restore_revocation(rec.id, rec.payload, revocations),
+            (Kind::Key, None) => restore_key(keys, rec.payload, &file.path, at)?,
             (Kind::End, _) if next == bytes.len() => return Ok(rec.id.get()),
             _ => {
                 return Err(damaged(
@@ -251,6 +269,7 @@ fn read_segment(
     through: u64,
     hub: &mut Applier<'_>,
     revocations: &Revocations,
+    keys: &Keys,
     found: &mut Recovered,
 ) -> Result<(), OpenError> {
     let is_newest = torn_window > 0;
@@ -312,6 +331,9 @@ fn read_segment(
             }
             (Kind::Forget, Some(name)) => hub.forget(&name, rec.id),
             (Kind::Revoke, None) => restore_revocation(rec.id, rec.payload, revocations),
+            // Older than the snapshot: the snapshot holds it if it is kept.
+            (Kind::Key, None) if rec.id.get() <= through => {}
+            (Kind::Key, None) => restore_key(keys, rec.payload, &file.path, at)?,
             _ => {
                 return Err(damaged(
                     &file.path,

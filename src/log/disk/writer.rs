@@ -35,12 +35,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::revocation::Disconnect;
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 use crate::hub::Hub;
+use crate::idempotency::{KeyRecord, KeyedRequest, Keys, Row};
 use crate::log::{next_id, PublishError, PublishItem, Published};
 use crate::metrics::Metrics;
+use crate::revocation::Disconnect;
 
 use super::compact::{self, Compaction};
 use super::files;
@@ -66,6 +67,8 @@ pub type DisconnectReply = oneshot::Sender<Result<usize, PublishError>>;
 pub enum Message {
     Publish {
         items: Vec<PublishItem>,
+        /// Its idempotency key, written after its events.
+        key: Option<KeyedRequest>,
         reply: Reply,
     },
     /// The reaper dropped these channels when `through` was the newest id.
@@ -99,6 +102,8 @@ impl Message {
 pub struct Writer {
     pub dir: PathBuf,
     pub hub: Arc<Hub>,
+    /// Where a written key is kept once its group is durable.
+    pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
     /// `--fsync batch`: sync before answering.
     pub fsync: bool,
@@ -129,6 +134,10 @@ pub struct Writer {
 /// One admitted publish: its events, numbered, and whom to answer.
 struct Admitted {
     events: Vec<(ChannelName, Event)>,
+    /// The key written with the events; its answer is the one recorded
+    /// (subscribers counted when the ids were issued), so a replay after a
+    /// restart is the same bytes.
+    key: Option<KeyRecord>,
     reply: Reply,
 }
 
@@ -184,7 +193,7 @@ impl Writer {
         let (admitted, forgets) = self.admit(group);
         let mut admitted: Vec<Admitted> = admitted
             .into_iter()
-            .map(|(items, reply)| self.number(items, reply, buf))
+            .map(|(items, key, reply)| self.number(items, key, reply, buf))
             .collect();
         for (channels, through) in forgets {
             for channel in &channels {
@@ -232,10 +241,23 @@ impl Writer {
                         subscribers,
                     });
                 }
+                if let Some(key) = &request.key {
+                    for (answer, row) in published.iter_mut().zip(&key.rows) {
+                        answer.subscribers = row.subscribers as usize;
+                    }
+                }
                 answers.push(published);
             }
         }
         for (request, published) in admitted.into_iter().zip(answers) {
+            if let Some(key) = request.key {
+                let rows = key.rows.clone();
+                let request = KeyedRequest {
+                    scope: key.scope,
+                    fingerprint: key.fingerprint,
+                };
+                self.keys.complete(&request, rows);
+            }
             let _ = request.reply.send(Ok(published));
         }
     }
@@ -248,7 +270,7 @@ impl Writer {
         &self,
         group: &mut Vec<Message>,
     ) -> (
-        Vec<(Vec<PublishItem>, Reply)>,
+        Vec<(Vec<PublishItem>, Option<KeyedRequest>, Reply)>,
         Vec<(Vec<ChannelName>, EventId)>,
     ) {
         let mut admitted = Vec::with_capacity(group.len());
@@ -257,7 +279,7 @@ impl Writer {
         let mut created: HashSet<ChannelName> = HashSet::new();
         for message in group.drain(..) {
             match message {
-                Message::Publish { items, reply } => {
+                Message::Publish { items, key, reply } => {
                     let mut new: Vec<&ChannelName> = items
                         .iter()
                         .map(|i| &i.channel)
@@ -270,7 +292,7 @@ impl Writer {
                         continue;
                     }
                     created.extend(new.into_iter().cloned());
-                    admitted.push((items, reply));
+                    admitted.push((items, key, reply));
                 }
                 Message::Forget { channels, through } => forgets.push((channels, through)),
                 Message::Disconnect { .. } | Message::Stop => {}
@@ -280,8 +302,14 @@ impl Writer {
     }
 
     /// Issues the ids of one request and encodes its records into `buf`.
-    fn number(&mut self, items: Vec<PublishItem>, reply: Reply, buf: &mut Vec<u8>) -> Admitted {
-        let events = items
+    fn number(
+        &mut self,
+        items: Vec<PublishItem>,
+        key: Option<KeyedRequest>,
+        reply: Reply,
+        buf: &mut Vec<u8>,
+    ) -> Admitted {
+        let events: Vec<(ChannelName, Event)> = items
             .into_iter()
             .map(|item| {
                 let id = next_id(self.last_issued);
@@ -304,7 +332,26 @@ impl Writer {
                 (item.channel, event)
             })
             .collect();
-        Admitted { events, reply }
+        let key = key.map(|key| {
+            let record = KeyRecord {
+                scope: key.scope,
+                fingerprint: key.fingerprint,
+                rows: events
+                    .iter()
+                    .map(|(channel, event)| Row {
+                        id: event.id,
+                        subscribers: u32::try_from(self.hub.subscribers(channel))
+                            .unwrap_or(u32::MAX),
+                    })
+                    .collect(),
+                expires_ms: self.keys.expires_ms(),
+            };
+            let mut payload = Vec::with_capacity(64);
+            record.encode(&mut payload);
+            record::encode(buf, Kind::Key, self.last_issued, 0, None, &payload);
+            record
+        });
+        Admitted { events, key, reply }
     }
 
     /// Writes `buf` at the end of the active segment and syncs it; on
@@ -443,6 +490,7 @@ impl Writer {
         // Revocations are applied by this thread too, after their record:
         // every one the replaced files hold is in force here, or expired.
         let revocations = self.hub.revocations().orders();
+        let keys = self.keys.export();
         let replaced: Vec<files::LogFile> =
             self.closed.drain(..).chain(self.snapshot.take()).collect();
         self.compaction = Some(compact::start(
@@ -450,6 +498,7 @@ impl Writer {
             through,
             channels,
             revocations,
+            keys,
             replaced,
         ));
     }

@@ -52,16 +52,26 @@ use crate::config::Config;
 use crate::domain::{ChannelName, EventId};
 use crate::history::HistoryLimits;
 use crate::hub::{Hub, SharedOp};
-use crate::log::{PublishError, PublishItem, Published};
+use crate::idempotency::{self, KeyedRequest, Keys as IdempotencyKeys};
+use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
 use link::{Arg, Link, Lua};
-use values::{array, int, text};
+use values::{array, bulk, int, text};
 
 /// Why Redis could not serve a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LogError {
     Unavailable,
     ChannelLimit,
+}
+
+/// What the publish script answered.
+enum Outcome {
+    Published(Vec<Published>),
+    /// An idempotency key kept for the same request: its first answer.
+    Replayed(Vec<Published>),
+    /// An idempotency key kept for another request.
+    Reused,
 }
 
 impl LogError {
@@ -96,6 +106,11 @@ impl Keys {
     fn meta(&self, channel: &ChannelName) -> String {
         format!("{}m:{channel}", self.base)
     }
+    /// An idempotency key (scoped by its principal), kept by the publish
+    /// script for `--idempotency-window`.
+    fn idempotency(&self, scope: &str) -> String {
+        format!("{}i:{scope}", self.base)
+    }
 }
 
 struct Scripts {
@@ -120,6 +135,9 @@ struct Health {
 
 pub struct RedisLog {
     hub: Arc<Hub>,
+    /// The idempotency keys this node is publishing now; Redis keeps the
+    /// answers, service-wide.
+    pub idempotency_keys: Arc<IdempotencyKeys>,
     client: redis::Client,
     /// Commands of requests (publish, load, /channels) and the heartbeat.
     link: Link,
@@ -161,6 +179,11 @@ impl RedisLog {
         hub.share_presence(presence_ops.clone());
         Ok(RedisLog {
             hub,
+            idempotency_keys: IdempotencyKeys::new(
+                config.idempotency_window,
+                config.idempotency_max_keys as usize,
+                false,
+            ),
             link: Link::new(client.clone(), config.redis_timeout),
             client,
             keys: Keys::new(&config.redis_prefix),
@@ -289,17 +312,49 @@ impl RedisLog {
     /// once this node's hub has applied them from the log (the log contract,
     /// [`crate::log`]).
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
-        let answers = self.publish_in_redis(items).await.map_err(|e| match e {
-            LogError::ChannelLimit => PublishError::ChannelLimit,
-            LogError::Unavailable => self.unavailable(),
-        })?;
+        match self.publish_keyed_or_not(items, None).await? {
+            Keyed::Published(answers) => Ok(answers),
+            _ => unreachable!("only a publish with a key is replayed or reused"),
+        }
+    }
+
+    /// Publishes with an idempotency key, recorded by the same script that
+    /// issues the ids: a key another node (or an earlier call whose answer
+    /// was lost) already recorded is answered from Redis, not published.
+    pub async fn publish_keyed(
+        &self,
+        items: Vec<PublishItem>,
+        request: &KeyedRequest,
+    ) -> Result<Keyed, PublishError> {
+        self.publish_keyed_or_not(items, Some(request)).await
+    }
+
+    async fn publish_keyed_or_not(
+        &self,
+        items: Vec<PublishItem>,
+        key: Option<&KeyedRequest>,
+    ) -> Result<Keyed, PublishError> {
+        let outcome = self
+            .publish_in_redis(items, key)
+            .await
+            .map_err(|e| match e {
+                LogError::ChannelLimit => PublishError::ChannelLimit,
+                LogError::Unavailable => self.unavailable(),
+            })?;
+        let (Outcome::Published(answers) | Outcome::Replayed(answers)) = &outcome else {
+            return Ok(Keyed::Reused);
+        };
         if let Some(last) = answers.last() {
             // The reader applies it within a round trip; if it does not, the
             // event is published all the same (it is in Redis and reaches
             // every node's subscribers), so the answer stays 200.
             self.hub.wait_applied(last.id, self.timeout).await;
         }
-        Ok(answers)
+        Ok(match outcome {
+            Outcome::Published(answers) => Keyed::Published(answers),
+            Outcome::Replayed(answers) => Keyed::Replayed(answers),
+            Outcome::Reused => Keyed::Reused,
+        })
     }
 
     fn unavailable(&self) -> PublishError {
@@ -309,16 +364,24 @@ impl RedisLog {
         }
     }
 
-    async fn publish_in_redis(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, LogError> {
+    async fn publish_in_redis(
+        &self,
+        items: Vec<PublishItem>,
+        key: Option<&KeyedRequest>,
+    ) -> Result<Outcome, LogError> {
         if !self.is_up() {
             return Err(LogError::Unavailable);
         }
-        let mut keys = Vec::with_capacity(4 + 2 * items.len());
+        let mut keys = Vec::with_capacity(5 + 2 * items.len());
         keys.extend(["seq", "log", "channels", "nodes"].map(|k| self.keys.key(k)));
         for item in &items {
             keys.push(self.keys.stream(&item.channel));
             keys.push(self.keys.meta(&item.channel));
         }
+        if let Some(key) = key {
+            keys.push(self.keys.idempotency(&key.scope));
+        }
+        let fingerprint = key.map(|k| idempotency::hex(&k.fingerprint));
         let ttl = self.key_lifetime_ms();
         let mut args = vec![
             Arg::Str(&self.keys.base),
@@ -334,15 +397,30 @@ impl RedisLog {
             args.push(Arg::Bytes(item.event.fields()));
             args.push(Arg::Int(item.data_len as u64));
         }
+        if let Some(fingerprint) = &fingerprint {
+            args.push(Arg::Str(fingerprint));
+            args.push(Arg::Int(self.idempotency_keys.window().as_millis() as u64));
+            for item in &items {
+                args.push(Arg::Int(self.hub.subscribers(&item.channel) as u64));
+            }
+        }
         let reply = self
             .link
             .eval(&self.scripts.publish, &keys, &args)
             .await
             .map_err(|e| self.failed("publish", e))?;
-        if int(&reply) == Some(0) {
-            return Err(LogError::ChannelLimit);
+        match int(&reply) {
+            Some(0) => return Err(LogError::ChannelLimit),
+            Some(-1) if key.is_some() => return Ok(Outcome::Reused),
+            _ => {}
         }
         let rows = array(&reply).ok_or_else(|| self.unexpected("publish"))?;
+        if rows.first().and_then(bulk) == Some(b"r") {
+            let kept = rows.get(1).and_then(text).unwrap_or_default();
+            return replayed(items, kept)
+                .map(Outcome::Replayed)
+                .ok_or_else(|| self.unexpected("publish (a kept idempotency key)"));
+        }
         let mut answers = Vec::with_capacity(items.len());
         for (item, row) in items.into_iter().zip(rows) {
             let row = array(row).ok_or_else(|| self.unexpected("publish"))?;
@@ -352,14 +430,19 @@ impl RedisLog {
             ) else {
                 return Err(self.unexpected("publish"));
             };
-            let subscribers = others.max(0) as usize + self.hub.subscribers(&item.channel);
+            // With a key the script counted this node too (as it was just
+            // before the call), and recorded that answer.
+            let subscribers = match key {
+                Some(_) => others.max(0) as usize,
+                None => others.max(0) as usize + self.hub.subscribers(&item.channel),
+            };
             answers.push(Published {
                 id: EventId::new(id),
                 channel: item.channel,
                 subscribers,
             });
         }
-        Ok(answers)
+        Ok(Outcome::Published(answers))
     }
 
     /// How long a channel's keys live in Redis after their last renewal:
@@ -374,4 +457,25 @@ impl RedisLog {
         tracing::error!("Redis {what}: unexpected answer from the script");
         LogError::Unavailable
     }
+}
+
+/// The first answer kept under an idempotency key (`"<fingerprint>
+/// <id>:<subscribers> ..."`), for the same request's `items`.
+fn replayed(items: Vec<PublishItem>, kept: &str) -> Option<Vec<Published>> {
+    let rows: Vec<&str> = kept.split(' ').skip(1).collect();
+    if rows.len() != items.len() {
+        return None;
+    }
+    items
+        .into_iter()
+        .zip(rows)
+        .map(|(item, row)| {
+            let (id, subscribers) = row.split_once(':')?;
+            Some(Published {
+                id: EventId::new(id.parse().ok()?),
+                channel: item.channel,
+                subscribers: subscribers.parse().ok()?,
+            })
+        })
+        .collect()
 }

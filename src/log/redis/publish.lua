@@ -7,13 +7,21 @@
 -- once, rather than asked of the stream.
 --
 -- KEYS: seq, log, channels (zset name -> expiry ms), nodes (zset node ->
---       expiry ms), then per item: stream, meta
+--       expiry ms), then per item: stream, meta; then, for a publish with an
+--       idempotency key, the key's own name
 -- ARGV: prefix, self node, max events, max bytes, key lifetime ms (1.25 x
 --       --channel-ttl: keys are renewed at most every --channel-ttl/4, so
 --       a channel lives between one and 1.25 TTLs after its last use), log length,
---       max channels, then per item: channel, fields, data length
+--       max channels, then per item: channel, fields, data length; then,
+--       with an idempotency key: the request's fingerprint (32 hex digits),
+--       the window in ms, and per item the subscribers on the calling node
 -- Returns 0 when the batch would pass the channel limit, otherwise one
--- {id, subscribers on other nodes} per item.
+-- {id, subscribers on other nodes} per item. With an idempotency key: -1
+-- when the key was kept for another request, {'r', kept} when it was kept
+-- for this one (nothing is published: kept is what the first call
+-- recorded, "<fingerprint> <id>:<subscribers> ..."), and otherwise rows
+-- whose subscribers count every node, recorded under the key in this same
+-- atomic step for the window.
 --
 -- Ids are doubles in Lua: exact below 2^53 (Unix microseconds stay below it
 -- until about 2255); always written with %d, never tostring.
@@ -24,7 +32,18 @@ local prefix, self_node = ARGV[1], ARGV[2]
 local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ttl, log_len, max_channels = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local renew_every = math.floor(ttl / 5)
-local n_items = (#ARGV - 7) / 3
+local n_items = math.floor((#KEYS - 4) / 2)
+local idem = KEYS[5 + 2 * n_items]
+local extra = 7 + 3 * n_items
+if idem then
+  local kept = redis.call('GET', idem)
+  if kept then
+    if string.sub(kept, 1, 32) == ARGV[extra + 1] then
+      return {'r', kept}
+    end
+    return -1
+  end
+end
 
 -- Each channel's meta hash (mark, bytes and count retained, last id),
 -- read once; nil for a channel that does not exist yet.
@@ -98,8 +117,18 @@ for i = 1, n_items do
       subscribers = subscribers + tonumber(redis.call('HGET', prefix .. 'n:' .. node, ch) or 0)
     end
   end
+  if idem then
+    subscribers = subscribers + tonumber(ARGV[extra + 2 + i])
+  end
   out[i] = {sid, subscribers}
   last = id
 end
 redis.call('SET', KEYS[1], string.format('%d', last))
+if idem then
+  local kept = {ARGV[extra + 1]}
+  for i = 1, n_items do
+    kept[i + 1] = out[i][1] .. ':' .. string.format('%d', out[i][2])
+  end
+  redis.call('SET', idem, table.concat(kept, ' '), 'PX', ARGV[extra + 2])
+end
 return out

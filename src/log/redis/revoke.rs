@@ -18,9 +18,9 @@ use redis::Value;
 use super::link::{self, Arg, Lua};
 use super::values::{array, bulk, text};
 use super::RedisLog;
-use crate::revocation::{Disconnect, Revoke};
 use crate::domain::ChannelName;
 use crate::log::PublishError;
+use crate::revocation::{Disconnect, Revoke};
 
 /// `revoke.lua` with what it needs of `presence.lua`.
 pub fn script() -> Lua {

@@ -8,7 +8,9 @@
 //!
 //! In: `{"type":"publish","channel":"…","event":"…","data":…}`, checked like
 //! one item of `POST /publish`, answered `{"type":"published",…}` or
-//! `{"type":"error","error":"…","message":"…"}`.
+//! `{"type":"error","error":"…","message":"…"}`. It may carry
+//! `"idempotency_key":"…"` (SPEC §12); the answer given again for a repeated
+//! message has `"replayed":true`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -17,6 +19,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::domain::ChannelName;
 use crate::error::ApiError;
 use crate::history::{Event, Notice};
+use crate::idempotency::{self, Fingerprint, IdempotencyKey};
 use crate::log::{PublishItem, Published};
 use crate::publish::batch_item;
 use crate::sse;
@@ -88,18 +91,31 @@ pub fn disconnected(reason: &str, channel: &ChannelName) -> Utf8Bytes {
     })
 }
 
-/// The answer to a publish message: `POST /publish`'s JSON with a `type`.
-pub fn published(published: &Published) -> Utf8Bytes {
+/// The answer to a publish message: `POST /publish`'s JSON with a `type`,
+/// and `"replayed":true` when it is the kept answer of an earlier message
+/// with the same idempotency key.
+pub fn published(published: &Published, replayed: bool) -> Utf8Bytes {
     #[derive(Serialize)]
     struct Answer<'a> {
         r#type: &'static str,
         #[serde(flatten)]
         published: &'a Published,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     }
     encode(&Answer {
         r#type: "published",
         published,
+        replayed,
     })
+}
+
+/// What makes two publish messages the same request: the channel, the
+/// event type and the data as published (so the order of the fields, the
+/// spacing and the escaping of the JSON do not matter, and a non-string
+/// `data` counts by its compact JSON). Never the same as an HTTP publish's.
+pub fn fingerprint(item: &PublishItem) -> Fingerprint {
+    idempotency::fingerprint(&[b"ws", item.channel.as_str().as_bytes(), item.event.fields()])
 }
 
 /// An error answer: what `POST /publish` would answer, as a message
@@ -145,11 +161,12 @@ pub enum Refused {
     BadPublish,
 }
 
-/// Parses a client text message into an event ready for the log.
+/// Parses a client text message into an event ready for the log, and its
+/// idempotency key if it has one.
 pub fn parse_publish(
     text: &str,
     max_event_bytes: usize,
-) -> Result<PublishItem, (Refused, ApiError)> {
+) -> Result<(PublishItem, Option<IdempotencyKey>), (Refused, ApiError)> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             Refused::NotJson,
@@ -168,14 +185,34 @@ pub fn parse_publish(
         }
         _ => return Err(bad_message("`type` is required: {\"type\":\"publish\",…}")),
     }
-    batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| {
+    let key = match fields.remove("idempotency_key") {
+        None => None,
+        Some(Value::String(key)) => Some(IdempotencyKey::parse(key.as_bytes()).map_err(|e| {
+            (
+                Refused::BadPublish,
+                ApiError::BadIdempotencyKey(
+                    e.to_string().replace("Idempotency-Key", "idempotency_key"),
+                ),
+            )
+        })?),
+        Some(_) => {
+            return Err((
+                Refused::BadPublish,
+                ApiError::BadIdempotencyKey(
+                    "`idempotency_key` is a string of 1 to 255 visible ASCII characters".into(),
+                ),
+            ))
+        }
+    };
+    let item = batch_item(&Value::Object(fields), max_event_bytes).map_err(|e| {
         // `POST /publish`'s checks, without its words about a batch body.
         let e = match e {
             ApiError::BadJson(why) => ApiError::BadMessage(format!("a publish message: {why}")),
             e => e,
         };
         (Refused::BadPublish, e)
-    })
+    })?;
+    Ok((item, key))
 }
 
 fn bad_message(why: &str) -> (Refused, ApiError) {
@@ -248,11 +285,12 @@ mod tests {
 
     #[test]
     fn publish_messages_are_checked_like_a_batch_item() {
-        let item = parse_publish(
+        let (item, key) = parse_publish(
             r#"{"type":"publish","channel":"a","event":"chat","data":{"x":1}}"#,
             100,
         )
         .unwrap();
+        assert_eq!(key, None);
         assert_eq!(item.channel.as_str(), "a");
         assert_eq!(item.data_len, r#"{"x":1}"#.len());
         let refused = |text: &str| parse_publish(text, 5).unwrap_err();
@@ -272,5 +310,30 @@ mod tests {
         assert_eq!(e.code(), "event_too_large");
         let (_, e) = refused(r#"{"type":"publish","channel":"a","data":"x","extra":1}"#);
         assert_eq!(e.code(), "bad_json");
+        for bad in [r#""""#, "1", r#""a b""#, r#""\u0001""#, r#""é""#] {
+            let text =
+                format!(r#"{{"type":"publish","channel":"a","data":"x","idempotency_key":{bad}}}"#);
+            let (why, e) = refused(&text);
+            assert_eq!(
+                (why, e.code()),
+                (Refused::BadPublish, "bad_idempotency_key"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn equal_publish_messages_have_one_fingerprint_whatever_their_json_spelling() {
+        let fp = |text: &str| fingerprint(&parse_publish(text, 100).unwrap().0);
+        let a = fp(r#"{"type":"publish","channel":"a","data":{"x":1},"idempotency_key":"k"}"#);
+        let b =
+            fp(r#"{ "idempotency_key":"k", "data":{ "x" : 1 }, "channel":"a", "type":"publish" }"#);
+        assert_eq!(a, b);
+        assert_ne!(a, fp(r#"{"type":"publish","channel":"a","data":{"x":2}}"#));
+        assert_ne!(a, fp(r#"{"type":"publish","channel":"b","data":{"x":1}}"#));
+        assert_ne!(
+            a,
+            fp(r#"{"type":"publish","channel":"a","event":"e","data":{"x":1}}"#)
+        );
     }
 }

@@ -34,7 +34,7 @@ use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
-use crate::publish::publish;
+use crate::publish::{begin_key, publish_keyed};
 use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::framing::{Framing, Metered};
@@ -283,7 +283,7 @@ impl Session {
     fn on_text(&mut self, text: &str) {
         let max = self.state.config.max_event_bytes;
         match message::parse_publish(text, max) {
-            Ok(item) => {
+            Ok((item, key)) => {
                 // The upgrade's token (header, query or cookie) authorizes
                 // the socket's publishes (SPEC §10), with the same grants as
                 // `POST /publish`.
@@ -299,10 +299,21 @@ impl Session {
                     self.reply(message::error(&e));
                     return;
                 }
+                // The same key space and rules as `POST /publish`.
+                let begun = match key.map(|k| begin_key(&self.state, &k, &self.access)) {
+                    None | Some(Ok(None)) => None,
+                    Some(Ok(Some(begun))) => Some(begun),
+                    Some(Err(e)) => {
+                        self.state.metrics.rejected(e.reject_reason());
+                        self.reply(message::error(&e));
+                        return;
+                    }
+                };
                 let state = self.state.clone();
                 self.publishing = Some(Box::pin(async move {
-                    match publish(&state, vec![item]).await {
-                        Ok(published) => message::published(&published[0]),
+                    let fingerprint = message::fingerprint(&item);
+                    match publish_keyed(&state, vec![item], begun, || fingerprint).await {
+                        Ok(answer) => message::published(&answer.published[0], answer.replayed),
                         Err(e) => {
                             // The channel limit, or the log cannot take
                             // events now (disk full, Redis down).
