@@ -197,6 +197,10 @@ pub struct Metrics {
     /// How long startup recovery of the data directory took.
     pub recovery_seconds: Gauge,
     ws_rejected: IntCounterVec,
+    /// When the served certificate expires (Unix seconds): registered only
+    /// once a certificate is loaded, so a plain-HTTP node has no series
+    /// that an expiry alert would read as "expired in 1970".
+    tls_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -297,6 +301,10 @@ impl Metrics {
                 "How long startup recovery of --data-dir took.",
             )
             .expect("metric names are valid constants"),
+            tls_certificate_expiry: gauge(
+                "herald_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires, in Unix seconds (with --tls-cert).",
+            ),
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(transport),
@@ -339,6 +347,18 @@ impl Metrics {
             metrics.ws_rejected.with_label_values(&[reason.label()]);
         }
         metrics
+    }
+
+    /// Sets when the served certificate expires (Unix seconds), registering
+    /// the series the first time.
+    pub fn tls_certificate_expires(&self, unix_seconds: i64) {
+        if self.tls_certificate_expiry.get() == 0 {
+            // Only fails if already registered, which is what we want.
+            let _ = self
+                .registry
+                .register(Box::new(self.tls_certificate_expiry.clone()));
+        }
+        self.tls_certificate_expiry.set(unix_seconds);
     }
 
     /// How many connections were refused for `reason` so far.

@@ -4,9 +4,11 @@
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
+//! - [`acme`]: the certificate from an ACME CA, and its renewal.
 //! - [`reload`]: the one place SIGHUP lands; every reloadable part hangs
 //!   off it.
 
+pub mod acme;
 pub mod connection;
 pub mod reload;
 pub mod tls;
@@ -26,7 +28,7 @@ use crate::app::{self, Conn, ConnService, State};
 use crate::config::Config;
 use crate::log::Log;
 use crate::metrics::Metrics;
-use connection::Protocols;
+use connection::{Certificates, Protocols};
 use tls::Tls;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting, ends
@@ -72,13 +74,27 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let acme = acme::Acme::from_config(config, &state.metrics)?;
+    let certificates = match (tls, acme) {
+        (Some(tls), _) => Some(Certificates::Files(tls)),
+        (None, Some((acme, driver))) => {
+            let acme = Arc::new(acme);
+            tokio::spawn(acme::drive(driver, acme.clone(), state.shutdown.clone()));
+            Some(Certificates::Acme(acme))
+        }
+        (None, None) => None,
+    };
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     info!(
         "herald listening on {scheme}://{}{}",
         listener.local_addr()?,
         if config.h2c { " (h2c on)" } else { "" }
     );
-    let protocols = Arc::new(Protocols::new(config, tls));
+    let protocols = Arc::new(Protocols::new(config, certificates));
     // The middleware stack, built once for the whole server.
     let app = Arc::new(app::app::<Incoming>(state.clone()));
     let max_connections = config.max_connections as i64;
