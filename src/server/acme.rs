@@ -16,7 +16,7 @@
 //! - A renewal swaps the certificate inside the resolver: new handshakes get
 //!   the new one, open connections keep the session they negotiated, so no
 //!   stream is dropped.
-//! - [`drive`] polls rustls-acme's state (it spawns no task of its own):
+//! - [`start`] polls rustls-acme's state (it spawns no task of its own):
 //!   it loads the cache, orders when there is no certificate, sleeps until
 //!   two thirds of the lifetime has passed, renews, and retries a failed
 //!   order after 1, 2, 4… s (at most 2^16 s).
@@ -68,6 +68,8 @@ pub type Driver = AcmeState<io::Error, io::Error>;
 pub struct Acme {
     config: Arc<ServerConfig>,
     domains: Vec<String>,
+    /// A certificate was in the cache at startup.
+    cached: bool,
     /// Set once a certificate (cached or new) is served.
     serving: AtomicBool,
     /// When a refused handshake was last logged (Unix seconds).
@@ -76,7 +78,7 @@ pub struct Acme {
 
 impl Acme {
     /// Checks the `--acme-*` flags and the cache directory; `None` without
-    /// `--acme-domain`. The driver must be run (see [`drive`]) for a
+    /// `--acme-domain`. The driver must be run (see [`start`]) for a
     /// certificate to be ordered and renewed.
     pub fn from_config(
         config: &Config,
@@ -164,6 +166,7 @@ impl Acme {
         let acme = Acme {
             config: Arc::new(server),
             domains,
+            cached: cached.is_some(),
             serving: AtomicBool::new(false),
             refusal_logged: AtomicI64::new(0),
         };
@@ -197,56 +200,73 @@ impl Acme {
     }
 }
 
-/// Runs the ACME state machine until `shutdown`: loads the cache, orders,
-/// renews, retries, and logs each step.
-pub async fn drive(driver: Driver, acme: Arc<Acme>, shutdown: CancellationToken) {
+/// Starts the ACME state machine: with a cached certificate, returns once
+/// it is served (so the first handshake already gets it), then runs the
+/// rest in a task of its own until `shutdown`: ordering, renewing,
+/// retrying, logging each step.
+pub async fn start(driver: Driver, acme: Arc<Acme>, shutdown: CancellationToken) {
     let mut driver = Box::pin(driver);
-    // Failed orders in a row, to say when the next try comes (rustls-acme
-    // waits 2^n s after the n-th, n from 0 and at most 16).
     let mut failures: u32 = 0;
-    loop {
-        let event = tokio::select! {
-            () = shutdown.cancelled() => return,
-            event = driver.next() => match event {
-                Some(event) => event,
-                None => return,
-            },
-        };
-        match event {
-            Ok(EventOk::DeployedCachedCert) => {
-                acme.serving.store(true, Ordering::Relaxed);
-            }
-            Ok(EventOk::DeployedNewCert) => {
-                failures = 0;
-                let renewal = if acme.serving.swap(true, Ordering::Relaxed) {
-                    "renewed"
-                } else {
-                    "issued"
-                };
-                info!(
-                    domains = %acme.domains.join(","),
-                    "ACME: certificate {renewal}; new handshakes get it, open connections keep theirs"
-                );
-            }
-            Ok(EventOk::CertCacheStore) => debug!("ACME: certificate saved in --acme-cache"),
-            Ok(EventOk::AccountCacheStore) => info!("ACME: account key saved in --acme-cache"),
-            Err(EventError::Order(e)) => {
-                let retry = Duration::from_secs(1 << failures.min(MAX_BACKOFF_EXPONENT));
-                failures += 1;
-                let what = if acme.serving.load(Ordering::Relaxed) {
-                    "ACME renewal failed; the current certificate is still served"
-                } else {
-                    "ACME order failed; TLS handshakes fail until a certificate is issued"
-                };
-                warn!(
-                    error = %e,
-                    failures,
-                    retry_in = %humantime::format_duration(retry),
-                    "{what}"
-                );
-            }
-            Err(e) => error!(error = %e, "ACME: {e}"),
+    if acme.cached {
+        // The cache was read and checked a moment ago, so the first event
+        // is the cached certificate deployed (or, if the file vanished
+        // since, an order starting: then this waits for nothing more).
+        if let Some(event) = driver.next().await {
+            on_event(&acme, &mut failures, event);
         }
+    }
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = driver.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
+            on_event(&acme, &mut failures, event);
+        }
+    });
+}
+
+/// Logs one step of the state machine. `failures` counts failed orders in
+/// a row, to say when the next try comes (rustls-acme waits 2^n s after
+/// the n-th, n from 0 and at most 16).
+fn on_event(acme: &Acme, failures: &mut u32, event: rustls_acme::Event<io::Error, io::Error>) {
+    match event {
+        Ok(EventOk::DeployedCachedCert) => {
+            acme.serving.store(true, Ordering::Relaxed);
+        }
+        Ok(EventOk::DeployedNewCert) => {
+            *failures = 0;
+            let renewal = if acme.serving.swap(true, Ordering::Relaxed) {
+                "renewed"
+            } else {
+                "issued"
+            };
+            info!(
+                domains = %acme.domains.join(","),
+                "ACME: certificate {renewal}; new handshakes get it, open connections keep theirs"
+            );
+        }
+        Ok(EventOk::CertCacheStore) => debug!("ACME: certificate saved in --acme-cache"),
+        Ok(EventOk::AccountCacheStore) => info!("ACME: account key saved in --acme-cache"),
+        Err(EventError::Order(e)) => {
+            let retry = Duration::from_secs(1 << (*failures).min(MAX_BACKOFF_EXPONENT));
+            *failures += 1;
+            let what = if acme.serving.load(Ordering::Relaxed) {
+                "ACME renewal failed; the current certificate is still served"
+            } else {
+                "ACME order failed; TLS handshakes fail until a certificate is issued"
+            };
+            warn!(
+                error = %e,
+                failures = *failures,
+                retry_in = %humantime::format_duration(retry),
+                "{what}"
+            );
+        }
+        Err(e) => error!(error = %e, "ACME: {e}"),
     }
 }
 
@@ -279,6 +299,19 @@ impl Cache {
                 .map_err(|e| fail("cannot create it", e))?;
         }
         fs::read_dir(dir).map_err(|e| fail("cannot read it", e))?;
+        #[cfg(unix)]
+        if let Ok(meta) = fs::metadata(dir) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warn!(
+                    dir = %dir.display(),
+                    mode = %format!("{mode:o}"),
+                    "--acme-cache is open to other users; herald writes its keys 0600, \
+                     but `chmod 700` the directory to keep even their names private"
+                );
+            }
+        }
         let probe = dir.join(".herald-write-check");
         write_private(&probe, b"").map_err(|e| fail("cannot write in it", e))?;
         let _ = fs::remove_file(&probe);

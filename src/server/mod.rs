@@ -79,7 +79,7 @@ pub async fn serve(
         (Some(tls), _) => Some(Certificates::Files(tls)),
         (None, Some((acme, driver))) => {
             let acme = Arc::new(acme);
-            tokio::spawn(acme::drive(driver, acme.clone(), state.shutdown.clone()));
+            acme::start(driver, acme.clone(), state.shutdown.clone()).await;
             Some(Certificates::Acme(acme))
         }
         (None, None) => None,
