@@ -668,3 +668,120 @@ async fn bad_acme_flags_are_startup_errors_that_change_nothing() {
     assert!(error.contains("--acme-cache"), "{error}");
     assert!(!cache.exists());
 }
+
+/// Whether `certutil` (Debian's libnss3-tools) is there to make chromium
+/// trust a root; prints why not once, or panics under `CI=true`.
+fn certutil_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let found = Command::new("certutil")
+            .arg("-H")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: the ACME browser test needs certutil (apt-get install libnss3-tools)"
+            );
+            eprintln!("ACME browser test skipped: no certutil (apt-get install libnss3-tools)");
+        }
+        found
+    })
+}
+
+/// A home directory whose NSS database (where chromium on Linux looks for
+/// roots a user added) trusts `root` for websites.
+fn home_trusting(root: &CertificateDer<'_>) -> TempDir {
+    let home = TempDir::new("home");
+    let nssdb = home.0.join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let root_file = home.0.join("root.der");
+    std::fs::write(&root_file, root.as_ref()).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    let run = |args: &[&str]| {
+        let output = Command::new("certutil").args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&["-N", "--empty-password", "-d", &db]);
+    run(&[
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "pebble-root",
+        "-t",
+        "C,,",
+        "-i",
+        root_file.to_str().unwrap(),
+    ]);
+    home
+}
+
+#[tokio::test]
+async fn chromium_trusting_the_ca_root_gets_events_over_h2_on_the_issued_certificate() {
+    use crate::browser::{
+        browser_available, browser_dir, chromium_path, one_browser_at_a_time, screenshot_dir,
+    };
+    if !pebble_available() || !browser_available() || !certutil_available() {
+        return;
+    }
+    let _one = one_browser_at_a_time().await;
+    let port = free_port();
+    let mut pebble = Pebble::new();
+    pebble.start(port, LONG).await;
+    let root = pebble.root().await;
+    let cache = TempDir::new("cache");
+    let app = spawn_app_at(SocketAddr::from(([127, 0, 0, 1], port)), |c| {
+        use_pebble(c, &pebble, &cache.0)
+    })
+    .await;
+    wait_for_leaf(app.addr, &root, None, "a certificate is issued").await;
+
+    // Chromium trusts Pebble's root (certificate errors are not ignored)
+    // and resolves the name to loopback.
+    let home = home_trusting(&root);
+    let params = serde_json::json!({
+        "trusted": true,
+        "chromiumArgs": [format!("--host-resolver-rules=MAP {DOMAIN} 127.0.0.1")],
+    });
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir().join("e2e.mjs"))
+        .arg(format!("https://{DOMAIN}:{port}"))
+        .arg("acme-h2")
+        .arg(params.to_string())
+        .current_dir(browser_dir())
+        .env("HOME", &home.0)
+        .env("CHROMIUM", chromium_path())
+        .env("SCREENSHOT_DIR", screenshot_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser scenario ends")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("@@result "))
+        .map(|r| serde_json::from_str(r).unwrap())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the scenario:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["protocols"]["page"], "h2", "{result}");
+    assert_eq!(result["protocols"]["publish"], "h2", "{result}");
+    assert_eq!(
+        result["opened"], 8,
+        "more streams than HTTP/1.1 allows: {result}"
+    );
+}
