@@ -61,6 +61,9 @@ const MAX_BACKOFF_EXPONENT: u32 = 16;
 /// is logged.
 const REFUSAL_LOG_EVERY: i64 = 10;
 
+/// The longest serving waits for the cached certificate to be deployed.
+const CACHE_LOAD: Duration = Duration::from_secs(2);
+
 /// The rustls-acme state machine with herald's cache.
 pub type Driver = AcmeState<io::Error, io::Error>;
 
@@ -209,9 +212,10 @@ pub async fn start(driver: Driver, acme: Arc<Acme>, shutdown: CancellationToken)
     let mut failures: u32 = 0;
     if acme.cached {
         // The cache was read and checked a moment ago, so the first event
-        // is the cached certificate deployed (or, if the file vanished
-        // since, an order starting: then this waits for nothing more).
-        if let Some(event) = driver.next().await {
+        // is the cached certificate deployed at once. (Had the file
+        // vanished since, it would be an order's first step: serving does
+        // not wait for that.)
+        if let Ok(Some(event)) = tokio::time::timeout(CACHE_LOAD, driver.next()).await {
             on_event(&acme, &mut failures, event);
         }
     }
