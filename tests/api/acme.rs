@@ -785,3 +785,44 @@ async fn chromium_trusting_the_ca_root_gets_events_over_h2_on_the_issued_certifi
         "more streams than HTTP/1.1 allows: {result}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_renewal_keeps_serving_the_current_certificate_and_says_so() {
+    if !pebble_available() {
+        return;
+    }
+    let mut pebble = Pebble::new();
+    let cache = TempDir::new("cache");
+    let server = Binary::start(&[
+        "--acme-domain",
+        DOMAIN,
+        "--acme-cache",
+        cache.0.to_str().unwrap(),
+        "--acme-directory",
+        &pebble.directory(),
+        "--acme-ca",
+        pebble.https.cert.to_str().unwrap(),
+    ])
+    .await;
+    // Renewal due 20 s after issuance, 10 s before expiry.
+    pebble
+        .start(server.addr.port(), Duration::from_secs(30))
+        .await;
+    let root = pebble.root().await;
+    let leaf = wait_for_leaf(server.addr, &root, None, "a certificate is issued").await;
+
+    // The CA goes away before the renewal is due.
+    pebble.stop();
+    let deadline = tokio::time::Instant::now() + ISSUANCE;
+    while !server.logged("ACME renewal failed; the current certificate is still served") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed renewal is logged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chain = served_chain(server.addr, &root)
+        .await
+        .expect("the current certificate is still served");
+    assert_eq!(chain[0], leaf);
+}
