@@ -584,6 +584,9 @@ scenarios['acme-h2'] = async (ctx) => {
   }, channel);
   await waitFor(page, () => window.got.every((g) => g.length >= 3), null, 'three events on every EventSource');
   for (const got of await page.evaluate(() => window.got)) same(got, ['one', 'two', 'three'], 'the events');
+  // Resource timing entries are queued after the response: wait for them.
+  await waitFor(page, (channel) => performance.getEntriesByType('resource')
+    .some((e) => e.name.includes(`/publish/${channel}`)), channel, 'the publishes\' timing entries');
   const protocols = await page.evaluate((channel) => ({
     page: performance.getEntriesByType('navigation')[0].nextHopProtocol,
     publish: performance.getEntriesByType('resource')
