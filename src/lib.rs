@@ -12,7 +12,8 @@
 //! - [`server`]: the accept loop, connection limit, graceful shutdown;
 //!   `server::connection` serves one connection (TLS with ALPN or cleartext,
 //!   hyper's HTTP/1.1 or HTTP/2), `server::tls` holds the certificate pair,
-//!   `server::reload` is where SIGHUP lands.
+//!   `server::acme` gets and renews one from an ACME CA, `server::reload`
+//!   is where SIGHUP lands.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,
