@@ -71,10 +71,10 @@ pub async fn serve(
 ) -> io::Result<()> {
     let config = &state.config;
     let tls = Tls::from_config(config)?.map(Arc::new);
+    let acme = acme::Acme::from_config(config, &state.metrics)?;
     if let Some(tls) = &tls {
         tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));
     }
-    let acme = acme::Acme::from_config(config, &state.metrics)?;
     let certificates = match (tls, acme) {
         (Some(tls), _) => Some(Certificates::Files(tls)),
         (None, Some((acme, driver))) => {
