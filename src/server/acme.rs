@@ -110,11 +110,14 @@ impl Acme {
                     .to_owned(),
             ));
         };
-        let domains = config
-            .acme_domain
-            .iter()
-            .map(|d| domain_name(d))
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut domains: Vec<String> = Vec::with_capacity(config.acme_domain.len());
+        for name in &config.acme_domain {
+            // A name given twice is ordered once.
+            let name = domain_name(name)?;
+            if !domains.contains(&name) {
+                domains.push(name);
+            }
+        }
         let directory = match (&config.acme_directory, config.acme_staging) {
             (Some(_), true) => {
                 return Err(invalid(
