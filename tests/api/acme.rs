@@ -223,6 +223,16 @@ pub async fn connect(
     root: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    connect_as(DOMAIN, addr, root, alpn).await
+}
+
+/// [`connect`] for the name `name`.
+async fn connect_as(
+    name: &str,
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -234,7 +244,7 @@ pub async fn connect(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
         .await
 }
 
@@ -825,4 +835,36 @@ async fn a_failed_renewal_keeps_serving_the_current_certificate_and_says_so() {
         .await
         .expect("the current certificate is still served");
     assert_eq!(chain[0], leaf);
+}
+
+#[tokio::test]
+async fn several_names_get_one_certificate_valid_for_each() {
+    if !pebble_available() {
+        return;
+    }
+    let port = free_port();
+    let mut pebble = Pebble::new();
+    pebble.start(port, LONG).await;
+    let root = pebble.root().await;
+    let cache = TempDir::new("cache");
+    let names = [DOMAIN, "push.herald.test", "PUSH.herald.test"];
+    let app = spawn_app_at(SocketAddr::from(([127, 0, 0, 1], port)), |c| {
+        use_pebble(c, &pebble, &cache.0);
+        c.acme_domain = names.iter().map(|n| n.to_string()).collect();
+    })
+    .await;
+    let leaf = wait_for_leaf(app.addr, &root, None, "a certificate is issued").await;
+    // Each name verifies against the one certificate (the third is the
+    // second in other case: ordered once).
+    for name in &names[..2] {
+        let tls = connect_as(name, app.addr, &root, &[b"h2"])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            tls.get_ref().1.peer_certificates().unwrap()[0],
+            leaf,
+            "{name}"
+        );
+    }
+    assert_eq!(pebble.orders(), 1);
 }
