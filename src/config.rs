@@ -173,6 +173,61 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
+    /// Obtain and renew the HTTPS certificate for this name from an ACME CA (TLS-ALPN-01 on the
+    /// listener itself: one port, e.g. --listen 0.0.0.0:443, is all it needs). Repeatable: one
+    /// certificate names them all. Needs --acme-cache; not with --tls-cert.
+    #[arg(
+        long,
+        env = "HERALD_ACME_DOMAIN",
+        value_delimiter = ',',
+        value_name = "NAME",
+        conflicts_with = "tls_cert",
+        requires = "acme_cache"
+    )]
+    pub acme_domain: Vec<String>,
+
+    /// Where the ACME account key and certificates are kept (created with mode 0700), so a restart
+    /// serves the cached certificate at once and orders nothing.
+    #[arg(
+        long,
+        env = "HERALD_ACME_CACHE",
+        value_name = "DIR",
+        requires = "acme_domain"
+    )]
+    pub acme_cache: Option<PathBuf>,
+
+    /// Contact address given to the ACME CA (expiry notices), optional.
+    #[arg(
+        long,
+        env = "HERALD_ACME_EMAIL",
+        value_name = "ADDRESS",
+        requires = "acme_domain"
+    )]
+    pub acme_email: Option<String>,
+
+    /// The ACME directory to order from [default: Let's Encrypt production].
+    #[arg(
+        long,
+        env = "HERALD_ACME_DIRECTORY",
+        value_name = "URL",
+        requires = "acme_domain",
+        conflicts_with = "acme_staging"
+    )]
+    pub acme_directory: Option<String>,
+
+    /// Order from Let's Encrypt's staging directory (untrusted certificates, generous limits: for a first try).
+    #[arg(long, env = "HERALD_ACME_STAGING", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new(), requires = "acme_domain")]
+    pub acme_staging: bool,
+
+    /// Also trust this PEM root for the ACME directory's own HTTPS (a private CA, a test server).
+    #[arg(
+        long,
+        env = "HERALD_ACME_CA",
+        value_name = "FILE",
+        requires = "acme_domain"
+    )]
+    pub acme_ca: Option<PathBuf>,
+
     /// Also accept cleartext HTTP/2 with prior knowledge (h2c), for a proxy that speaks it upstream
     /// (not with --tls-cert: over TLS, HTTP/2 is chosen by ALPN).
     #[arg(long, env = "HERALD_H2C", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]

@@ -18,7 +18,8 @@
 //! - [`server`]: the accept loop, connection limit, graceful shutdown,
 //!   SIGHUP forwarded to [`reload`]; `server::connection` serves one
 //!   connection (TLS with ALPN or cleartext, hyper's HTTP/1.1 or HTTP/2),
-//!   `server::tls` holds the certificate pair.
+//!   `server::tls` holds the certificate pair, `server::acme` gets and
+//!   renews one from an ACME CA.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.
 //! - [`routes`]: one file per endpoint family: `events`, `publish`,

@@ -388,7 +388,7 @@ impl Metrics {
             .expect("metric names are valid constants"),
             tls_certificate_expiry: gauge(
                 "herald_tls_certificate_expiry_timestamp_seconds",
-                "When the served TLS certificate expires, in Unix seconds (with --tls-cert).",
+                "When the served TLS certificate expires, in Unix seconds (--tls-cert or --acme-domain).",
             ),
             backend_up: IntGaugeVec::new(
                 Opts::new(

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::acme::{Acme, ALPN_ACME};
 use super::tls::{Tls, ALPN_H2};
 use crate::body::Response;
 use crate::config::Config;
@@ -38,6 +39,23 @@ use crate::metrics::{ConnectionRefusal, Metrics, RejectReason};
 /// The HTTP/2 connection preface a client with prior knowledge sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Where the TLS configuration comes from.
+pub enum Certificates {
+    /// `--tls-cert` and `--tls-key`.
+    Files(Arc<Tls>),
+    /// `--acme-domain`.
+    Acme(Arc<Acme>),
+}
+
+impl Certificates {
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        match self {
+            Certificates::Files(tls) => tls.acceptor(),
+            Certificates::Acme(acme) => acme.acceptor(),
+        }
+    }
+}
+
 /// How to serve a connection: the two hyper builders, configured once per
 /// server, and what decides between them.
 pub struct Protocols {
@@ -45,8 +63,8 @@ pub struct Protocols {
     h1: http1::Builder,
     /// HTTP/2: streams per connection, send buffer per stream.
     h2: http2::Builder<TokioExecutor>,
-    /// Set with `--tls-cert`: every connection is TLS.
-    tls: Option<Arc<Tls>>,
+    /// Set with `--tls-cert` or `--acme-domain`: every connection is TLS.
+    tls: Option<Certificates>,
     /// `--h2c`: cleartext connections may be HTTP/2 with prior knowledge.
     h2c: bool,
     /// Longest a TLS handshake or the first bytes of an h2c sniff may take
@@ -55,7 +73,7 @@ pub struct Protocols {
 }
 
 impl Protocols {
-    pub fn new(config: &Config, tls: Option<Arc<Tls>>) -> Protocols {
+    pub fn new(config: &Config, tls: Option<Certificates>) -> Protocols {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout);
@@ -141,7 +159,7 @@ impl Protocols {
     /// ALPN chose. `Err` when the handshake failed.
     async fn serve_tls<S>(
         &self,
-        tls: &Tls,
+        tls: &Certificates,
         stream: TcpStream,
         service: S,
         shutdown: &CancellationToken,
@@ -158,6 +176,9 @@ impl Protocols {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 debug!(error = %e, "TLS handshake failed");
+                if let Certificates::Acme(acme) = tls {
+                    acme.handshake_failed();
+                }
                 return Err(ConnectionRefusal::TlsHandshake);
             }
             Err(_) => {
@@ -165,7 +186,14 @@ impl Protocols {
                 return Err(ConnectionRefusal::HandshakeTimeout);
             }
         };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        let alpn = stream.get_ref().1.alpn_protocol();
+        if alpn == Some(ALPN_ACME) {
+            // The CA validating a TLS-ALPN-01 challenge: the handshake, with
+            // the challenge certificate, was all it came for (RFC 8737 §3).
+            debug!("TLS-ALPN-01 validation handshake answered");
+            return Ok(Ok(()));
+        }
+        let h2 = alpn == Some(ALPN_H2);
         Ok(self
             .serve_http(TokioIo::new(stream), h2, service, shutdown)
             .await)

@@ -4,7 +4,9 @@
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
+//! - [`acme`]: the certificate from an ACME CA, and its renewal.
 
+pub mod acme;
 pub mod connection;
 pub mod tls;
 
@@ -24,7 +26,7 @@ use crate::config::Config;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::state::State;
-use connection::Protocols;
+use connection::{Certificates, Protocols};
 use tls::Tls;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting, ends
@@ -90,17 +92,31 @@ pub async fn serve(
 ) -> io::Result<()> {
     let config = &state.config;
     let tls = Tls::from_config(config)?.map(Arc::new);
+    let acme = acme::Acme::from_config(config, &state.metrics)?;
     if let Some(tls) = &tls {
         state.metrics.tls_certificate_expires(tls.expiry());
         tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let certificates = match (tls, acme) {
+        (Some(tls), _) => Some(Certificates::Files(tls)),
+        (None, Some((acme, driver))) => {
+            let acme = Arc::new(acme);
+            acme::start(driver, acme.clone(), state.shutdown.clone()).await;
+            Some(Certificates::Acme(acme))
+        }
+        (None, None) => None,
+    };
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     info!(
         "herald listening on {scheme}://{}{}",
         listener.local_addr()?,
         if config.h2c { " (h2c on)" } else { "" }
     );
-    let protocols = Arc::new(Protocols::new(config, tls));
+    let protocols = Arc::new(Protocols::new(config, certificates));
     // The middleware stack, built once for the whole server.
     let app = Arc::new(app::app::<Incoming>(state.clone()));
     let max_connections = config.max_connections as i64;

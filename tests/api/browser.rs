@@ -31,15 +31,15 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
 /// EventSource waits the server's `retry:` before reconnecting; short for the restart test.
 const SHORT_RETRY: Duration = Duration::from_millis(200);
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
 }
 
-fn chromium_path() -> PathBuf {
+pub(crate) fn chromium_path() -> PathBuf {
     std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
@@ -78,7 +78,7 @@ fn missing_tools() -> Option<&'static str> {
 
 /// True when the browser tests can run. Otherwise prints the reason once and returns
 /// false, or panics under `CI=true`, where a missing browser is a failure.
-fn browser_available() -> bool {
+pub(crate) fn browser_available() -> bool {
     let Some(why) = missing_tools() else {
         return true;
     };
@@ -95,7 +95,7 @@ fn browser_available() -> bool {
 
 /// One chromium at a time: the machine has two cores, and parallel browsers make
 /// every wait in the scenarios slower and flakier.
-async fn one_browser_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+pub(crate) async fn one_browser_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
     LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
         .lock()

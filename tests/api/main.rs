@@ -1,5 +1,6 @@
 //! One integration-test binary for the HTTP API (one link step for all).
 
+mod acme;
 mod auth;
 mod browser;
 mod chaos;

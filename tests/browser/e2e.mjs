@@ -5,8 +5,10 @@
 //
 // usage: node e2e.mjs <base-url> <scenario> [params-json]
 //   scenarios: index-live, index-gap, index-resume, index-restart, chat, chat-presence,
-//   many-streams, websocket; auth-* (auth.mjs); herald-* (herald.mjs, herald.js itself)
-//   (an https base is served with a self-signed certificate: certificate errors are ignored)
+//   many-streams, websocket, acme-h2; auth-* (auth.mjs); herald-* (herald.mjs, herald.js itself)
+//   (an https base is served with a self-signed certificate: certificate errors are ignored,
+//   unless params.trusted says the driver made chromium trust the issuer; params.chromiumArgs
+//   adds command-line flags)
 //   env CHROMIUM: browser binary (default /usr/bin/chromium)
 //   env SCREENSHOT_DIR: where screenshots go (index.png, chat.png; fail-<scenario>.png on failure)
 //
@@ -549,6 +551,52 @@ scenarios['many-streams'] = async (ctx) => {
   return { protocol, opened, received };
 };
 
+/**
+ * Automatic HTTPS (SPEC §13): the page is served on the certificate herald got
+ * from the ACME test CA, which chromium trusts through the NSS database the
+ * driver made (params.trusted: certificate errors are not ignored). Eight
+ * EventSources (two more than HTTP/1.1 allows an origin) receive what the page
+ * itself publishes, over HTTP/2.
+ */
+scenarios['acme-h2'] = async (ctx) => {
+  // More EventSources than the six HTTP/1.1 connections chromium allows an
+  // origin: they all open only over HTTP/2.
+  const n = params.streams || 8;
+  const channel = unique('acme');
+  const page = await ctx.newPage();
+  const response = await page.goto(`${base}/healthz`);
+  check(response.ok(), `/healthz answered ${response.status()}`);
+  await page.evaluate(({ channel, n }) => {
+    window.opened = 0;
+    window.got = [];
+    for (let i = 0; i < n; i++) {
+      const es = new EventSource(`/events/${channel}`);
+      window.got.push([]);
+      es.onopen = () => { window.opened += 1; };
+      es.onmessage = (e) => { window.got[i].push(e.data); };
+    }
+  }, { channel, n });
+  await waitFor(page, (n) => window.opened >= n, n, `${n} open EventSources`);
+  await page.evaluate(async (channel) => {
+    for (const data of ['one', 'two', 'three']) {
+      const res = await fetch(`/publish/${channel}`, { method: 'POST', body: data });
+      if (!res.ok) throw new Error(`publish answered ${res.status}`);
+    }
+  }, channel);
+  await waitFor(page, () => window.got.every((g) => g.length >= 3), null, 'three events on every EventSource');
+  for (const got of await page.evaluate(() => window.got)) same(got, ['one', 'two', 'three'], 'the events');
+  // Resource timing entries are queued after the response: wait for them.
+  await waitFor(page, (channel) => performance.getEntriesByType('resource')
+    .some((e) => e.name.includes(`/publish/${channel}`)), channel, 'the publishes\' timing entries');
+  const protocols = await page.evaluate((channel) => ({
+    page: performance.getEntriesByType('navigation')[0].nextHopProtocol,
+    publish: performance.getEntriesByType('resource')
+      .filter((e) => e.name.includes(`/publish/${channel}`))
+      .map((e) => e.nextHopProtocol)[0] || null,
+  }), channel);
+  return { protocols, opened: await page.evaluate(() => window.opened), url: page.url() };
+};
+
 // Access control (SPEC §6): auth-token, auth-renew, auth-cookie (see auth.mjs).
 Object.assign(scenarios, authScenarios({
   base, params, step, waitFor, waitState, waitEventId, logEvents, publishResult, check, same, screenshot,
@@ -577,9 +625,10 @@ async function main() {
     ctx = await chromium.launchPersistentContext(profile, {
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: true,
-      args: LAUNCH_ARGS,
-      // The HTTPS scenarios use a certificate made by the test.
-      ignoreHTTPSErrors: base.startsWith('https:'),
+      args: [...LAUNCH_ARGS, ...(params.chromiumArgs || [])],
+      // The HTTPS scenarios use a certificate made by the test, unless the
+      // driver made chromium trust its issuer (params.trusted).
+      ignoreHTTPSErrors: base.startsWith('https:') && !params.trusted,
       timeout: 60000,
     });
     ctx.setDefaultTimeout(WAIT_MS);
