@@ -17,11 +17,14 @@ const PER_BATCH: usize = 5_000;
 /// under 1 KiB each (name, map entry, history ring, the event's frame).
 const PEAK_BOUND_KIB: u64 = 100 * 1024;
 /// How much more memory four further rounds of 100k channels may leave
-/// behind than the first two did: 16 MiB. A leak of what a channel holds
+/// behind than the first four did: 16 MiB. A leak of what a channel holds
 /// (its map entry alone is over 100 bytes) adds about 10 MiB a round, 40 MiB
 /// over four. glibc's fragmentation moves a round by up to 12 MiB in a debug
-/// build, mostly within the first two rounds; measured, the last round stayed
-/// within 9 MiB of the highest of the first two, with two cores busy.
+/// build, and where it settles comes late on a busy machine: once rounds one
+/// to four stayed near 54 MiB and five and six rose to the 80 MiB plateau
+/// other runs reach in round one (2026-12-06, eight test processes on two
+/// cores). So four rounds settle the allocator, and the last of four more
+/// is checked against the highest of them.
 const REUSE_SLACK_KIB: u64 = 16 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,16 +48,16 @@ async fn a_hundred_thousand_idle_channels_are_dropped_and_their_memory_reused() 
     wait_for(&bin, "herald_channels", 0.0, 2 * WAIT).await;
     let baseline = bin.rss_kib();
 
-    // Act: 100k names, dropped after the TTL; then 100k other names, five
-    // times. The first two rounds settle the allocator; the last four show
+    // Act: 100k names, dropped after the TTL; then 100k other names, seven
+    // times. The first four rounds settle the allocator; the last four show
     // whether anything is left behind each round.
     let mut rounds = Vec::new();
-    for tag in ["a", "b", "c", "d", "e", "f"] {
+    for tag in ["a", "b", "c", "d", "e", "f", "g", "h"] {
         let peak = hundred_thousand_channels(&bin, tag).await;
         rounds.push((peak, bin.rss_kib()));
     }
     eprintln!(
-        "100k channels, six rounds: rss baseline {baseline} KiB, \
+        "100k channels, eight rounds: rss baseline {baseline} KiB, \
          (peak, after the TTL) {rounds:?} KiB"
     );
 
@@ -70,7 +73,7 @@ async fn a_hundred_thousand_idle_channels_are_dropped_and_their_memory_reused() 
     // 25-40 MiB after the first 100k; `malloc_trim(0)` from a debugger
     // brings it to ~13 MiB, so it is free, not held). Given back to the
     // allocator, then: later rounds reuse the earlier rounds' memory.
-    let settled = |pick: fn(&(u64, u64)) -> u64| rounds[..2].iter().map(pick).max().unwrap();
+    let settled = |pick: fn(&(u64, u64)) -> u64| rounds[..4].iter().map(pick).max().unwrap();
     let (peak_settled, after_settled) = (settled(|r| r.0), settled(|r| r.1));
     let (peak_last, after_last) = rounds[rounds.len() - 1];
     assert!(
