@@ -68,6 +68,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let config = &state.config;
+    if let Log::Redis(redis) = &state.log {
+        // redis+sentinel://: a Sentinel must answer before anything is served.
+        redis.check().await.map_err(io::Error::other)?;
+    }
     let tls = Tls::from_config(config)?.map(Arc::new);
     if let Some(tls) = &tls {
         tokio::spawn(tls::reload_on_signal(tls.clone(), state.clone()));

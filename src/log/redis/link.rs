@@ -5,21 +5,29 @@
 //! not when an answer times out, which is what a stalled connection (a
 //! half-open socket, a proxy that stops forwarding) looks like: it would
 //! keep the stalled socket forever. So this holder drops the connection on
-//! any I/O error or timeout, and the next command connects afresh.
+//! any I/O error or timeout, and the next command connects afresh. So it
+//! does on a `READONLY` answer (the server is a replica now) and when the
+//! Sentinels name another primary ([`Target::generation`]); each new
+//! connection first runs the failover check ([`Guard`]).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Cmd, RedisError, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisResult, Value};
+
+use super::failover::Guard;
+use super::target::Target;
 
 pub struct Link {
-    client: Client,
+    target: Arc<Target>,
+    guard: Guard,
     config: AsyncConnectionConfig,
-    /// The live connection, `None` until the first command or after a
-    /// failure. A `MultiplexedConnection` is a cheap handle: commands of all
-    /// requests are pipelined on its one socket.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The live connection and the target generation it was opened in,
+    /// `None` until the first command or after a failure. A
+    /// `MultiplexedConnection` is a cheap handle: commands of all requests
+    /// are pipelined on its one socket.
+    conn: Mutex<Option<(MultiplexedConnection, u64)>>,
     /// Held while connecting, so a burst of requests after a failure opens
     /// one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
@@ -27,32 +35,52 @@ pub struct Link {
 
 impl Link {
     /// A link that waits at most `timeout` to connect and for each answer.
-    pub fn new(client: Client, timeout: Duration) -> Link {
+    pub fn new(target: Arc<Target>, guard: Guard, timeout: Duration) -> Link {
         Link {
-            client,
+            target,
+            guard,
             config: config(timeout, timeout),
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// The check every new connection makes first.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     async fn conn(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(conn) = self.slot().clone() {
+        if let Some(conn) = self.current() {
             return Ok(conn);
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.slot().clone() {
+        if let Some(conn) = self.current() {
             return Ok(conn); // another request connected meanwhile
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        *self.slot() = Some(conn.clone());
+        let generation = self.target.generation();
+        let mut conn = self.target.connect(&self.config).await?;
+        self.guard.check(&mut conn, 0).await?;
+        *self.slot() = Some((conn.clone(), generation));
         Ok(conn)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    /// The live connection, unless the primary changed since it opened.
+    fn current(&self) -> Option<MultiplexedConnection> {
+        let mut slot = self.slot();
+        match &*slot {
+            Some((conn, generation)) if *generation == self.target.generation() => {
+                Some(conn.clone())
+            }
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(MultiplexedConnection, u64)>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -60,6 +88,11 @@ impl Link {
     /// next command reconnects.
     pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         let mut conn = self.conn().await?;
+        self.on(&mut conn, cmd).await
+    }
+
+    /// Runs `cmd` on `conn`, dropping the link's connection on a failure.
+    async fn on(&self, conn: &mut MultiplexedConnection, cmd: &Cmd) -> RedisResult<Value> {
         let result = checked(conn.req_packed_command(cmd).await);
         if let Err(e) = &result {
             if broken(e) {
@@ -77,20 +110,40 @@ impl Link {
         keys: &[String],
         args: &[Arg<'_>],
     ) -> RedisResult<Value> {
+        self.eval_then(script, keys, args, None)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// [`Link::eval`], then `then` on the same connection (so a `WAIT`
+    /// covers the script's writes): both answers.
+    pub async fn eval_then(
+        &self,
+        script: &Lua,
+        keys: &[String],
+        args: &[Arg<'_>],
+        then: Option<&Cmd>,
+    ) -> RedisResult<(Value, Option<Value>)> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.hash.get_hash()).arg(keys.len()).arg(keys);
         for arg in args {
             arg.write(&mut cmd);
         }
-        match self.query(&cmd).await {
+        let mut conn = self.conn().await?;
+        let reply = match self.on(&mut conn, &cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let mut load = redis::cmd("SCRIPT");
                 load.arg("LOAD").arg(script.source);
-                self.query(&load).await?;
-                self.query(&cmd).await
+                self.on(&mut conn, &load).await?;
+                self.on(&mut conn, &cmd).await?
             }
-            other => other,
-        }
+            other => other?,
+        };
+        let then = match then {
+            Some(then) => Some(self.on(&mut conn, then).await?),
+            None => None,
+        };
+        Ok((reply, then))
     }
 }
 
@@ -112,9 +165,14 @@ pub fn config(connect: Duration, response: Duration) -> AsyncConnectionConfig {
 }
 
 /// Whether `e` means the connection cannot be trusted any more (as opposed
-/// to an error answer from Redis on a healthy connection).
+/// to an error answer from Redis on a healthy connection): `READONLY` too,
+/// the server is a replica now and the primary must be asked for again.
 pub fn broken(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
 /// A Lua script compiled into the binary, and its hash for `EVALSHA`.

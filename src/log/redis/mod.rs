@@ -25,12 +25,14 @@
 //! subscriber counts, for the service-wide counts of `/channels` and the
 //! publish answer.
 
+mod failover;
 mod link;
 mod presence;
 mod reader;
+mod target;
 mod values;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,6 +50,7 @@ use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
 use crate::sse::PendingEvent;
 use link::{Arg, Link, Lua};
+use target::Target;
 use values::{array, bulk, int, stream_id, text};
 
 /// Why Redis could not serve a request.
@@ -55,6 +58,9 @@ use values::{array, bulk, int, stream_id, text};
 enum LogError {
     Unavailable,
     ChannelLimit,
+    /// Published, but fewer than `--redis-replicas` replicas confirmed it
+    /// within `--redis-timeout`.
+    NotReplicated,
 }
 
 /// What the publish script answered.
@@ -69,7 +75,7 @@ enum Outcome {
 impl LogError {
     fn reason(self) -> RejectReason {
         match self {
-            LogError::Unavailable => RejectReason::BackendUnavailable,
+            LogError::Unavailable | LogError::NotReplicated => RejectReason::BackendUnavailable,
             LogError::ChannelLimit => RejectReason::ChannelLimit,
         }
     }
@@ -128,9 +134,15 @@ pub struct RedisLog {
     /// The idempotency keys this node is publishing now; Redis keeps the
     /// answers, service-wide.
     pub idempotency_keys: Arc<IdempotencyKeys>,
-    client: redis::Client,
+    /// The Redis server, or the Sentinels that name the primary.
+    target: Arc<Target>,
     /// Commands of requests (publish, load, /channels) and the heartbeat.
     link: Link,
+    /// The newest id this node has seen in Redis (issued to its publishes
+    /// or applied from the log): a new primary must hold it ([`failover`]).
+    seen: Arc<AtomicU64>,
+    /// `--redis-replicas`: replicas that must confirm a publish.
+    replicas: u32,
     keys: Keys,
     /// This node's name in the node set: random per process.
     node: String,
@@ -163,8 +175,9 @@ impl RedisLog {
             );
         }
         // The URL may carry a password: never repeat it in a message.
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("--redis: not a usable redis:// URL ({:?})", e.kind()))?;
+        let target = Arc::new(Target::parse(url, config.redis_timeout)?);
+        let keys = Keys::new(&config.redis_prefix);
+        let seen = Arc::new(AtomicU64::new(0));
         let (presence_ops, presence_queue) = mpsc::unbounded_channel();
         hub.share_presence(presence_ops.clone());
         Ok(RedisLog {
@@ -174,9 +187,19 @@ impl RedisLog {
                 config.idempotency_max_keys as usize,
                 false,
             ),
-            link: Link::new(client.clone(), config.redis_timeout),
-            client,
-            keys: Keys::new(&config.redis_prefix),
+            link: Link::new(
+                target.clone(),
+                failover::Guard {
+                    keys: ["seq", "log", "floor"].map(|k| keys.key(k)),
+                    log_len: config.redis_log_len,
+                    seen: seen.clone(),
+                },
+                config.redis_timeout,
+            ),
+            target,
+            seen,
+            replicas: config.redis_replicas,
+            keys,
             node: format!("{:016x}", fastrand::u64(..)),
             timeout: config.redis_timeout,
             log_len: config.redis_log_len,
@@ -205,6 +228,10 @@ impl RedisLog {
     /// stop at `shutdown`.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(reader::run(self.clone(), shutdown.clone()));
+        let target = self.target.clone();
+        let every = (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let watching = shutdown.clone();
+        tokio::spawn(async move { target.watch(every, watching).await });
         tokio::spawn(self.clone().heartbeat(shutdown.clone()));
         let queue = self
             .presence_queue
@@ -231,6 +258,12 @@ impl RedisLog {
         if let Ok(Err(e)) = left.await {
             tracing::warn!(error = %e, "could not leave the node set in Redis");
         }
+    }
+
+    /// At startup, before serving: with `redis+sentinel://`, a Sentinel
+    /// must answer and know the service (a clear error otherwise).
+    pub async fn check(&self) -> Result<(), String> {
+        self.target.check().await
     }
 
     /// Whether Redis answers this node now.
@@ -329,6 +362,13 @@ impl RedisLog {
             .map_err(|e| match e {
                 LogError::ChannelLimit => PublishError::ChannelLimit,
                 LogError::Unavailable => self.unavailable(),
+                LogError::NotReplicated => PublishError::Unavailable {
+                    retry_after: self.timeout.max(Duration::from_secs(1)),
+                    cause: format!(
+                        "not confirmed by {} Redis replica(s) within --redis-timeout",
+                        self.replicas
+                    ),
+                },
             })?;
         let (Outcome::Published(answers) | Outcome::Replayed(answers)) = &outcome else {
             return Ok(Keyed::Reused);
@@ -393,15 +433,38 @@ impl RedisLog {
                 args.push(Arg::Int(self.hub.subscribers(&item.channel) as u64));
             }
         }
-        let reply = self
+        let started = Instant::now();
+        let wait = (self.replicas > 0).then(|| {
+            // WAIT blocks this connection: bounded well within the answer
+            // timeout (WAIT 0 would wait forever).
+            let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(self.replicas).arg(ms);
+            wait
+        });
+        let (reply, confirmed) = self
             .link
-            .eval(&self.scripts.publish, &keys, &args)
+            .eval_then(&self.scripts.publish, &keys, &args, wait.as_ref())
             .await
             .map_err(|e| self.failed("publish", e))?;
         match int(&reply) {
             Some(0) => return Err(LogError::ChannelLimit),
             Some(-1) if key.is_some() => return Ok(Outcome::Reused),
             _ => {}
+        }
+        // Published (or a kept answer replayed: the script touched its key,
+        // so the WAIT covers the first publish too).
+        if let Some(confirmed) = confirmed {
+            let replicas = int(&confirmed).unwrap_or(0);
+            if replicas < i64::from(self.replicas) {
+                tracing::warn!(
+                    replicas,
+                    wanted = self.replicas,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "a publish was not confirmed by enough Redis replicas: answered 503"
+                );
+                return Err(LogError::NotReplicated);
+            }
         }
         let rows = array(&reply).ok_or_else(|| self.unexpected("publish"))?;
         if rows.first().and_then(bulk) == Some(b"r") {
@@ -425,6 +488,7 @@ impl RedisLog {
                 Some(_) => others.max(0) as usize,
                 None => others.max(0) as usize + self.hub.subscribers(&item.channel),
             };
+            self.seen.fetch_max(id, Ordering::AcqRel);
             answers.push(Published {
                 id: EventId::new(id),
                 channel: item.channel,

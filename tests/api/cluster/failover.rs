@@ -1,0 +1,541 @@
+//! High availability on Redis (SPEC §14), on real processes: Debian's
+//! redis-server as primary and replica, three redis-sentinel processes
+//! (short down-after-milliseconds), herald nodes as child processes given
+//! only the Sentinels. Faults are made for real: the primary killed with
+//! SIGKILL under publish load, the replica stopped with SIGSTOP, a
+//! Sentinel killed, no Sentinel at all.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::support::{
+    assert_no_silent_loss, free_port, node, publishers, Acked, Follower, Item, Redis, Report,
+};
+use super::{urls, warm_up};
+use crate::helpers::{herald_bin, WAIT};
+
+/// How long Sentinel waits before it takes the primary for down. Short, but
+/// not so short that a loaded CI box makes it fail over on its own.
+const DOWN_AFTER_MS: u64 = 2000;
+
+/// The service name the Sentinels monitor.
+const MASTER: &str = "mymaster";
+
+/// A redis-sentinel child process, killed when dropped.
+struct Sentinel {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl Sentinel {
+    fn start(dir: &std::path::Path, primary: u16) -> Sentinel {
+        for _ in 0..5 {
+            let port = free_port();
+            // Sentinel rewrites its configuration file: one per Sentinel.
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {MASTER} 4000\n",
+                    dir = dir.display()
+                ),
+            )
+            .unwrap();
+            let mut child = std::process::Command::new("redis-sentinel")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-sentinel starts");
+            std::thread::sleep(Duration::from_millis(200));
+            if matches!(child.try_wait(), Ok(None)) {
+                return Sentinel {
+                    child: Some(child),
+                    port,
+                };
+            }
+        }
+        panic!("redis-sentinel did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One primary, one replica (or two), three Sentinels.
+struct Ha {
+    primary: Redis,
+    replica: Redis,
+    /// A second replica: with `--redis-replicas 1`, the new primary needs
+    /// one to confirm publishes once the old one is dead.
+    second: Option<Redis>,
+    sentinels: Vec<Sentinel>,
+    dir: PathBuf,
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        // A stopped replica would outlive the test otherwise.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.replica.pid().to_string()])
+            .status();
+        for s in &mut self.sentinels {
+            s.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One command to a Redis or Sentinel port; `None` when it does not answer.
+async fn cmd(port: u16, args: &[&str]) -> Option<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()?;
+    let mut c = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        c.arg(*arg);
+    }
+    c.query_async(&mut conn).await.ok()
+}
+
+fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Ha {
+    /// `None` when redis-server or redis-sentinel is not installed and this
+    /// is not CI (then the test is skipped).
+    async fn start() -> Option<Ha> {
+        Ha::start_with(1).await
+    }
+
+    async fn start_with(replicas: usize) -> Option<Ha> {
+        let installed = std::process::Command::new("redis-sentinel")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-sentinel is not installed (.ci/run installs it)"
+            );
+            eprintln!("skipped: redis-sentinel is not installed");
+            return None;
+        }
+        let primary = Redis::start(&[]).await?;
+        let port = primary.port.to_string();
+        let replica = Redis::start(&["--replicaof", "127.0.0.1", &port]).await?;
+        let second = match replicas {
+            1 => None,
+            _ => Some(Redis::start(&["--replicaof", "127.0.0.1", &port]).await?),
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "herald-sentinel-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sentinels = (0..3)
+            .map(|_| Sentinel::start(&dir, primary.port))
+            .collect();
+        let ha = Ha {
+            primary,
+            replica,
+            second,
+            sentinels,
+            dir,
+        };
+        // The replica in sync, and every Sentinel knows it and the others
+        // (Sentinels learn replicas from INFO, every 10 s at first).
+        let deadline = tokio::time::Instant::now() + 6 * WAIT;
+        loop {
+            let mut ready = true;
+            for r in std::iter::once(&ha.replica).chain(&ha.second) {
+                ready &= cmd(r.port, &["INFO", "replication"])
+                    .await
+                    .is_some_and(|v| text(&v).contains("master_link_status:up"));
+            }
+            for s in &ha.sentinels {
+                let known = cmd(s.port, &["SENTINEL", "replicas", MASTER]).await;
+                let known = matches!(&known, Some(redis::Value::Array(r)) if r.len() == replicas);
+                let quorum = cmd(s.port, &["SENTINEL", "ckquorum", MASTER])
+                    .await
+                    .is_some_and(|v| text(&v).starts_with("OK 3"));
+                ready &= known && quorum;
+            }
+            if ready {
+                return Some(ha);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Sentinels never got ready"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER}/0", hosts.join(","))
+    }
+
+    /// The primary's port as the Sentinels that answer name it.
+    async fn named_primary(&self) -> Option<u16> {
+        for s in &self.sentinels {
+            if s.child.is_none() {
+                continue;
+            }
+            if let Some(redis::Value::Array(addr)) =
+                cmd(s.port, &["SENTINEL", "get-master-addr-by-name", MASTER]).await
+            {
+                return text(addr.get(1)?).parse().ok();
+            }
+        }
+        None
+    }
+
+    /// Waits until the Sentinels name a primary other than `old`.
+    async fn wait_failover(&self, old: u16) -> u16 {
+        let deadline = tokio::time::Instant::now() + 6 * WAIT;
+        loop {
+            if let Some(port) = self.named_primary().await {
+                if port != old {
+                    return port;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Sentinel never promoted the replica"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, which: &str, pid: u32) {
+        let status = std::process::Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Publishes once through `base`, with an optional idempotency key: status,
+/// `Retry-After`, `Idempotent-Replayed`, body.
+async fn publish_once(
+    client: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    data: &str,
+    key: Option<&str>,
+) -> (u16, Option<String>, bool, String) {
+    let mut request = client
+        .post(format!("{base}/publish/{channel}"))
+        .body(data.to_owned())
+        .timeout(3 * WAIT);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("the node answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let retry_after = header("retry-after");
+    let replayed = header("idempotent-replayed").as_deref() == Some("true");
+    let status = response.status().as_u16();
+    (
+        status,
+        retry_after,
+        replayed,
+        response.text().await.unwrap(),
+    )
+}
+
+/// Publishes through exactly `base` until it answers 200 (each node must
+/// come back by itself, without a restart): the id.
+async fn publish_on(client: &reqwest::Client, base: &str, channel: &str, data: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    loop {
+        let (status, _, _, body) = publish_once(client, base, channel, data, None).await;
+        if status == 200 {
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            return answer["id"].as_str().unwrap().parse().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} never published again after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The primary killed with SIGKILL while two nodes publish and four streams
+/// (two per node, multi-channel) follow; returns the acknowledged events
+/// and what each stream received.
+async fn kill_the_primary_under_load(replicas: &str) -> Option<(Vec<Acked>, Vec<Vec<Item>>)> {
+    // With --redis-replicas 1 the new primary needs a replica of its own.
+    let mut ha = Ha::start_with(if replicas == "0" { 1 } else { 2 }).await?;
+    let url = ha.url();
+    let extra = ["--redis-replicas", replicas, "--redis-timeout", "5s"];
+    let a = node(&url, &extra).await;
+    let b = node(&url, &extra).await;
+    let all = urls(&[&a, &b]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all, &["a", "b"]).await;
+    let path = "/events?channel=a&channel=b";
+    let followers: Vec<Follower> = [0, 1, 0, 1]
+        .iter()
+        .map(|&first| {
+            let mut nodes = all.clone();
+            nodes.rotate_left(first);
+            Follower::start(nodes, path, Some(start))
+        })
+        .collect();
+    let running = publishers(
+        all.clone(),
+        &[0, 1],
+        &["a", "b"],
+        80,
+        Duration::from_millis(25),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let old = ha.primary.port;
+    ha.primary.kill();
+    let new = ha.wait_failover(old).await;
+    let replicas_ports: Vec<u16> = std::iter::once(&ha.replica)
+        .chain(&ha.second)
+        .map(|r| r.port)
+        .collect();
+    assert!(replicas_ports.contains(&new), "a replica was promoted");
+    let mut acked = running.await.unwrap();
+    // Both nodes publish again by themselves.
+    for (i, base) in all.iter().enumerate() {
+        let channel = ["a", "b"][i];
+        let id = publish_on(&client, base, channel, "after").await;
+        acked.push((id, channel.to_owned()));
+    }
+    acked.sort_unstable();
+    let mut ids: Vec<u64> = acked.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), acked.len(), "an id was acknowledged twice");
+    let last = acked.last().unwrap().0;
+    for f in &followers {
+        f.wait_for(last, 3 * WAIT).await;
+    }
+    Some((acked, followers.iter().map(Follower::items).collect()))
+}
+
+/// SPEC §14 with `--redis-replicas 1`: a failover loses no acknowledged
+/// event, and as nothing unconfirmed is delivered either, every stream that
+/// stays gets each event exactly once, in id order, with no gap at all.
+#[tokio::test]
+async fn a_killed_primary_with_one_replica_confirming_loses_nothing() {
+    let Some((acked, streams)) = kill_the_primary_under_load("1").await else {
+        return;
+    };
+    for items in &streams {
+        assert_no_silent_loss(items, &acked, true);
+        let report = Report::of(items, &acked);
+        assert_eq!(report.duplicated, 0, "{items:?}");
+    }
+}
+
+/// The same with `--redis-replicas 0`: asynchronous replication may lose
+/// the last events, but never silently, and no id is issued twice.
+#[tokio::test]
+async fn a_killed_primary_without_confirmation_loses_nothing_silently() {
+    let Some((acked, streams)) = kill_the_primary_under_load("0").await else {
+        return;
+    };
+    for items in &streams {
+        let report = Report::of(items, &acked);
+        assert_eq!(report.lost, 0, "lost without a herald.gap: {items:?}");
+        assert_one_event_per_id(items);
+    }
+}
+
+/// No id ever names two different events, and ids increase except where a
+/// `herald.gap` restarts the replay of a channel (SPEC §2).
+fn assert_one_event_per_id(items: &[Item]) {
+    let mut by_id: HashMap<u64, &str> = HashMap::new();
+    let mut previous = 0;
+    let mut after_gap = false;
+    for item in items {
+        match item {
+            Item::Gap { .. } => after_gap = true,
+            Item::Event { id, data } => {
+                if let Some(other) = by_id.insert(*id, data) {
+                    assert_eq!(other, data, "two events under id {id}");
+                }
+                assert!(
+                    *id > previous || after_gap,
+                    "id {id} after {previous} with no gap between: {items:?}"
+                );
+                if *id > previous {
+                    after_gap = false;
+                }
+                previous = previous.max(*id);
+            }
+        }
+    }
+}
+
+/// The replica stopped: nothing can be confirmed, so a publish is answered
+/// 503 with `Retry-After` within `--redis-timeout`, nothing hangs, and once
+/// the replica is back a retry with the same `Idempotency-Key` gets the
+/// first publish's answer rather than a second copy.
+#[tokio::test]
+async fn a_stopped_replica_makes_publishes_503_in_time_and_a_keyed_retry_publishes_once() {
+    let Some(ha) = Ha::start().await else {
+        return;
+    };
+    let a = node(
+        &ha.url(),
+        &["--redis-replicas", "1", "--redis-timeout", "2s"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base = a.url("");
+    let start = publish_on(&client, &base, "s", "before").await;
+    let follower = Follower::start(vec![base.clone()], "/events/s", Some(start));
+
+    ha.signal("-STOP", ha.replica.pid());
+    let began = tokio::time::Instant::now();
+    let (status, retry_after, _, body) =
+        publish_once(&client, &base, "s", "while-stopped", Some("k1")).await;
+    let took = began.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("backend_unavailable"), "{body}");
+    assert!(retry_after.is_some(), "a Retry-After");
+    // Bounded by --redis-timeout (2 s), with room for a loaded machine.
+    assert!(took < 4 * Duration::from_secs(2), "took {took:?}");
+    // Other requests are answered meanwhile.
+    assert_eq!(
+        client
+            .get(a.url("/channels"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    ha.signal("-CONT", ha.replica.pid());
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let id = loop {
+        let (status, _, replayed, body) =
+            publish_once(&client, &base, "s", "while-stopped", Some("k1")).await;
+        if status == 200 {
+            assert!(replayed, "the first publish's answer: {body}");
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            break answer["id"].as_str().unwrap().parse::<u64>().unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never confirmed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let after = publish_on(&client, &base, "s", "after").await;
+    follower.wait_for(after, 3 * WAIT).await;
+    let items = follower.items();
+    let copies = items
+        .iter()
+        .filter(|i| matches!(i, Item::Event { data, .. } if data == "while-stopped"))
+        .count();
+    assert_eq!(copies, 1, "{items:?}");
+    assert!(items.contains(&Item::Event {
+        id,
+        data: "while-stopped".into()
+    }));
+}
+
+/// A Sentinel killed changes nothing: nodes publish, a new node starts
+/// (asking the next Sentinel), streams flow.
+#[tokio::test]
+async fn a_killed_sentinel_changes_nothing() {
+    let Some(mut ha) = Ha::start().await else {
+        return;
+    };
+    let url = ha.url();
+    let a = node(&url, &[]).await;
+    let client = reqwest::Client::new();
+    let start = publish_on(&client, &a.url(""), "k", "before").await;
+    ha.sentinels[0].kill();
+    let b = node(&url, &[]).await;
+    let follower = Follower::start(vec![b.url("")], "/events/k", Some(start));
+    let one = publish_on(&client, &a.url(""), "k", "one").await;
+    let two = publish_on(&client, &b.url(""), "k", "two").await;
+    follower.wait_for(two, WAIT).await;
+    let acked = vec![(one, "k".to_owned()), (two, "k".to_owned())];
+    assert_no_silent_loss(&follower.items(), &acked, true);
+}
+
+/// No Sentinel answering, or none knowing the service: a clear startup
+/// error, not a node that serves 503s forever.
+#[tokio::test]
+async fn unreachable_sentinels_are_a_clear_startup_error() {
+    let (p1, p2) = (free_port(), free_port());
+    let url = format!("redis+sentinel://127.0.0.1:{p1},127.0.0.1:{p2}/mymaster/0");
+    let stderr = startup_error(&url).await;
+    assert!(
+        stderr.contains("no Sentinel named a primary for 'mymaster'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("127.0.0.1:{p1}")), "{stderr}");
+
+    let Some(ha) = Ha::start().await else {
+        return;
+    };
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{}/other/0",
+        ha.sentinels[1].port
+    );
+    let stderr = startup_error(&url).await;
+    assert!(stderr.contains("does not know 'other'"), "{stderr}");
+}
+
+/// Runs the binary on `url`: it must exit with an error; its stderr.
+async fn startup_error(url: &str) -> String {
+    let child = tokio::process::Command::new(herald_bin())
+        .args(["--listen", "127.0.0.1:0", "--redis", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(3 * WAIT, child.wait_with_output())
+        .await
+        .expect("the binary exits")
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
