@@ -39,20 +39,13 @@ impl Guard {
             )
             .await,
         )?;
-        match int(&reply) {
-            Some(1) => tracing::warn!(
+        if int(&reply) == Some(1) {
+            tracing::warn!(
                 seen,
                 "Redis rolled back or failed over to a replica that lacks events this node saw: \
-                 raised the id counter above them; a subscriber resuming from before them gets a \
-                 herald.gap"
-            ),
-            Some(2) => tracing::warn!(
-                seen,
-                "Redis rolled back or failed over to a replica that lacks events this node saw, \
-                 and ids were issued past them: announced the loss to every node (streams end, resuming \
-                 subscribers get a herald.gap)"
-            ),
-            _ => {}
+                 announced the loss to every node (streams end; a subscriber resuming from before \
+                 it gets a herald.gap; new ids are above every id seen)"
+            );
         }
         Ok(())
     }

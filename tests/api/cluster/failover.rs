@@ -13,7 +13,7 @@ use super::support::{
     assert_no_silent_loss, free_port, node, publishers, Acked, Follower, Item, Redis, Report,
 };
 use super::{urls, warm_up};
-use crate::helpers::{herald_bin, WAIT};
+use crate::helpers::{eventually_async, herald_bin, WAIT};
 
 /// How long Sentinel waits before it takes the primary for down. Short, but
 /// not so short that a loaded CI box makes it fail over on its own.
@@ -538,4 +538,86 @@ async fn startup_error(url: &str) -> String {
         .unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The loss made certain: the replica is stopped while events are
+/// acknowledged (`--redis-replicas 0`), then the primary is killed and the
+/// replica, which never got them, is promoted. Every stream that saw them
+/// and every stream resuming from before them gets a `herald.gap` for the
+/// channel; ids issued afterwards are above theirs.
+#[tokio::test]
+async fn events_the_new_primary_lacks_are_announced_by_a_gap() {
+    let Some(mut ha) = Ha::start().await else {
+        return;
+    };
+    let url = ha.url();
+    let a = node(&url, &[]).await;
+    let b = node(&url, &[]).await;
+    let all = urls(&[&a, &b]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all, &["x"]).await;
+    let followers: Vec<Follower> = [0, 1]
+        .iter()
+        .map(|&first| {
+            let mut nodes = all.clone();
+            nodes.rotate_left(first);
+            Follower::start(nodes, "/events/x", Some(start))
+        })
+        .collect();
+    let kept = publish_on(&client, &all[0], "x", "kept").await;
+    // Give the replica time to hold `kept`, then stop it.
+    eventually_async("the replica holds `kept`", || async {
+        cmd(ha.replica.port, &["GET", "herald{h}:seq"])
+            .await
+            .is_some_and(|v| text(&v).parse::<u64>().is_ok_and(|seq| seq >= kept))
+    })
+    .await;
+    // Stopped, and cut off (what the kernel already holds for a stopped
+    // process would reach it after all).
+    ha.signal("-STOP", ha.replica.pid());
+    cmd(ha.primary.port, &["CLIENT", "KILL", "TYPE", "replica"])
+        .await
+        .expect("the primary drops its replica");
+    let mut lost = Vec::new();
+    for i in 0..4 {
+        lost.push(publish_on(&client, &all[i % 2], "x", &format!("lost{i}")).await);
+    }
+    for f in &followers {
+        f.wait_for(lost[3], WAIT).await;
+    }
+    let old = ha.primary.port;
+    ha.primary.kill();
+    ha.signal("-CONT", ha.replica.pid());
+    ha.wait_failover(old).await;
+    let after_a = publish_on(&client, &all[0], "x", "after").await;
+    let after_b = publish_on(&client, &all[1], "x", "after").await;
+    assert!(after_a.min(after_b) > lost[3], "no id is issued twice");
+    for f in &followers {
+        f.wait_for(after_a.max(after_b), 3 * WAIT).await;
+        let items = f.items();
+        assert_one_event_per_id(&items);
+        let last_lost = items
+            .iter()
+            .position(|i| matches!(i, Item::Event { id, .. } if *id == lost[3]))
+            .unwrap();
+        assert!(
+            items[last_lost..].contains(&Item::Gap {
+                channel: "x".into()
+            }),
+            "a stream that saw the lost events is told: {items:?}"
+        );
+    }
+    // Resuming from before the lost events, or from among them: told too.
+    for from in [kept, lost[1]] {
+        let f = Follower::start(vec![all[1].clone()], "/events/x", Some(from));
+        f.wait_for(after_a.max(after_b), WAIT).await;
+        let items = f.items();
+        assert!(matches!(&items[0], Item::Gap { .. }), "{items:?}");
+        assert!(
+            !items
+                .iter()
+                .any(|i| matches!(i, Item::Event { data, .. } if data.starts_with("lost"))),
+            "{items:?}"
+        );
+    }
 }
