@@ -239,6 +239,36 @@ impl Ha {
         }
     }
 
+    /// The server on `port`.
+    fn server(&mut self, port: u16) -> &mut Redis {
+        std::iter::once(&mut self.primary)
+            .chain(std::iter::once(&mut self.replica))
+            .chain(self.second.as_mut())
+            .find(|r| r.port == port)
+            .expect("one of ours")
+    }
+
+    /// Waits until the primary the Sentinels name has every other server
+    /// as a replica in sync.
+    async fn wait_replicas_synced(&self) {
+        let want = 1 + usize::from(self.second.is_some());
+        let deadline = tokio::time::Instant::now() + 6 * WAIT;
+        loop {
+            if let Some(primary) = self.named_primary().await {
+                let info = cmd(primary, &["INFO", "replication"]).await;
+                let online = info.map_or(0, |v| text(&v).matches("state=online").count());
+                if online >= want {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replicas never got in sync"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn signal(&self, which: &str, pid: u32) {
         let status = std::process::Command::new("kill")
             .args([which, &pid.to_string()])
@@ -618,6 +648,153 @@ async fn events_the_new_primary_lacks_are_announced_by_a_gap() {
                 .iter()
                 .any(|i| matches!(i, Item::Event { data, .. } if data.starts_with("lost"))),
             "{items:?}"
+        );
+    }
+}
+
+/// The long run behind `HERALD_CLUSTER_CHAOS_MODE=failover
+/// scripts/cluster-chaos.sh` (ignored in `cargo test`): a primary and two
+/// replicas under three Sentinels, two nodes, publishers on both and
+/// followers moving between them; every few seconds the primary is killed
+/// with SIGKILL, and once a replica is promoted the killed server is
+/// started again (empty: Sentinel turns it into a replica). Reports lost
+/// acknowledged, duplicated and out-of-order events (all must be 0; with
+/// `--redis-replicas 1` no gap either), gaps announced, and the time from
+/// each kill to the first publish answered 200.
+///
+/// `HERALD_CLUSTER_CHAOS_SECS` (default 60), `HERALD_CLUSTER_CHAOS_SEED`,
+/// `HERALD_CLUSTER_CHAOS_REPLICAS` (`--redis-replicas`, default 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run HERALD_CLUSTER_CHAOS_MODE=failover scripts/cluster-chaos.sh"]
+async fn failover_chaos() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::support::{publish_shared, shared};
+
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let secs = env("HERALD_CLUSTER_CHAOS_SECS").unwrap_or(60);
+    let seed = env("HERALD_CLUSTER_CHAOS_SEED").unwrap_or_else(|| fastrand::u64(..));
+    let replicas = env("HERALD_CLUSTER_CHAOS_REPLICAS")
+        .unwrap_or(1)
+        .to_string();
+    eprintln!("failover chaos: {secs}s, seed {seed}, --redis-replicas {replicas}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut ha = Ha::start_with(2)
+        .await
+        .expect("redis-server and redis-sentinel");
+    let url = ha.url();
+    let args = ["--redis-replicas", &replicas, "--history", "10000"];
+    let a = node(&url, &args).await;
+    let b = node(&url, &args).await;
+    let all = urls(&[&a, &b]);
+    let list = shared(all.clone());
+    let client = reqwest::Client::new();
+    const CHANNELS: [&str; 3] = ["c1", "c2", "c3"];
+    let mut start = 0;
+    for channel in CHANNELS {
+        start = publish_shared(&client, &list, 0, channel, "start").await;
+    }
+    let followers: Vec<Follower> = (0..4)
+        .map(|i| {
+            let mut nodes = all.clone();
+            nodes.rotate_left(i % 2);
+            Follower::start(
+                nodes,
+                "/events?channel=c1&channel=c2&channel=c3",
+                Some(start),
+            )
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let (list, stop) = (list.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked: Vec<Acked> = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let channel = CHANNELS[(i + p) % CHANNELS.len()];
+                    let id =
+                        publish_shared(&client, &list, p + i, channel, &format!("p{p}-{i}")).await;
+                    acked.push((id, channel.to_owned()));
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut recoveries = Vec::new();
+    let mut probes: Vec<Acked> = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.u64(2000..4000))).await;
+        // Every server in sync first, or Sentinel has no good replica.
+        ha.wait_replicas_synced().await;
+        let Some(primary) = ha.named_primary().await else {
+            continue;
+        };
+        let killed = ha.server(primary);
+        killed.kill();
+        let began = tokio::time::Instant::now();
+        let (mut status, mut body) = (0, String::new());
+        while status != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (status, _, _, body) = publish_once(&client, &all[0], "c1", "probe", None).await;
+        }
+        recoveries.push(began.elapsed());
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        probes.push((answer["id"].as_str().unwrap().parse().unwrap(), "c1".into()));
+        ha.server(primary).restart().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = probes;
+    for p in publishers {
+        acked.extend(p.await.unwrap());
+    }
+    acked.sort_unstable();
+    let newest = acked.last().unwrap().0;
+    recoveries.sort_unstable();
+    eprintln!(
+        "faults: {} primary kills; {} events acknowledged; kill to first publish answered: min {:?}, median {:?}, max {:?}",
+        recoveries.len(),
+        acked.len(),
+        recoveries.first(),
+        recoveries.get(recoveries.len() / 2),
+        recoveries.last()
+    );
+    let mut total = Report::default();
+    for (n, f) in followers.iter().enumerate() {
+        f.wait_for(newest, Duration::from_secs(60)).await;
+        let r = Report::of(&f.items(), &acked);
+        eprintln!(
+            "stream {n}: received {}, lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, streams opened {}",
+            r.received, r.lost, r.duplicated, r.out_of_order, r.announced, r.gaps,
+            f.streams.load(Ordering::Relaxed)
+        );
+        total.received += r.received;
+        total.lost += r.lost;
+        total.duplicated += r.duplicated;
+        total.out_of_order += r.out_of_order;
+        total.announced += r.announced;
+        total.gaps += r.gaps;
+    }
+    eprintln!(
+        "TOTAL: lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, received {}",
+        total.lost, total.duplicated, total.out_of_order, total.announced, total.gaps, total.received
+    );
+    assert_eq!(
+        (total.lost, total.duplicated, total.out_of_order),
+        (0, 0, 0)
+    );
+    if replicas != "0" {
+        assert_eq!(
+            (total.announced, total.gaps),
+            (0, 0),
+            "with --redis-replicas 1 nothing is lost"
         );
     }
 }
