@@ -529,6 +529,62 @@ async fn a_killed_sentinel_changes_nothing() {
     assert_no_silent_loss(&follower.items(), &acked, true);
 }
 
+/// A switch made on purpose (`SENTINEL FAILOVER`): the old primary is
+/// healthy and would take writes until it is demoted, so nodes must follow
+/// the Sentinels, not their own errors. Both nodes publish through the new
+/// primary, the old one (a replica now) is never written to, and streams
+/// lose nothing silently.
+#[tokio::test]
+async fn a_failover_on_purpose_is_followed() {
+    let Some(ha) = Ha::start().await else {
+        return;
+    };
+    let url = ha.url();
+    let a = node(&url, &[]).await;
+    let b = node(&url, &[]).await;
+    let all = urls(&[&a, &b]);
+    let client = reqwest::Client::new();
+    let start = warm_up(&client, &all, &["f"]).await;
+    let follower = Follower::start(all.clone(), "/events/f", Some(start));
+    let mut acked = Vec::new();
+    for (i, base) in all.iter().enumerate() {
+        acked.push((
+            publish_on(&client, base, "f", &format!("before{i}")).await,
+            "f".into(),
+        ));
+    }
+    let old = ha.primary.port;
+    let switched = cmd(ha.sentinels[2].port, &["SENTINEL", "FAILOVER", MASTER]).await;
+    assert!(switched.is_some(), "Sentinel starts the failover");
+    assert_eq!(ha.wait_failover(old).await, ha.replica.port);
+    // Until Sentinel has demoted it, the old primary could take writes.
+    let deadline = tokio::time::Instant::now() + 6 * WAIT;
+    loop {
+        let role = cmd(old, &["ROLE"]).await;
+        if matches!(&role, Some(redis::Value::Array(r)) if r.first().map(text).as_deref() == Some("slave"))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never demoted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut last = 0;
+    for (i, base) in all.iter().enumerate() {
+        last = publish_on(&client, base, "f", &format!("after{i}")).await;
+        acked.push((last, "f".into()));
+    }
+    // The last id was issued by the new primary.
+    let seq = |port| async move {
+        cmd(port, &["GET", "herald{h}:seq"])
+            .await
+            .map(|v| text(&v).parse::<u64>().unwrap_or(0))
+    };
+    assert_eq!(seq(ha.replica.port).await, Some(last));
+    follower.wait_for(last, 3 * WAIT).await;
+    assert_no_silent_loss(&follower.items(), &acked, false);
+    assert_one_event_per_id(&follower.items());
+}
+
 /// No Sentinel answering, or none knowing the service: a clear startup
 /// error, not a node that serves 503s forever.
 #[tokio::test]
