@@ -143,6 +143,10 @@ pub struct RedisLog {
     seen: Arc<AtomicU64>,
     /// `--redis-replicas`: replicas that must confirm a publish.
     replicas: u32,
+    /// With `--redis-replicas`: publishes and their `WAIT`s, on their own
+    /// connection (a `WAIT` holds up every command behind it on its
+    /// connection, and loads or heartbeats must not queue behind it).
+    wait_link: Option<Link>,
     keys: Keys,
     /// This node's name in the node set: random per process.
     node: String,
@@ -180,6 +184,13 @@ impl RedisLog {
         let seen = Arc::new(AtomicU64::new(0));
         let (presence_ops, presence_queue) = mpsc::unbounded_channel();
         hub.share_presence(presence_ops.clone());
+        let guard = || failover::Guard {
+            keys: ["seq", "log", "floor"].map(|k| keys.key(k)),
+            log_len: config.redis_log_len,
+            seen: seen.clone(),
+        };
+        let wait_link = (config.redis_replicas > 0)
+            .then(|| Link::new(target.clone(), guard(), config.redis_timeout));
         Ok(RedisLog {
             hub,
             idempotency_keys: IdempotencyKeys::new(
@@ -187,15 +198,8 @@ impl RedisLog {
                 config.idempotency_max_keys as usize,
                 false,
             ),
-            link: Link::new(
-                target.clone(),
-                failover::Guard {
-                    keys: ["seq", "log", "floor"].map(|k| keys.key(k)),
-                    log_len: config.redis_log_len,
-                    seen: seen.clone(),
-                },
-                config.redis_timeout,
-            ),
+            link: Link::new(target.clone(), guard(), config.redis_timeout),
+            wait_link,
             target,
             seen,
             replicas: config.redis_replicas,
@@ -443,7 +447,9 @@ impl RedisLog {
             wait
         });
         let (reply, confirmed) = self
-            .link
+            .wait_link
+            .as_ref()
+            .unwrap_or(&self.link)
             .eval_then(&self.scripts.publish, &keys, &args, wait.as_ref())
             .await
             .map_err(|e| self.failed("publish", e))?;
