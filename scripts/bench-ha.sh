@@ -93,6 +93,19 @@ for round in $(seq 1 "$RUNS"); do
     sleep 1
   done
 done
-"$BENCH" report --in "$RUNS_FILE" --md "$OUT/results.md" --json "$OUT/results.json" \
-  --title "herald $(cd "$ROOT" && git rev-parse --short HEAD), publish through one node: single Redis vs primary+replica with --redis-replicas 0 and 1; $(nproc) cores, $RUNS rounds"
+python3 - "$RUNS_FILE" "$OUT/results.md" "herald $(cd "$ROOT" && git rev-parse --short HEAD), $(redis-server --version | cut -d' ' -f1-3), $(nproc) cores, $RUNS rounds" <<'PY'
+import json, statistics, sys
+runs, out, title = sys.argv[1:4]
+rows = [json.loads(line) for line in open(runs) if line.strip()]
+lines = [f"Publish through one herald node (herald-bench `publish`, 16 publishers), {title}; medians over rounds.", "",
+         "| setup | publishes/s | vs single | p50 latency ms | p99 latency ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+med = lambda setup, key: statistics.median(r["metrics"][key] for r in rows if r["target"] == setup and r.get("ok"))
+base = med("single", "publishes_per_s")
+for setup in ["single", "replicas-0", "replicas-1"]:
+    rate = med(setup, "publishes_per_s")
+    lines.append(f"| {setup} | {rate:,.0f} | {rate / base:.2f}x | {med(setup, 'lat_p50_us') / 1000:.2f} | "
+                 f"{med(setup, 'lat_p99_us') / 1000:.1f} | {max(r['metrics']['publish_errors'] for r in rows if r['target'] == setup)} |")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
 echo "wrote $OUT/results.md" >&2
