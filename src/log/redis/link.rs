@@ -10,6 +10,7 @@
 //! Sentinels name another primary ([`Target::generation`]); each new
 //! connection first runs the failover check ([`Guard`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +28,11 @@ pub struct Link {
     /// `None` until the first command or after a failure. A
     /// `MultiplexedConnection` is a cheap handle: commands of all requests
     /// are pipelined on its one socket.
-    conn: Mutex<Option<(MultiplexedConnection, u64)>>,
+    conn: Mutex<Option<(MultiplexedConnection, u64, u64)>>,
+    /// Numbers the connections (the third member of `conn`).
+    serial: std::sync::atomic::AtomicU64,
+    /// Group commit of `WAIT`s ([`Link::eval_wait`]).
+    waits: Waits,
     /// Held while connecting, so a burst of requests after a failure opens
     /// one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
@@ -41,6 +46,8 @@ impl Link {
             guard,
             config: config(timeout, timeout),
             conn: Mutex::new(None),
+            serial: std::sync::atomic::AtomicU64::new(0),
+            waits: Waits::default(),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
@@ -50,7 +57,8 @@ impl Link {
         &self.guard
     }
 
-    async fn conn(&self) -> RedisResult<MultiplexedConnection> {
+    /// The live connection (opened if need be) and its serial number.
+    async fn conn(&self) -> RedisResult<(MultiplexedConnection, u64)> {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
@@ -61,16 +69,17 @@ impl Link {
         let generation = self.target.generation();
         let mut conn = self.target.connect(&self.config).await?;
         self.guard.check(&mut conn, 0).await?;
-        *self.slot() = Some((conn.clone(), generation));
-        Ok(conn)
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.slot() = Some((conn.clone(), generation, serial));
+        Ok((conn, serial))
     }
 
     /// The live connection, unless the primary changed since it opened.
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<(MultiplexedConnection, u64)> {
         let mut slot = self.slot();
         match &*slot {
-            Some((conn, generation)) if *generation == self.target.generation() => {
-                Some(conn.clone())
+            Some((conn, generation, serial)) if *generation == self.target.generation() => {
+                Some((conn.clone(), *serial))
             }
             Some(_) => {
                 *slot = None;
@@ -80,14 +89,14 @@ impl Link {
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(MultiplexedConnection, u64)>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(MultiplexedConnection, u64, u64)>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `cmd`; on a connection failure the connection is dropped so the
     /// next command reconnects.
     pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let mut conn = self.conn().await?;
+        let (mut conn, _) = self.conn().await?;
         self.on(&mut conn, cmd).await
     }
 
@@ -110,26 +119,29 @@ impl Link {
         keys: &[String],
         args: &[Arg<'_>],
     ) -> RedisResult<Value> {
-        self.eval_then(script, keys, args, None)
+        self.eval_wait(script, keys, args, None)
             .await
             .map(|(reply, _)| reply)
     }
 
-    /// [`Link::eval`], then `then` on the same connection (so a `WAIT`
-    /// covers the script's writes): both answers.
-    pub async fn eval_then(
+    /// [`Link::eval`], then `wait` (a `WAIT`) on the same connection, so it
+    /// covers the script's writes: both answers. `WAIT`s are grouped: one
+    /// sent after this script's answer arrived covers it, so concurrent
+    /// publishes share one `WAIT` rather than queueing one each behind
+    /// the others (a `WAIT` blocks its connection).
+    pub async fn eval_wait(
         &self,
         script: &Lua,
         keys: &[String],
         args: &[Arg<'_>],
-        then: Option<&Cmd>,
+        wait: Option<&Cmd>,
     ) -> RedisResult<(Value, Option<Value>)> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.hash.get_hash()).arg(keys.len()).arg(keys);
         for arg in args {
             arg.write(&mut cmd);
         }
-        let mut conn = self.conn().await?;
+        let (mut conn, serial) = self.conn().await?;
         let reply = match self.on(&mut conn, &cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let mut load = redis::cmd("SCRIPT");
@@ -139,11 +151,39 @@ impl Link {
             }
             other => other?,
         };
-        let then = match then {
-            Some(then) => Some(self.on(&mut conn, then).await?),
-            None => None,
+        let Some(wait) = wait else {
+            return Ok((reply, None));
         };
-        Ok((reply, then))
+        let ticket = self.waits.done.fetch_add(1, Ordering::AcqRel) + 1;
+        let _one = self.waits.one.lock().await;
+        if let Some((on, covered, answer)) = &*self.waits.last() {
+            if *on == serial && *covered >= ticket {
+                return Ok((reply, Some(answer.clone()))); // sent after ours
+            }
+        }
+        // Every script whose answer arrived before this point is covered.
+        let covers = self.waits.done.load(Ordering::Acquire);
+        let answer = self.on(&mut conn, wait).await?;
+        *self.waits.last() = Some((serial, covers, answer.clone()));
+        Ok((reply, Some(answer)))
+    }
+}
+
+/// The `WAIT`s of [`Link::eval_wait`]: one at a time, and what the last
+/// one covered.
+#[derive(Default)]
+struct Waits {
+    one: tokio::sync::Mutex<()>,
+    /// Scripts answered so far (each takes the next number as its ticket).
+    done: std::sync::atomic::AtomicU64,
+    /// The last `WAIT`: its connection's serial, the tickets up to which it
+    /// covers, its answer.
+    last: Mutex<Option<(u64, u64, Value)>>,
+}
+
+impl Waits {
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(u64, u64, Value)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -450,7 +450,7 @@ impl RedisLog {
             .wait_link
             .as_ref()
             .unwrap_or(&self.link)
-            .eval_then(&self.scripts.publish, &keys, &args, wait.as_ref())
+            .eval_wait(&self.scripts.publish, &keys, &args, wait.as_ref())
             .await
             .map_err(|e| self.failed("publish", e))?;
         match int(&reply) {
