@@ -243,7 +243,9 @@ pub struct Config {
     pub cors_origin: Vec<String>,
 
     /// Redis server that makes several herald nodes one service
-    /// (`redis://host:port/db`); without it herald is a single node.
+    /// (`redis://host:port/db`, or through Sentinel:
+    /// `redis+sentinel://host:26379,host:26379/mastername/db`); without it
+    /// herald is a single node.
     #[arg(long, env = "HERALD_REDIS", value_name = "URL", hide_env_values = true)]
     pub redis: Option<String>,
 
@@ -251,6 +253,13 @@ pub struct Config {
     /// end (so clients resume on another node); also the wait for one answer.
     #[arg(long, env = "HERALD_REDIS_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub redis_timeout: Duration,
+
+    /// With --redis: replicas that must confirm a publish (Redis `WAIT`)
+    /// before it is answered; not confirmed within --redis-timeout, the
+    /// answer is 503 (the event may still appear). 0: answered once the
+    /// primary has it.
+    #[arg(long, env = "HERALD_REDIS_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub redis_replicas: u32,
 
     /// With --redis: events the shared log keeps for nodes that fall behind
     /// (about; Redis trims whole blocks); a node further behind starts over.
@@ -570,6 +579,7 @@ mod tests {
         assert!(c.tls_cert.is_none() && !c.h2c);
         assert_eq!(c.redis, None);
         assert_eq!(c.redis_timeout, Duration::from_secs(5));
+        assert_eq!(c.redis_replicas, 0);
         assert_eq!(c.history_age, None);
         assert_eq!(c.data_dir, None);
         assert_eq!(c.fsync, Fsync::Batch);

@@ -91,6 +91,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let config = &state.config;
+    if let Log::Redis(redis) = &state.log {
+        // redis+sentinel://: a Sentinel must answer before anything is served.
+        redis.check().await.map_err(io::Error::other)?;
+    }
     let tls = Tls::from_config(config)?.map(Arc::new);
     let acme = acme::Acme::from_config(config, &state.metrics)?;
     if let Some(tls) = &tls {

@@ -32,15 +32,17 @@
 //! answers `/channels`; `presence.rs` is service-wide presence; `link.rs`
 //! the connection and its scripts; `values.rs` reads Redis's replies.
 
+mod failover;
 mod heartbeat;
 mod link;
 mod load;
 mod presence;
 mod reader;
 mod revoke;
+mod target;
 mod values;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -56,6 +58,7 @@ use crate::idempotency::{self, KeyedRequest, Keys as IdempotencyKeys};
 use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
 use link::{Arg, Link, Lua};
+use target::Target;
 use values::{array, bulk, int, text};
 
 /// Why Redis could not serve a request.
@@ -63,6 +66,9 @@ use values::{array, bulk, int, text};
 enum LogError {
     Unavailable,
     ChannelLimit,
+    /// Published, but fewer than `--redis-replicas` replicas confirmed it
+    /// within `--redis-timeout`.
+    NotReplicated,
 }
 
 /// What the publish script answered.
@@ -77,7 +83,7 @@ enum Outcome {
 impl LogError {
     fn reason(self) -> RejectReason {
         match self {
-            LogError::Unavailable => RejectReason::BackendUnavailable,
+            LogError::Unavailable | LogError::NotReplicated => RejectReason::BackendUnavailable,
             LogError::ChannelLimit => RejectReason::ChannelLimit,
         }
     }
@@ -138,9 +144,19 @@ pub struct RedisLog {
     /// The idempotency keys this node is publishing now; Redis keeps the
     /// answers, service-wide.
     pub idempotency_keys: Arc<IdempotencyKeys>,
-    client: redis::Client,
+    /// The Redis server, or the Sentinels that name the primary.
+    target: Arc<Target>,
     /// Commands of requests (publish, load, /channels) and the heartbeat.
     link: Link,
+    /// The newest id this node has seen in Redis (issued to its publishes
+    /// or applied from the log): a new primary must hold it ([`failover`]).
+    seen: Arc<AtomicU64>,
+    /// `--redis-replicas`: replicas that must confirm a publish.
+    replicas: u32,
+    /// With `--redis-replicas`: publishes and their `WAIT`s, on their own
+    /// connection (a `WAIT` holds up every command behind it on its
+    /// connection, and loads or heartbeats must not queue behind it).
+    wait_link: Option<Link>,
     keys: Keys,
     /// This node's name in the node set: random per process.
     node: String,
@@ -173,10 +189,18 @@ impl RedisLog {
             );
         }
         // The URL may carry a password: never repeat it in a message.
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("--redis: not a usable redis:// URL ({:?})", e.kind()))?;
+        let target = Arc::new(Target::parse(url, config.redis_timeout)?);
+        let keys = Keys::new(&config.redis_prefix);
+        let seen = Arc::new(AtomicU64::new(0));
         let (presence_ops, presence_queue) = mpsc::unbounded_channel();
         hub.share_presence(presence_ops.clone());
+        let guard = || failover::Guard {
+            keys: ["seq", "log", "floor"].map(|k| keys.key(k)),
+            log_len: config.redis_log_len,
+            seen: seen.clone(),
+        };
+        let wait_link = (config.redis_replicas > 0)
+            .then(|| Link::new(target.clone(), guard(), config.redis_timeout));
         Ok(RedisLog {
             hub,
             idempotency_keys: IdempotencyKeys::new(
@@ -184,9 +208,12 @@ impl RedisLog {
                 config.idempotency_max_keys as usize,
                 false,
             ),
-            link: Link::new(client.clone(), config.redis_timeout),
-            client,
-            keys: Keys::new(&config.redis_prefix),
+            link: Link::new(target.clone(), guard(), config.redis_timeout),
+            wait_link,
+            target,
+            seen,
+            replicas: config.redis_replicas,
+            keys,
             node: format!("{:016x}", fastrand::u64(..)),
             timeout: config.redis_timeout,
             log_len: config.redis_log_len,
@@ -216,6 +243,10 @@ impl RedisLog {
     /// stop at `shutdown`.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(reader::run(self.clone(), shutdown.clone()));
+        let target = self.target.clone();
+        let every = (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let watching = shutdown.clone();
+        tokio::spawn(async move { target.watch(every, watching).await });
         tokio::spawn(self.clone().heartbeat(shutdown.clone()));
         let queue = self
             .presence_queue
@@ -242,6 +273,12 @@ impl RedisLog {
         if let Ok(Err(e)) = left.await {
             tracing::warn!(error = %e, "could not leave the node set in Redis");
         }
+    }
+
+    /// At startup, before serving: with `redis+sentinel://`, a Sentinel
+    /// must answer and know the service (a clear error otherwise).
+    pub async fn check(&self) -> Result<(), String> {
+        self.target.check().await
     }
 
     /// Whether Redis answers this node now.
@@ -340,6 +377,13 @@ impl RedisLog {
             .map_err(|e| match e {
                 LogError::ChannelLimit => PublishError::ChannelLimit,
                 LogError::Unavailable => self.unavailable(),
+                LogError::NotReplicated => PublishError::Unavailable {
+                    retry_after: self.timeout.max(Duration::from_secs(1)),
+                    cause: format!(
+                        "not confirmed by {} Redis replica(s) within --redis-timeout",
+                        self.replicas
+                    ),
+                },
             })?;
         let (Outcome::Published(answers) | Outcome::Replayed(answers)) = &outcome else {
             return Ok(Keyed::Reused);
@@ -404,15 +448,40 @@ impl RedisLog {
                 args.push(Arg::Int(self.hub.subscribers(&item.channel) as u64));
             }
         }
-        let reply = self
-            .link
-            .eval(&self.scripts.publish, &keys, &args)
+        let started = Instant::now();
+        let wait = (self.replicas > 0).then(|| {
+            // WAIT blocks this connection: bounded well within the answer
+            // timeout (WAIT 0 would wait forever).
+            let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(self.replicas).arg(ms);
+            wait
+        });
+        let (reply, confirmed) = self
+            .wait_link
+            .as_ref()
+            .unwrap_or(&self.link)
+            .eval_wait(&self.scripts.publish, &keys, &args, wait.as_ref())
             .await
             .map_err(|e| self.failed("publish", e))?;
         match int(&reply) {
             Some(0) => return Err(LogError::ChannelLimit),
             Some(-1) if key.is_some() => return Ok(Outcome::Reused),
             _ => {}
+        }
+        // Published (or a kept answer replayed: the script touched its key,
+        // so the WAIT covers the first publish too).
+        if let Some(confirmed) = confirmed {
+            let replicas = int(&confirmed).unwrap_or(0);
+            if replicas < i64::from(self.replicas) {
+                tracing::warn!(
+                    replicas,
+                    wanted = self.replicas,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "a publish was not confirmed by enough Redis replicas: answered 503"
+                );
+                return Err(LogError::NotReplicated);
+            }
         }
         let rows = array(&reply).ok_or_else(|| self.unexpected("publish"))?;
         if rows.first().and_then(bulk) == Some(b"r") {
@@ -436,6 +505,7 @@ impl RedisLog {
                 Some(_) => others.max(0) as usize,
                 None => others.max(0) as usize + self.hub.subscribers(&item.channel),
             };
+            self.seen.fetch_max(id, Ordering::AcqRel);
             answers.push(Published {
                 id: EventId::new(id),
                 channel: item.channel,

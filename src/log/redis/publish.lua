@@ -39,6 +39,10 @@ if idem then
   local kept = redis.call('GET', idem)
   if kept then
     if string.sub(kept, 1, 32) == ARGV[extra + 1] then
+      -- A write (same expiry), so a WAIT after this call covers the first
+      -- publish as well, whichever connection made it (SPEC §14).
+      local left = redis.call('PTTL', idem)
+      if left > 0 then redis.call('PEXPIRE', idem, left) end
       return {'r', kept}
     end
     return -1

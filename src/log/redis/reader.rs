@@ -44,6 +44,7 @@ pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
         epoch: None,
         checked_policy: false,
         load_presence: true,
+        generation: 0,
     };
     let mut backoff = Duration::from_millis(50);
     while !shutdown.is_cancelled() {
@@ -65,6 +66,7 @@ pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
         };
         backoff = Duration::from_millis(50);
         reader.log.ok();
+        let generation = reader.generation;
         loop {
             let read = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -76,6 +78,9 @@ pub async fn run(log: Arc<RedisLog>, shutdown: CancellationToken) {
                     reader.log.down(&e);
                     break;
                 }
+            }
+            if reader.log.target.generation() != generation {
+                break; // the Sentinels name another primary
             }
         }
     }
@@ -92,6 +97,8 @@ struct Reader {
     /// The presence rooms must be (re)loaded from Redis: at the start, and
     /// after starting over (records may have been missed).
     load_presence: bool,
+    /// The target generation of the connection (see [`super::target`]).
+    generation: u64,
 }
 
 impl Reader {
@@ -100,17 +107,19 @@ impl Reader {
         &mut self,
         config: &redis::AsyncConnectionConfig,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let mut conn = self
-            .log
-            .client
-            .get_multiplexed_async_connection_with_config(config)
-            .await?;
+        self.generation = self.log.target.generation();
+        let mut conn = self.log.target.connect(config).await?;
         let name = format!("herald-reader-{}", self.log.node);
         link::checked(
             conn.req_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(&name))
                 .await,
         )?;
         let log = self.log.clone();
+        // Before start.lua: a new primary that lacks what this node saw.
+        log.link
+            .guard()
+            .check(&mut conn, self.at.map_or(0, EventId::get))
+            .await?;
         let keys = &log.keys;
         let reply = link::checked(
             conn.req_packed_command(
@@ -198,6 +207,9 @@ impl Reader {
         let Some(entries) = entries(&reply) else {
             return Ok(());
         };
+        if !self.replicated(conn, block).await? {
+            return Ok(()); // read them again, until replicas confirm
+        }
         let mut batch = Vec::with_capacity(entries.len());
         let mut at = at;
         for entry in entries {
@@ -207,6 +219,15 @@ impl Reader {
                 self.start_over("unreadable log entry");
                 continue;
             };
+            if let Item::Gap = item {
+                // failover.lua: the primary lost entries some node saw,
+                // after ids were issued past them; whatever this node's
+                // streams saw, they may have missed some or seen some.
+                self.hub.apply(std::mem::take(&mut batch));
+                self.start_over("Redis failed over and lost events (a gap record)");
+                at = id;
+                continue;
+            }
             if prev != at {
                 self.hub.apply(std::mem::take(&mut batch));
                 if prev < at {
@@ -241,6 +262,7 @@ impl Reader {
                         None => tracing::warn!("skipped a disconnect record this node cannot read"),
                     }
                 }
+                Item::Gap => {}
             }
         }
         self.hub.apply(batch);
@@ -248,7 +270,7 @@ impl Reader {
             decode(e).is_none_or(|(_, _, item)| {
                 matches!(
                     item,
-                    Item::Event(None, _) | Item::Presence(None) | Item::Disconnect(_)
+                    Item::Event(None, _) | Item::Presence(None) | Item::Disconnect(_) | Item::Gap
                 )
             })
         }) {
@@ -256,11 +278,46 @@ impl Reader {
             self.hub.start_at(at);
         }
         self.at = Some(at);
+        self.log
+            .seen
+            .fetch_max(at.get(), std::sync::atomic::Ordering::AcqRel);
         if self.load_presence {
             super::presence::load(&self.log, conn).await?;
             self.load_presence = false;
         }
         Ok(())
+    }
+
+    /// With `--redis-replicas N`: whether N replicas hold what was just
+    /// read, so that no stream is given an event a failover can take back
+    /// (the WAIT covers a write made after the read, hence the entries).
+    async fn replicated(
+        &self,
+        conn: &mut MultiplexedConnection,
+        block: Duration,
+    ) -> redis::RedisResult<bool> {
+        let replicas = self.log.replicas;
+        if replicas == 0 {
+            return Ok(true);
+        }
+        let key = self.log.keys.key(&format!("w:{}", self.log.node));
+        link::checked(
+            conn.req_packed_command(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(60_000))
+                .await,
+        )?;
+        let confirmed = link::checked(
+            conn.req_packed_command(
+                redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg((block.as_millis() as u64).max(1)),
+            )
+            .await,
+        )?;
+        let ok = super::values::int(&confirmed).unwrap_or(0) >= i64::from(replicas);
+        if !ok {
+            tracing::debug!("log entries not confirmed by enough replicas yet: holding them back");
+        }
+        Ok(ok)
     }
 
     fn start_over(&mut self, why: &str) {
@@ -324,6 +381,8 @@ enum Item {
     /// A disconnect (SPEC §11) and the node it came from (`None` if
     /// unreadable; it counts all the same).
     Disconnect(Option<(String, crate::revocation::Disconnect)>),
+    /// A gap record (`failover.lua`): events before it were lost.
+    Gap,
 }
 
 /// A log entry, with its id and the id issued before it: an event
@@ -354,6 +413,9 @@ fn decode(entry: &Value) -> Option<(EventId, EventId, Item)> {
         return Some((id, prev, Item::Disconnect(super::revoke::decode(fields))));
     }
     let channel = channel.and_then(|c| ChannelName::parse(c).ok());
+    if kind == Some(b"g") {
+        return Some((id, prev, Item::Gap));
+    }
     if let Some(kind) = kind {
         let change = (|| {
             let (channel, sub) = (channel?, sub?.to_owned());

@@ -1,7 +1,9 @@
 //! Reading Redis answers (`redis::Value`) without surprises: each helper
 //! says `None` for anything but the shape it expects.
 
-use redis::Value;
+use std::time::Duration;
+
+use redis::{AsyncConnectionConfig, RedisResult, Value};
 
 use crate::domain::EventId;
 
@@ -38,6 +40,23 @@ pub fn stream_id(v: &Value) -> Option<EventId> {
         return None;
     }
     ms.parse().ok().map(EventId::new)
+}
+
+/// An error answer from Redis as an `Err` (a raw command returns it as a
+/// value).
+pub fn checked(result: RedisResult<Value>) -> RedisResult<Value> {
+    match result {
+        Ok(Value::ServerError(e)) => Err(e.into()),
+        other => other,
+    }
+}
+
+/// Connection settings: `connect` to open the socket, `response` for each
+/// answer.
+pub fn config(connect: Duration, response: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
 }
 
 #[cfg(test)]
