@@ -1,6 +1,8 @@
 //! Serving one accepted TCP connection: TLS with ALPN, or cleartext with the
 //! optional h2c sniff, then hyper's HTTP/1.1 or HTTP/2 connection builder,
-//! called directly.
+//! called directly. A cleartext HTTP/1.1 connection's first request head is
+//! read by [`super::h1`] first: an event stream it serves itself, outside
+//! hyper's buffers; anything else reaches hyper with the bytes read.
 //!
 //! Why not hyper-util's `auto` builder: to tell h1 from h2 it reads the first
 //! bytes itself and replays them, and hyper's HTTP/1.1 read buffer then grows
@@ -20,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Request;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -30,6 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::h1::{self, Rewind, Served};
 use super::tls::{Tls, ALPN_H2};
 use crate::body::Response;
 use crate::config::Config;
@@ -79,10 +84,14 @@ impl Protocols {
 
     /// Serves `stream` until it closes, or until `shutdown` asks it to
     /// finish (in-flight requests complete; event streams end themselves).
-    pub async fn serve<S>(
+    /// `streams` is the same app for a cleartext HTTP/1.1 connection's
+    /// first request when [`h1`] serves it (an event stream, outside
+    /// hyper's buffers).
+    pub async fn serve<S, E>(
         &self,
         stream: TcpStream,
         service: S,
+        streams: E,
         metrics: &Metrics,
         shutdown: &CancellationToken,
     ) where
@@ -91,6 +100,7 @@ impl Protocols {
             + Send
             + 'static,
         S::Future: Send + 'static,
+        E: Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>,
     {
         let result = match &self.tls {
             // Boxed: a TLS session is large, and inline it would size every
@@ -112,8 +122,30 @@ impl Protocols {
                 } else {
                     false
                 };
-                self.serve_http(TokioIo::new(stream), h2, service, shutdown)
+                if h2 {
+                    self.serve_http(
+                        TokioIo::new(Rewind::new(stream, Vec::new())),
+                        h2,
+                        service,
+                        shutdown,
+                    )
                     .await
+                } else {
+                    // hyper's header timer starts here too.
+                    let deadline = Instant::now() + self.handshake_timeout;
+                    match h1::serve(stream, &streams, deadline, shutdown).await {
+                        Served::Closed => return,
+                        Served::Hyper(stream, read) => {
+                            self.serve_http(
+                                TokioIo::new(Rewind::new(stream, read)),
+                                false,
+                                service,
+                                shutdown,
+                            )
+                            .await
+                        }
+                    }
+                }
             }
         };
         match result {

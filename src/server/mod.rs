@@ -3,9 +3,12 @@
 //!
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
+//! - [`h1`]: a cleartext HTTP/1.1 connection's first request head, read
+//!   outside hyper, and the event stream it asks for written outside hyper.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
 
 pub mod connection;
+pub mod h1;
 pub mod tls;
 
 use std::future::Future;
@@ -13,6 +16,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -102,6 +107,8 @@ pub async fn serve(
     let protocols = Arc::new(Protocols::new(config, tls));
     // The middleware stack, built once for the whole server.
     let app = Arc::new(app::app::<Incoming>(state.clone()));
+    // The same stack for requests `h1` reads itself (no body).
+    let streams = Arc::new(app::app::<Empty<Bytes>>(state.clone()));
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
@@ -144,11 +151,14 @@ pub async fn serve(
             over_limit: guard.open_now > max_connections,
         };
         let service = ConnService::new(app.clone(), conn);
+        let stream_service = ConnService::new(streams.clone(), conn);
         let protocols = protocols.clone();
         let metrics = state.metrics.clone();
         let close = close_connections.clone();
         connections.spawn(async move {
-            protocols.serve(stream, service, &metrics, &close).await;
+            protocols
+                .serve(stream, service, stream_service, &metrics, &close)
+                .await;
             drop(guard);
         });
     }

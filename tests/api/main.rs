@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod durable;
 mod endpoints;
+mod h1_streams;
 mod helpers;
 mod hostile;
 mod http2;
