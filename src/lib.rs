@@ -18,8 +18,8 @@
 //! - [`server`]: the accept loop, connection limit, graceful shutdown,
 //!   SIGHUP forwarded to [`reload`]; `server::connection` serves one
 //!   connection (TLS with ALPN or cleartext, hyper's HTTP/1.1 or HTTP/2),
-//!   `server::h1` reads a cleartext HTTP/1.1 connection's first request
-//!   head itself and writes the event stream it asks for outside hyper,
+//!   `server::h1` reads a cleartext HTTP/1.1 connection's plain `GET`s
+//!   itself and writes their answers (event streams) outside hyper,
 //!   `server::tls` holds the certificate pair.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and
 //!   path; refusals while shutting down or over the connection limit.

@@ -1,8 +1,9 @@
 //! Serving one accepted TCP connection: TLS with ALPN, or cleartext with the
 //! optional h2c sniff, then hyper's HTTP/1.1 or HTTP/2 connection builder,
-//! called directly. A cleartext HTTP/1.1 connection's first request head is
-//! read by [`super::h1`] first: an event stream it serves itself, outside
-//! hyper's buffers; anything else reaches hyper with the bytes read.
+//! called directly. A cleartext HTTP/1.1 connection is read by
+//! [`super::h1`] first: plain `GET`s (event streams) it serves itself,
+//! outside hyper's buffers; the first other request reaches hyper with the
+//! bytes read, and the connection stays hyper's.
 //!
 //! Why not hyper-util's `auto` builder: to tell h1 from h2 it reads the first
 //! bytes itself and replays them, and hyper's HTTP/1.1 read buffer then grows
@@ -84,9 +85,9 @@ impl Protocols {
 
     /// Serves `stream` until it closes, or until `shutdown` asks it to
     /// finish (in-flight requests complete; event streams end themselves).
-    /// `streams` is the same app for a cleartext HTTP/1.1 connection's
-    /// first request when [`h1`] serves it (an event stream, outside
-    /// hyper's buffers).
+    /// `streams` is the same app for the requests [`h1`] serves on a
+    /// cleartext HTTP/1.1 connection (plain `GET`s, outside hyper's
+    /// buffers).
     pub async fn serve<S, E>(
         &self,
         stream: TcpStream,
@@ -131,9 +132,7 @@ impl Protocols {
                     )
                     .await
                 } else {
-                    // hyper's header timer starts here too.
-                    let deadline = Instant::now() + self.handshake_timeout;
-                    match h1::serve(stream, &streams, deadline, shutdown).await {
+                    match h1::serve(stream, &streams, self.handshake_timeout, shutdown).await {
                         Served::Closed => return,
                         Served::Hyper(stream, read) => {
                             self.serve_http(

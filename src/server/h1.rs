@@ -1,23 +1,23 @@
-//! Cleartext HTTP/1.1 event streams without hyper's fixed buffers (issue
-//! 23).
+//! Cleartext HTTP/1.1 without hyper's fixed buffers (issue 23).
 //!
 //! hyper keeps two 8 KiB buffers (its read buffer and the response head's)
-//! for the whole life of an HTTP/1.1 connection, most of an idle stream's
-//! memory. So the first request head of a cleartext HTTP/1.1 connection is
+//! for the whole life of an HTTP/1.1 connection, most of an idle event
+//! stream's memory. So a cleartext HTTP/1.1 connection's request heads are
 //! read here, with httparse (the parser hyper uses), into a buffer freed as
-//! soon as the head is parsed. A plain `GET` on an event URL (`/events…`,
-//! HTTP/1.1, no body, no upgrade, no `Expect`) then goes through the same
-//! app service as every request, and its answer is written here: the head
-//! byte for byte as hyper writes it, then, for an event stream, each frame
-//! as a chunk, gathered per write into a buffer freed after the write. While
-//! a stream is open the socket is only watched for readability, with no
-//! buffer, to notice the client hanging up.
+//! soon as each head is parsed. A plain `GET` (HTTP/1.1, a path, no body,
+//! no upgrade, no `Expect`) goes through the same app service as every
+//! request, and its answer is written here: the head byte for byte as hyper
+//! writes it, then the whole body, or, for an event stream, each frame as a
+//! chunk, gathered per write into a buffer freed after the write. While a
+//! stream is open the socket is only watched for readability, with no
+//! buffer, to notice the client hanging up. Then the next head, as hyper
+//! keeps a connection alive.
 //!
-//! Everything else goes to hyper with the bytes already read ([`Rewind`]):
-//! another method or path, a head httparse refuses or that grows past
-//! [`HEAD_LIMIT`], whatever follows an answer written here on a kept-alive
-//! connection. hyper then answers it exactly as before (its status, its
-//! timeout, its metric).
+//! Anything else goes to hyper with the bytes already read ([`Rewind`]),
+//! and the connection stays hyper's: another method (a publish, a
+//! preflight, `HEAD`), a WebSocket upgrade, HTTP/1.0, a head httparse
+//! refuses or that grows past [`HEAD_LIMIT`]. hyper then answers it exactly
+//! as before (its status, its timeout, its metric).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -31,6 +31,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri,
 use http_body::Body as _;
 use http_body_util::Empty;
 use hyper::service::Service;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, Response};
 
-/// The longest first request head read here; a longer one goes on to
+/// The longest request head read here; a longer one goes on to
 /// hyper, whose own limit (about 400 KiB) answers 431 past it.
 pub const HEAD_LIMIT: usize = 16 * 1024;
 /// Header lines a head may have: hyper's limit too (past it, hyper's 431).
@@ -52,7 +53,7 @@ const UNREAD_LIMIT: usize = 8 * 1024;
 /// Event bytes gathered into one write.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// What a connection's first bytes amount to.
+/// What the bytes read so far amount to.
 pub enum Parsed {
     /// An unfinished head that may still be served here: read more.
     Partial,
@@ -71,20 +72,21 @@ pub struct Head {
     pub len: usize,
 }
 
-/// Whether a request-target is one served here: the event URLs.
-fn is_event_path(path: &str) -> bool {
-    path.starts_with("/events")
+/// Whether a request-target is one served here: origin-form (a path), as
+/// every URL herald serves is.
+fn is_served_path(path: &str) -> bool {
+    path.starts_with('/')
 }
 
-/// Reads a connection's first bytes as hyper would, keeping only a plain
-/// HTTP/1.1 `GET` on an event URL (see the module documentation).
+/// Reads a request head as hyper would, keeping only a plain HTTP/1.1
+/// `GET` (see the module documentation).
 pub fn parse(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            let ours = req.method.is_none_or(|m| m == "GET") && req.path.is_none_or(is_event_path);
+            let ours = req.method.is_none_or(|m| m == "GET") && req.path.is_none_or(is_served_path);
             return if ours && buf.len() < HEAD_LIMIT {
                 Parsed::Partial
             } else {
@@ -98,7 +100,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
     let Some(uri) = req
         .path
-        .filter(|p| is_event_path(p))
+        .filter(|p| is_served_path(p))
         .and_then(|p| Uri::try_from(p).ok())
     else {
         return Parsed::Hyper;
@@ -146,69 +148,96 @@ pub enum Served {
     Hyper(TcpStream, Vec<u8>),
 }
 
-/// Reads the first request head (by `deadline`: `--header-timeout` from
-/// the accept, as hyper's own timer), and serves it here when [`parse`]
-/// keeps it.
+/// Reads request heads (each within `header_timeout`, as hyper's own
+/// timer) and serves each here while [`parse`] keeps it; the first one it
+/// does not keep goes to hyper with the connection.
 pub async fn serve<S>(
     mut stream: TcpStream,
     service: &S,
-    deadline: Instant,
+    header_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Served
 where
     S: Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>,
 {
+    // Bytes read and not yet answered: a head being read, or what a client
+    // pipelined behind the previous request.
     let mut buf: Vec<u8> = Vec::new();
-    let head = loop {
-        buf.reserve(READ_CHUNK.max(buf.len()));
-        let read = tokio::select! {
-            biased;
-            // hyper closes a connection that sent nothing yet at once.
-            () = shutdown.cancelled(), if buf.is_empty() => return Served::Closed,
-            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+    loop {
+        // hyper's header timer, restarted for each head as hyper does.
+        let deadline = Instant::now() + header_timeout;
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&buf) {
+                    Parsed::Partial => {}
+                    Parsed::Hyper => return Served::Hyper(stream, buf),
+                    Parsed::Ours(head) => break head,
+                }
+            }
+            buf.reserve(READ_CHUNK.max(buf.len()));
+            let read = tokio::select! {
+                biased;
+                // hyper closes a connection with nothing in flight at once.
+                () = shutdown.cancelled(), if buf.is_empty() => return Served::Closed,
+                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+            };
+            match read {
+                // hyper's header timeout: closed, nothing answered.
+                Err(_) => return Served::Closed,
+                // Gone before a whole head: hyper answers nothing either.
+                Ok(Err(_)) | Ok(Ok(0)) => return Served::Closed,
+                Ok(Ok(_)) => {}
+            }
         };
-        match read {
-            // hyper's header timeout: closed, nothing answered.
-            Err(_) => return Served::Closed,
-            // Gone before a whole head: hyper answers nothing either.
-            Ok(Err(_)) | Ok(Ok(0)) => return Served::Closed,
-            Ok(Ok(_)) => {}
+        let Head {
+            request,
+            close,
+            len,
+        } = *head;
+        // What came after the head, pipelined; the head's buffer goes now.
+        let mut unread = buf.split_off(len);
+        drop(buf);
+        unread.shrink_to_fit();
+        if !answer(&mut stream, service, request, &mut unread).await
+            || close
+            || shutdown.is_cancelled()
+        {
+            let _ = stream.shutdown().await;
+            return Served::Closed;
         }
-        match parse(&buf) {
-            Parsed::Partial => {}
-            Parsed::Hyper => return Served::Hyper(stream, buf),
-            Parsed::Ours(head) => break head,
-        }
-    };
-    let Head {
-        request,
-        close,
-        len,
-    } = *head;
-    // What came after the head, pipelined; the head's buffer goes now.
-    let mut unread = buf.split_off(len);
-    drop(buf);
-    unread.shrink_to_fit();
+        buf = unread;
+    }
+}
 
+/// Answers one request read here: its head, then its whole body or its
+/// event stream. `false` when the connection must close after it (the
+/// answer says `connection: close`, or the client left).
+async fn answer<S>(
+    stream: &mut TcpStream,
+    service: &S,
+    request: Request<Empty<Bytes>>,
+    unread: &mut Vec<u8>,
+) -> bool
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>,
+{
     let Ok(response) = service.call(request).await;
     let (parts, body) = response.into_parts();
-    let close = close
-        || shutdown.is_cancelled()
-        || parts
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "close"));
+    let close = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v, "close"));
     let mut out = Vec::new();
     let chunked = encode_head(&parts.status, &parts.headers, &body, &mut out);
     let with_body = body_allowed(&parts.status);
     drop(parts);
     let finished = if chunked {
         if stream.write_all(&out).await.is_err() {
-            return Served::Closed;
+            return false;
         }
         drop(out);
-        events(&mut stream, body, &mut unread).await
+        events(stream, body, unread).await
     } else {
         if let Body::Full(bytes) = &body {
             if with_body {
@@ -217,11 +246,7 @@ where
         }
         stream.write_all(&out).await.is_ok()
     };
-    if !finished || close || shutdown.is_cancelled() {
-        let _ = stream.shutdown().await;
-        return Served::Closed;
-    }
-    Served::Hyper(stream, unread)
+    finished && !close
 }
 
 /// Whether a response with this status has a body (not 1xx, 204 or 304).
@@ -474,7 +499,8 @@ mod tests {
     fn everything_else_is_hypers() {
         for raw in [
             &b"POST /events/a HTTP/1.1\r\n\r\n"[..],
-            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET http://h/events/a HTTP/1.1\r\n\r\n",
+            b"HEAD /events/a HTTP/1.1\r\n\r\n",
             b"GET /events/a HTTP/1.0\r\n\r\n",
             b"GET /events/a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             b"GET /events/a HTTP/1.1\r\nContent-Length: 0\r\n\r\n",

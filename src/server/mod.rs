@@ -3,8 +3,8 @@
 //!
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
-//! - [`h1`]: a cleartext HTTP/1.1 connection's first request head, read
-//!   outside hyper, and the event stream it asks for written outside hyper.
+//! - [`h1`]: a cleartext HTTP/1.1 connection's plain `GET`s, read and
+//!   answered (event streams included) outside hyper's buffers.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
 
 pub mod connection;

@@ -14,6 +14,10 @@ use tokio::time::Instant;
 
 use crate::helpers::{get, spawn_app, spawn_app_with, Binary, Raw, TestApp, WAIT};
 
+/// A request herald leaves to hyper (not a `GET`): whatever follows it on
+/// its connection is hyper's too.
+const HYPERS: &str = "OPTIONS /events/x HTTP/1.1\r\nHost: test\r\n\r\n";
+
 /// A response's bytes with its `date` value blanked (it is the only part
 /// that differs from one second to the next).
 fn without_date(text: &str) -> String {
@@ -62,19 +66,15 @@ async fn a_stream_is_the_same_bytes_as_hypers_and_a_head_may_come_a_byte_at_a_ti
         stream: ours,
         received: Vec::new(),
     };
-    // hyper's: the same request behind a health check on one connection.
-    let mut hypers = Raw::send(
-        app.addr,
-        &format!("GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n{request}"),
-    )
-    .await;
+    // hyper's: the same request behind an OPTIONS (hyper's from there on).
+    let mut hypers = Raw::send(app.addr, &format!("{HYPERS}{request}")).await;
     ours.read_until("\n\n\r\n").await;
     hypers.read_until("\n\n\r\n").await;
     wait_streams(&app, 2.0).await;
     app.publish("same", "hello").await;
     let ours = ours.read_until("data: hello\n\n\r\n").await;
     let hypers = hypers.read_until("data: hello\n\n\r\n").await;
-    assert!(hypers.starts_with("HTTP/1.1 200 OK\r\n"), "{hypers}");
+    assert!(hypers.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"), "{hypers}");
     assert!(ours.starts_with("HTTP/1.1 200 OK\r\n"), "{ours}");
     assert!(ours.contains("transfer-encoding: chunked\r\n"), "{ours}");
     assert_eq!(
@@ -92,11 +92,7 @@ async fn an_error_answer_is_the_same_bytes_as_hypers_and_the_connection_is_kept(
         &format!("{bad}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"),
     )
     .await;
-    let mut hypers = Raw::send(
-        app.addr,
-        &format!("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n{bad}"),
-    )
-    .await;
+    let mut hypers = Raw::send(app.addr, &format!("{HYPERS}{bad}")).await;
     let ours = ours.read_until("\r\n\r\nok").await;
     let hypers = hypers.read_until("\"}").await;
     let ours_error = &ours[..ours.rfind("HTTP/1.1 200").unwrap()];
@@ -106,6 +102,26 @@ async fn an_error_answer_is_the_same_bytes_as_hypers_and_the_connection_is_kept(
         ours_error.starts_with("HTTP/1.1 400 Bad Request\r\n"),
         "{ours}"
     );
+}
+
+#[tokio::test]
+async fn kept_alive_gets_then_a_stream_are_the_same_bytes_as_hypers() {
+    let app = spawn_app().await;
+    let requests = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nothing-here HTTP/1.1\r\nHost: t\r\n\r\n{}",
+        get("/events/kept", "")
+    );
+    let mut ours = Raw::send(app.addr, &requests).await;
+    let mut hypers = Raw::send(app.addr, &format!("{HYPERS}{requests}")).await;
+    ours.read_until("\n\n\r\n").await;
+    hypers.read_until("\n\n\r\n").await;
+    wait_streams(&app, 2.0).await;
+    app.publish("kept", "k").await;
+    let ours = ours.read_until("data: k\n\n\r\n").await;
+    let hypers = hypers.read_until("data: k\n\n\r\n").await;
+    let hypers = &hypers[hypers.find("HTTP/1.1 200").expect("hyper's health answer")..];
+    assert_eq!(without_date(&ours), without_date(hypers));
+    assert_eq!(ours.matches("HTTP/1.1 ").count(), 3, "{ours}");
 }
 
 #[tokio::test]
@@ -155,7 +171,7 @@ async fn bytes_sent_after_the_stream_started_do_not_stop_it_and_are_read_after_i
 async fn a_half_closed_socket_ends_its_stream_as_hyper_does() {
     let app = spawn_app().await;
     // Ours, then hyper's (a stream behind a health check).
-    for prefix in ["", "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"] {
+    for prefix in ["", HYPERS] {
         let mut raw = Raw::send(app.addr, &format!("{prefix}{}", get("/events/half", ""))).await;
         raw.read_until("\n\n\r\n").await;
         wait_streams(&app, 1.0).await;
