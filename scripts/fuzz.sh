@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh 600 batch_json     # some targets only
 #
 # Targets (fuzz/fuzz_targets/): sse_roundtrip, channel_name, event_type,
-# last_event_id, subscribe_query, batch_json. Every input that ever made one
+# last_event_id, subscribe_query, batch_json, h1_head. Every input that ever made one
 # fail is kept in fuzz/regressions/<target>/ and replayed first. A new
 # crash is written to fuzz/artifacts/<target>/: copy it into
 # fuzz/regressions/<target>/ once fixed.

@@ -18,6 +18,8 @@
 //! - [`server`]: the accept loop, connection limit, graceful shutdown,
 //!   SIGHUP forwarded to [`reload`]; `server::connection` serves one
 //!   connection (TLS with ALPN or cleartext, hyper's HTTP/1.1 or HTTP/2),
+//!   `server::h1` reads a cleartext HTTP/1.1 connection's plain `GET`s
+//!   itself and writes their answers (event streams) outside hyper,
 //!   `server::tls` holds the certificate pair, `server::acme` gets and
 //!   renews one from an ACME CA.
 //! - [`app`]: the tower service, CORS, and the one `match` on method and

@@ -1,6 +1,9 @@
 //! Serving one accepted TCP connection: TLS with ALPN, or cleartext with the
 //! optional h2c sniff, then hyper's HTTP/1.1 or HTTP/2 connection builder,
-//! called directly.
+//! called directly. A cleartext HTTP/1.1 connection is read by
+//! [`super::h1`] first: plain `GET`s (event streams) it serves itself,
+//! outside hyper's buffers; the first other request reaches hyper with the
+//! bytes read, and the connection stays hyper's.
 //!
 //! Why not hyper-util's `auto` builder: to tell h1 from h2 it reads the first
 //! bytes itself and replays them, and hyper's HTTP/1.1 read buffer then grows
@@ -20,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Request;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -31,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::acme::{Acme, ALPN_ACME};
+use super::h1::{self, Rewind, Served};
 use super::tls::{Tls, ALPN_H2};
 use crate::body::Response;
 use crate::config::Config;
@@ -97,10 +103,14 @@ impl Protocols {
 
     /// Serves `stream` until it closes, or until `shutdown` asks it to
     /// finish (in-flight requests complete; event streams end themselves).
-    pub async fn serve<S>(
+    /// `streams` is the same app for the requests [`h1`] serves on a
+    /// cleartext HTTP/1.1 connection (plain `GET`s, outside hyper's
+    /// buffers).
+    pub async fn serve<S, E>(
         &self,
         stream: TcpStream,
         service: S,
+        streams: E,
         metrics: &Metrics,
         shutdown: &CancellationToken,
     ) where
@@ -109,6 +119,7 @@ impl Protocols {
             + Send
             + 'static,
         S::Future: Send + 'static,
+        E: Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>,
     {
         let result = match &self.tls {
             // Boxed: a TLS session is large, and inline it would size every
@@ -130,8 +141,28 @@ impl Protocols {
                 } else {
                     false
                 };
-                self.serve_http(TokioIo::new(stream), h2, service, shutdown)
+                if h2 {
+                    self.serve_http(
+                        TokioIo::new(Rewind::new(stream, Vec::new())),
+                        h2,
+                        service,
+                        shutdown,
+                    )
                     .await
+                } else {
+                    match h1::serve(stream, &streams, self.handshake_timeout, shutdown).await {
+                        Served::Closed => return,
+                        Served::Hyper(stream, read) => {
+                            self.serve_http(
+                                TokioIo::new(Rewind::new(stream, read)),
+                                false,
+                                service,
+                                shutdown,
+                            )
+                            .await
+                        }
+                    }
+                }
             }
         };
         match result {

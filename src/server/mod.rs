@@ -3,11 +3,14 @@
 //!
 //! - [`connection`]: one accepted connection, TLS or cleartext, served by
 //!   hyper's HTTP/1.1 or HTTP/2 builder.
+//! - [`h1`]: a cleartext HTTP/1.1 connection's plain `GET`s, read and
+//!   answered (event streams included) outside hyper's buffers.
 //! - [`tls`]: the certificate pair from PEM files, and its reload.
 //! - [`acme`]: the certificate from an ACME CA, and its renewal.
 
 pub mod acme;
 pub mod connection;
+pub mod h1;
 pub mod tls;
 
 use std::future::Future;
@@ -15,6 +18,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -123,6 +128,8 @@ pub async fn serve(
     let protocols = Arc::new(Protocols::new(config, certificates));
     // The middleware stack, built once for the whole server.
     let app = Arc::new(app::app::<Incoming>(state.clone()));
+    // The same stack for requests `h1` reads itself (no body).
+    let streams = Arc::new(app::app::<Empty<Bytes>>(state.clone()));
     let max_connections = config.max_connections as i64;
 
     tokio::spawn(reap_channels(state.clone()));
@@ -170,11 +177,14 @@ pub async fn serve(
             over_limit: guard.open_now > max_connections,
         };
         let service = ConnService::new(app.clone(), conn);
+        let stream_service = ConnService::new(streams.clone(), conn);
         let protocols = protocols.clone();
         let metrics = state.metrics.clone();
         let close = close_connections.clone();
         connections.spawn(async move {
-            protocols.serve(stream, service, &metrics, &close).await;
+            protocols
+                .serve(stream, service, stream_service, &metrics, &close)
+                .await;
             drop(guard);
         });
     }

@@ -11,6 +11,7 @@ mod disconnect;
 mod docs_links;
 mod durable;
 mod endpoints;
+mod h1_streams;
 mod helpers;
 mod hostile;
 mod http2;
