@@ -1,8 +1,9 @@
 //! Configuration: one typed struct, parsed from flags and `HERALD_*`
 //! environment variables, passed whole to [`crate::run`].
 //!
-//! The defaults live only in the `#[arg]` attributes below, so `--help`, the
-//! README and [`Config::default`] cannot disagree.
+//! The defaults live only in the `#[arg]` attributes below, so `--help` and
+//! [`Config::default`] cannot disagree; the flag table in
+//! `docs/operations.md` is checked against `--help` by hand.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -3,7 +3,8 @@
 //! Publishers `POST` events to named channels; subscribers hold an
 //! `text/event-stream` open and receive them; a subscriber that comes back
 //! with `Last-Event-ID` gets what it missed, or a `herald.gap` notice saying
-//! it cannot. `../shared/SPEC.md` (mirrored in README.md) is the contract.
+//! it cannot. `../shared/SPEC.md` is the contract; `docs/` holds the user
+//! documentation and the decisions taken where the SPEC is silent.
 //!
 //! # Layout
 //!
