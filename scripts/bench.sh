@@ -55,6 +55,14 @@
 # publishers; a fresh herald per run. Also reads the resident memory the
 # in-memory herald gained per key kept. Writes target/bench/idempotency.md.
 #   scripts/bench.sh --idempotency [--quick] [--runs N]
+#
+# HERALD_BASELINE_BIN=/path/to/an/older/herald: in the same rounds, every
+# scenario also runs against that binary (a herald of its own, on
+# HERALD_BENCH_PORT+6), just before the current herald and Nchan (A B C A B C);
+# the report gives now / baseline per scenario (issues 17, 22: the hot path
+# stays as fast).
+#   HERALD_BASELINE_BIN=/tmp/old/target/release/herald scripts/bench.sh \
+#     --scenarios idle,fanout-1k,publish --transports none --auth none
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,7 +80,12 @@ NCHAN=on
 # One herald per transport (and one with access control), so no run reuses
 # memory another one freed.
 declare -A T_PORT=([h2c]=$((HERALD_PORT + 1)) [tls-h1]=$((HERALD_PORT + 2)) [tls-h2]=$((HERALD_PORT + 3))
-  [ws]=$((HERALD_PORT + 4)) [auth]=$((HERALD_PORT + 5)))
+  [ws]=$((HERALD_PORT + 4)) [auth]=$((HERALD_PORT + 5)) [baseline]=$((HERALD_PORT + 6)))
+BASELINE=${HERALD_BASELINE_BIN:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "bench.sh: HERALD_BASELINE_BIN=$BASELINE is not an executable" >&2
+  exit 2
+fi
 declare -A T_PID=()
 DURABLE=""
 IDEMPOTENCY=""
@@ -90,7 +103,7 @@ while [ $# -gt 0 ]; do
     --transports) TRANSPORTS=$2; shift ;;
     --auth) AUTH=$2; shift ;;
     --nchan) NCHAN=$2; shift ;;
-    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
     --idempotency) IDEMPOTENCY=1 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -152,9 +165,9 @@ wait_http() { # url (https: the self-signed pair is trusted by name)
   return 1
 }
 
-herald_bg() { # port, extra flags...: starts herald in the background; sets LAST_PID
+herald_bg() { # port, extra flags...: starts herald (or $BIN) in the background; sets LAST_PID
   local port=$1; shift
-  "$HERALD" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
+  "${BIN:-$HERALD}" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
     --log warn "$@" >>"$OUT/herald.log" 2>&1 &
   LAST_PID=$!
 }
@@ -177,6 +190,12 @@ start_herald() {
     T_PID[$t]=$LAST_PID
     wait_http "$url" || { echo "bench.sh: herald for $t did not come up (see $OUT/herald.log)" >&2; exit 1; }
   done
+  if [ -n "$BASELINE" ]; then
+    BIN=$BASELINE herald_bg "${T_PORT[baseline]}"
+    T_PID[baseline]=$LAST_PID
+    wait_http "http://127.0.0.1:${T_PORT[baseline]}/healthz" ||
+      { echo "bench.sh: the baseline herald did not come up (see $OUT/herald.log)" >&2; exit 1; }
+  fi
   if [ "$AUTH" = on ]; then
     HERALD_PUBLISH_TOKEN=$AUTH_PUBLISH_TOKEN HERALD_JWT_SECRET=$AUTH_JWT_SECRET herald_bg "${T_PORT[auth]}"
     T_PID[auth]=$LAST_PID
@@ -449,6 +468,7 @@ for round in $(seq 1 "$RUNS"); do
   [ "$NCHAN" = on ] && start_nchan
   for s in "${SCEN[@]}"; do
     targets="herald"
+    [ -n "$BASELINE" ] && targets="herald-baseline herald"
     [ "$NCHAN" = on ] && targets="$targets nchan"
     if [[ "$TRANSPORT_SCENARIOS" == *,$s,* ]]; then
       for t in ${TRANSPORTS//,/ }; do [ "$t" = none ] || targets="$targets herald-$t"; done
@@ -467,6 +487,7 @@ for round in $(seq 1 "$RUNS"); do
         fi
         case "$target" in
           herald) addr=127.0.0.1:$HERALD_PORT; pid=$HERALD_PID ;;
+          herald-baseline) addr=127.0.0.1:${T_PORT[baseline]}; pid=${T_PID[baseline]} ;;
           herald-auth) addr=127.0.0.1:${T_PORT[auth]}; pid=${T_PID[auth]}
             tokens=(HERALD_BENCH_PUBLISH_TOKEN="$AUTH_PUBLISH_TOKEN" HERALD_BENCH_SUBSCRIBE_TOKEN="$AUTH_SUBSCRIBE_TOKEN") ;;
           herald-*) t=${target#herald-}; addr=127.0.0.1:${T_PORT[$t]}; pid=${T_PID[$t]}
@@ -492,7 +513,7 @@ REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 TITLE="## herald vs Nchan — $(date -u '+%Y-%m-%d %H:%M UTC')
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); load tool and servers share it.
-herald $REV; Nchan: $NCHAN_VER(${NCHAN_WORKERS} workers). Rounds: $RUNS${QUICK:+ (quick: smaller counts)}; 10k-subscriber fanouts publish $E10K events per run (BENCH_FANOUT_10K_EVENTS); suite took $(( $(date +%s) - START )) s.
+herald $REV${BASELINE:+ (baseline: $BASELINE)}; Nchan: $NCHAN_VER(${NCHAN_WORKERS} workers). Rounds: $RUNS${QUICK:+ (quick: smaller counts)}; 10k-subscriber fanouts publish $E10K events per run (BENCH_FANOUT_10K_EVENTS); suite took $(( $(date +%s) - START )) s.
 Reproduce: \`scripts/bench.sh\` (\`--quick\` for a short run)."
 "$BENCH" report --in "$RUNS_FILE" --md "$OUT/results.md" --json "$OUT/results.json" --title "$TITLE"
 echo "wrote $OUT/results.md and $OUT/results.json" >&2

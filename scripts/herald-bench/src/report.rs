@@ -365,6 +365,27 @@ const VARIANTS: &[Variants] = &[
                `subscribe: [\"*\"]`. Medians over rounds; the ratio is taken within each round, then the median.",
         goal: auth_goal,
     },
+    Variants {
+        title: "herald now against a baseline build (same run)",
+        targets: &[("herald-baseline", "baseline"), ("herald", "now")],
+        rows: &[
+            ("idle", "rss_kib_per_sub", "RSS per idle stream (KiB)", Unit::Kib),
+            ("idle", "pss_kib_per_sub", "PSS per idle stream (KiB)", Unit::Kib),
+            ("publish", "publishes_per_s", "publishes/s (16 keep-alive clients)", Unit::PerS),
+            ("publish", "srv_cpu_us_per_publish", "server CPU per publish (µs)", Unit::Us),
+            ("publish", "lat_p50_us", "publish latency p50 (ms)", Unit::LatMs),
+            ("publish", "lat_p99_us", "publish latency p99 (ms)", Unit::LatMs),
+            ("fanout-1k", "deliveries_per_s", "deliveries/s", Unit::PerS),
+            ("fanout-1k", "srv_cpu_us_per_delivery", "server CPU per delivery (µs)", Unit::Us),
+            ("fanout-1k", "lat_p99_us", "latency p99 (ms)", Unit::LatMs),
+            ("fanout-1k", "loss", "lost + dup + out-of-order", Unit::Count),
+        ],
+        ratio: Some(("herald", "now / baseline")),
+        note: "baseline: the herald binary given in `HERALD_BASELINE_BIN`, a herald of its own started for the \
+               round and measured just before the current one. Medians over rounds; the ratio is taken within \
+               each round, then the median; the loss row shows the worst run.",
+        goal: baseline_goal,
+    },
 ];
 
 /// The values of one metric over the rounds of (scenario, target) that ran.
@@ -414,6 +435,22 @@ fn auth_goal(by: &By) -> Option<String> {
         "Access-control goal (issue 8): checking the publish token costs {cost:.1} % of the publish rate \
          (less than 10 %: {}).",
         if cost < 10.0 { "met" } else { "**missed**" }
+    ))
+}
+
+fn baseline_goal(by: &By) -> Option<String> {
+    let publish = same_round_ratio(by, "publish", "herald-baseline", "herald", "publishes_per_s");
+    let fanout = same_round_ratio(by, "fanout-1k", "herald-baseline", "herald", "deliveries_per_s");
+    if publish.is_none() && fanout.is_none() {
+        return None;
+    }
+    let slower = [publish, fanout].iter().flatten().any(|r| *r < 0.9);
+    let show = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}"));
+    Some(format!(
+        "Hot path (issues 17, 22): now / baseline is {} for publishes/s and {} for fan-out deliveries/s: {}.",
+        show(publish),
+        show(fanout),
+        if slower { "**more than 10 % slower**" } else { "within 10 % or faster" }
     ))
 }
 
