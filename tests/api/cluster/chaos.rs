@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::support::{node, publish_shared, shared, Acked, Follower, Redis, Report};
+use super::support::{node, publish_shared, publishers_until, shared, Follower, Redis, Report};
 
 const CHANNELS: [&str; 3] = ["c1", "c2", "c3"];
 
@@ -59,25 +59,7 @@ async fn chaos() {
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let publishers: Vec<_> = (0..3)
-        .map(|p| {
-            let (list, stop) = (list.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut acked: Vec<Acked> = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let channel = CHANNELS[(i + p) % CHANNELS.len()];
-                    let id =
-                        publish_shared(&client, &list, p + i, channel, &format!("p{p}-{i}")).await;
-                    acked.push((id, channel.to_owned()));
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                acked
-            })
-        })
-        .collect();
+    let publishers = publishers_until(&list, 3, &CHANNELS, &stop);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let (mut node_kills, mut redis_kills, mut client_kills) = (0, 0, 0);

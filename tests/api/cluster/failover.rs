@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::support::{
-    assert_no_silent_loss, free_port, node, publishers, Acked, Follower, Item, Redis, Report,
+    assert_no_silent_loss, free_port, node, publishers, publishers_until, Acked, Follower, Item,
+    Redis, Report,
 };
 use super::{urls, warm_up};
 use crate::helpers::{eventually_async, herald_bin, WAIT};
@@ -763,25 +764,7 @@ async fn failover_chaos() {
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let publishers: Vec<_> = (0..2)
-        .map(|p| {
-            let (list, stop) = (list.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut acked: Vec<Acked> = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let channel = CHANNELS[(i + p) % CHANNELS.len()];
-                    let id =
-                        publish_shared(&client, &list, p + i, channel, &format!("p{p}-{i}")).await;
-                    acked.push((id, channel.to_owned()));
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                acked
-            })
-        })
-        .collect();
+    let publishers = publishers_until(&list, 2, &CHANNELS, &stop);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut recoveries = Vec::new();

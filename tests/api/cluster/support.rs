@@ -440,6 +440,37 @@ pub fn publishers(
     publishers_shared(shared(nodes), starts, channels, count, pause)
 }
 
+/// `count` publishers on `nodes` (publisher `p` starts at node `p`), each
+/// cycling through `channels` every 5 ms until `stop` is set; each task
+/// answers what it got acknowledged. For the chaos runs, which stop on a
+/// deadline rather than after a count.
+pub fn publishers_until(
+    nodes: &Nodes,
+    count: usize,
+    channels: &'static [&'static str],
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<Vec<Acked>>> {
+    (0..count)
+        .map(|p| {
+            let (nodes, stop) = (nodes.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked: Vec<Acked> = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let channel = channels[(i + p) % channels.len()];
+                    let id =
+                        publish_shared(&client, &nodes, p + i, channel, &format!("p{p}-{i}")).await;
+                    acked.push((id, channel.to_owned()));
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
 /// [`publishers`] over a list the test may change meanwhile.
 pub fn publishers_shared(
     nodes: Nodes,
