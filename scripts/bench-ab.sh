@@ -7,6 +7,8 @@
 #   scripts/bench-ab.sh BEFORE_BIN AFTER_BIN [ROUNDS] [SCENARIOS]
 #   scripts/bench-ab.sh target/herald-before target/release/herald 3 fanout-1k,publish,idle
 #
+#   BENCH_TRANSPORT=ws scripts/bench-ab.sh BEFORE AFTER 3 fanout-1k,idle   # subscribers over WebSocket
+#
 # Builds scripts/herald-bench (release) if needed. Writes
 # target/bench-ab/runs.jsonl and prints per-scenario medians and the
 # after/before ratio of each round's figures. Stops only what it started.
@@ -17,6 +19,7 @@ AFTER=$2
 RUNS=${3:-3}
 SCENARIOS=${4:-fanout-1k,publish}
 PORT=${HERALD_BENCH_PORT:-18080}
+TRANSPORT=${BENCH_TRANSPORT:-h1}
 OUT=$ROOT/target/bench-ab
 mkdir -p "$OUT"
 cargo build --release --quiet --manifest-path "$ROOT/scripts/herald-bench/Cargo.toml"
@@ -35,7 +38,7 @@ for round in $(seq 1 "$RUNS"); do
       PID=$!
       for _ in $(seq 1 100); do curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
       line=$("$BENCH" run --target "herald-$target" --addr "127.0.0.1:$PORT" --pid "$PID" --scenario "$s" \
-        --round "$round" --out "$OUT/runs.jsonl" 2>>"$OUT/bench-tool.log" | tail -1) || true
+        --transport "$TRANSPORT" --round "$round" --out "$OUT/runs.jsonl" 2>>"$OUT/bench-tool.log" | tail -1) || true
       printf '%s round %s %-10s %s\n' "$target" "$round" "$s" "$(echo "$line" | cut -c1-200)" >&2
       stop
       sleep 1

@@ -36,11 +36,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::acme::{Acme, ALPN_ACME};
-use super::h1::{self, Rewind, Served};
+use super::h1::{self, Served};
 use super::tls::{Tls, ALPN_H2};
 use crate::body::Response;
 use crate::config::Config;
 use crate::metrics::{ConnectionRefusal, Metrics, RejectReason};
+use crate::transport::rewind::Rewind;
 
 /// The HTTP/2 connection preface a client with prior knowledge sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

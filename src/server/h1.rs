@@ -13,7 +13,8 @@
 //! buffer, to notice the client hanging up. Then the next head, as hyper
 //! keeps a connection alive.
 //!
-//! Anything else goes to hyper with the bytes already read ([`Rewind`]),
+//! Anything else goes to hyper with the bytes already read
+//! ([`Rewind`](crate::transport::rewind::Rewind)),
 //! and the connection stays hyper's: another method (a publish, a
 //! preflight, `HEAD`), a WebSocket upgrade, HTTP/1.0, a head httparse
 //! refuses or that grows past [`HEAD_LIMIT`]. hyper then answers it exactly
@@ -32,7 +33,7 @@ use http_body::Body as _;
 use http_body_util::Empty;
 use hyper::service::Service;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -408,73 +409,6 @@ async fn hang_up(stream: &TcpStream, unread: &mut Vec<u8>) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
-    }
-}
-
-/// A socket that yields `pre` before reading on: hands a connection to
-/// hyper with the bytes already read from it.
-pub struct Rewind<T> {
-    pre: Bytes,
-    inner: T,
-}
-
-impl<T> Rewind<T> {
-    pub fn new(inner: T, pre: Vec<u8>) -> Rewind<T> {
-        Rewind {
-            pre: Bytes::from(pre),
-            inner,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            if this.pre.is_empty() {
-                // Free the bytes' allocation now, not with the connection.
-                this.pre = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -279,3 +279,41 @@ async fn sighup_makes_the_binary_reread_the_pair_and_keep_open_streams() {
     h2.publish("news", "same connection").await;
     assert_eq!(events.next().await.data, "same connection");
 }
+
+/// A WebSocket over TLS (`wss://`): the session reads through the TLS
+/// layer rather than the bare socket; publish over it and get the event.
+#[tokio::test]
+async fn a_websocket_over_tls_publishes_and_receives() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (app, pair) = spawn_tls_app_with(|_| {}).await;
+    let tls = tls_connect(app.addr, &pair.der, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async("wss://localhost/events/a", tls)
+        .await
+        .expect("the WebSocket handshake over TLS succeeds");
+    assert_eq!(response.status(), 101);
+    let data = "y".repeat(5_000);
+    let publish = serde_json::json!({"type": "publish", "channel": "a", "data": data});
+    ws.send(Message::text(publish.to_string())).await.unwrap();
+    let mut got = (false, false);
+    while got != (true, true) {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message within the wait")
+            .expect("the socket is open")
+            .expect("a valid message");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if value["type"] == "published" {
+            got.0 = true;
+        } else {
+            assert_eq!(value["data"], data.as_str());
+            got.1 = true;
+        }
+    }
+}

@@ -625,3 +625,57 @@ async fn with_cookie_auth_an_upgrade_from_an_origin_not_listed_is_refused_with_4
     assert_eq!(next_json(&mut ws).await["type"], "published");
     assert_eq!(next_json(&mut ws).await["data"], "hi");
 }
+
+/// A client may send its first messages right behind the upgrade request,
+/// before the 101 comes: whatever the server read with the request (hyper's
+/// buffer, and herald's own HTTP/1.1 reader before it) is the start of the
+/// socket. A message larger than the session's small read buffer too.
+#[tokio::test]
+async fn messages_sent_right_behind_the_upgrade_request_are_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let app = spawn_app().await;
+    let big = "x".repeat(20_000);
+    let mut bytes = format!(
+        "GET /events/a HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        app.addr
+    )
+    .into_bytes();
+    for data in ["small", big.as_str()] {
+        let text = json!({"type": "publish", "channel": "a", "data": data}).to_string();
+        let mut frame = Frame::message(text, OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([1, 2, 3, 4]);
+        frame.format(&mut bytes).unwrap();
+    }
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    // The 101 head, read a byte at a time so nothing after it is taken.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(WAIT, tcp.read_u8())
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut ws =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(tcp), Role::Client, None).await;
+    let mut answers = 0;
+    let mut events = Vec::new();
+    while answers < 2 || events.len() < 2 {
+        let message = next_json(&mut ws).await;
+        if message["type"] == "published" {
+            answers += 1;
+        } else {
+            events.push(message["data"].as_str().unwrap().len());
+        }
+    }
+    assert_eq!(events, [5, 20_000], "both messages published, in order");
+}

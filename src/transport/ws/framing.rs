@@ -8,13 +8,20 @@
 //! message may arrive in the same read as the start of the next, so neither
 //! "a message came" nor "bytes came" answers it. Only frame headers are
 //! read here; tungstenite still parses and checks everything. [`Metered`]
-//! is the session's socket: it feeds every byte read to a [`Framing`].
+//! is the session's socket: it feeds every byte read to a [`Framing`], and
+//! keeps an idle socket's read buffer small.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, Bytes};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::transport::rewind::Rewind;
 
 /// The frame boundaries of one direction of a WebSocket.
 #[derive(Debug, Default)]
@@ -84,41 +91,138 @@ impl Framing {
     }
 }
 
+/// Bytes read from the socket at a time, into a buffer on the stack.
+const READ_AHEAD: usize = 8 * 1024;
+
 /// The upgraded connection, following the frames read: bytes that leave a
 /// message unfinished start the `--body-timeout` clock.
-pub struct Metered<T> {
-    pub io: T,
+///
+/// tungstenite reads a few bytes at a time into its own small buffer (see
+/// `session::config`), so an idle socket keeps little (issue 23). On a
+/// cleartext connection, taken back from hyper as the bare TCP socket,
+/// each of those small reads is served from what one read of the socket
+/// brought: whatever tungstenite has no room for is kept in `unread`, an
+/// allocation made only then and freed once given out. Over TLS the
+/// session reads through hyper's upgraded socket, whose TLS layer buffers
+/// already.
+pub struct Metered {
+    io: Io,
+    /// Read from the socket and not yet given to tungstenite.
+    unread: Bytes,
     pub framing: Framing,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+enum Io {
+    Tcp(TcpStream),
+    Other(TokioIo<Upgraded>),
+}
+
+impl Metered {
+    pub fn new(upgraded: Upgraded) -> Metered {
+        let (io, unread) = match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
+            Ok(parts) => {
+                let (tcp, pre) = parts.io.into_inner().into_parts();
+                // What hyper read past the upgrade request comes first, then
+                // what it had not read yet of the bytes it was handed. A
+                // copy: hyper's `read_buf` is a view of its whole read
+                // buffer (8 KiB), which it would keep alive even empty.
+                let unread = [&parts.read_buf[..], &pre[..]].concat();
+                let unread = if unread.is_empty() {
+                    Bytes::new()
+                } else {
+                    Bytes::from(unread)
+                };
+                (Io::Tcp(tcp), unread)
+            }
+            Err(upgraded) => (Io::Other(TokioIo::new(upgraded)), Bytes::new()),
+        };
+        Metered {
+            io,
+            unread,
+            framing: Framing::default(),
+        }
+    }
+
+    fn poll_read_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            if self.unread.is_empty() {
+                // Free the allocation now, not with the socket.
+                self.unread = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let tcp = match &mut self.io {
+            Io::Other(io) => return Pin::new(io).poll_read(cx, buf),
+            Io::Tcp(tcp) if buf.remaining() >= READ_AHEAD => {
+                return Pin::new(tcp).poll_read(cx, buf)
+            }
+            Io::Tcp(tcp) => tcp,
+        };
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            let mut chunk = [0u8; READ_AHEAD];
+            match tcp.try_read(&mut chunk) {
+                Ok(n) => {
+                    let given = n.min(buf.remaining());
+                    buf.put_slice(&chunk[..given]);
+                    if given < n {
+                        self.unread = Bytes::copy_from_slice(&chunk[given..n]);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.framing.feed(&buf.filled()[before..]);
+        let polled = this.poll_read_io(cx, buf);
+        this.framing.feed(&buf.filled()[before..]);
         polled
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+impl AsyncWrite for Metered {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Io::Other(io) => Pin::new(io).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        match &mut self.io {
+            Io::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Other(io) => Pin::new(io).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        match &mut self.io {
+            Io::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Io::Other(io) => Pin::new(io).poll_shutdown(cx),
+        }
     }
 }
 

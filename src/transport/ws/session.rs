@@ -22,8 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -37,7 +36,7 @@ use crate::metrics::{Metrics, RejectReason, WsRejectReason};
 use crate::publish::{begin_key, publish_keyed};
 use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
-use crate::transport::ws::framing::{Framing, Metered};
+use crate::transport::ws::framing::Metered;
 use crate::transport::ws::message::{self, Refused};
 
 /// Answers (published, error) waiting to be written; past this the
@@ -49,9 +48,11 @@ const BATCH: usize = 128;
 const MAX_PINGS_PER_SECOND: u32 = 32;
 /// How long the closing handshake may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// Bytes read from the socket at a time: small, since an idle socket keeps
-/// its read buffer (tungstenite's default is 128 KiB).
-const READ_BUFFER: usize = 1024;
+/// tungstenite's read buffer, and the most it asks of the socket at a
+/// time: small, since an idle socket keeps it (tungstenite's default is
+/// 128 KiB). The socket is read in larger gulps beneath it
+/// (`framing::Metered`); a frame's payload gets room for its whole length.
+const READ_BUFFER: usize = 128;
 /// What tungstenite gathers before writing to the socket; the session
 /// flushes whenever the core has nothing more ready anyway. Small, because
 /// tungstenite's write buffer keeps the capacity it grew to for the life of
@@ -90,29 +91,41 @@ impl Drop for OpenConnection {
 }
 
 /// Waits for the upgrade, then runs the session until it ends.
-pub async fn run(
+///
+/// An idle socket is mostly this task, so it is kept small (issue 23):
+/// what the session needs waits in one box, the session lives in another,
+/// and the steps that run once (starting tungstenite, the closing
+/// handshake) are boxed only while they run. Written out as a block
+/// rather than an `async fn`, whose arguments would stay in the task, in
+/// full, for its whole life.
+pub fn run(
     state: Arc<State>,
     on_upgrade: OnUpgrade,
     sub: Subscription,
     connection: OpenConnection,
     access: Access,
-) {
-    let _connection = connection;
-    let Ok(upgraded) = on_upgrade.await else {
-        return;
-    };
-    let io = Metered {
-        io: TokioIo::new(upgraded),
-        framing: Framing::default(),
-    };
-    let config = config(state.config.max_event_bytes);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let mut session = Session::new(state, ws, sub, access);
-    let end = poll_fn(|cx| session.poll_step(cx)).await;
-    session.finish(end).await;
+) -> impl Future<Output = ()> + Send + 'static {
+    let waiting = Box::new((state, sub, connection, access));
+    async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = config(waiting.0.config.max_event_bytes);
+        let ws = Box::pin(WebSocketStream::from_raw_socket(
+            Metered::new(upgraded),
+            Role::Server,
+            Some(config),
+        ))
+        .await;
+        // Unpacked only now, so that no await above holds them in the task.
+        let (state, sub, connection, access) = *waiting;
+        let mut session = Box::new(Session::new(state, ws, sub, access, connection));
+        let end = poll_fn(|cx| session.poll_step(cx)).await;
+        Box::pin(session.finish(end)).await;
+    }
 }
 
-type Socket = WebSocketStream<Metered<TokioIo<Upgraded>>>;
+type Socket = WebSocketStream<Metered>;
 
 /// A publish going through the log, resolving to its answer.
 type Publishing = Pin<Box<dyn Future<Output = Utf8Bytes> + Send>>;
@@ -144,6 +157,8 @@ struct Session {
     /// `herald.expired` or `herald.disconnected` was sent: the socket
     /// closes (1008, with this reason) once it is written.
     ended: Option<&'static str>,
+    /// The socket's place in `herald_connections_open`.
+    _connection: OpenConnection,
 }
 
 /// How a session ends.
@@ -159,7 +174,13 @@ enum End {
 }
 
 impl Session {
-    fn new(state: Arc<State>, ws: Socket, sub: Subscription, access: Access) -> Session {
+    fn new(
+        state: Arc<State>,
+        ws: Socket,
+        sub: Subscription,
+        access: Access,
+        connection: OpenConnection,
+    ) -> Session {
         let ctx = StreamContext::new(&state, &access);
         state.metrics.streams_ws.inc();
         Session {
@@ -175,6 +196,7 @@ impl Session {
             access,
             ended: None,
             state,
+            _connection: connection,
         }
     }
 
