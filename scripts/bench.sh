@@ -390,13 +390,14 @@ run_idempotency() {
     echo "== idempotency round $round/$RUNS" >&2
     for backend in memory redis; do
       for keys in none keys; do
-        local extra=()
-        [ "$backend" = redis ] && extra=(--redis "redis://127.0.0.1:$redis_port/0" --redis-prefix "b$round$keys")
+        local extra=() watch=()
+        [ "$backend" = redis ] && extra=(--redis "redis://127.0.0.1:$redis_port/0" --redis-prefix "b$round$keys") &&
+          watch=(--watch "redis=$REDIS_PID")
         IDEM_PID=$(start_one "$port" "$log" "${extra[@]}")
         local before
         before=$(rss_kib "$IDEM_PID")
         line=$(HERALD_BENCH_IDEMPOTENCY_KEYS=$([ "$keys" = keys ] && echo 1 || echo 0) \
-          "$BENCH" run --target "$backend-$keys" --addr "127.0.0.1:$port" --pid "$IDEM_PID" --scenario publish \
+          "$BENCH" run --target "$backend-$keys" --addr "127.0.0.1:$port" --pid "$IDEM_PID" --scenario publish "${watch[@]}" \
           --round "$round" --threads "$THREADS" $QUICK --out "$runs" 2>>"$idir/bench-tool.log" | tail -1) || true
         printf '   %-14s %s\n' "$backend-$keys" "$(echo "$line" | cut -c1-120)" >&2
         if [ "$backend" = memory ]; then
@@ -412,13 +413,17 @@ run_idempotency() {
   python3 - "$runs" "$mem" "$OUT/idempotency.md" "$RUNS" "$(( $(date +%s) - start_s ))" "${QUICK:+quick}" <<'PY'
 import json, statistics, sys, subprocess, os
 runs, mem, out, rounds, took, quick = sys.argv[1:7]
-rate, by_round = {}, {}
+rate, by_round, cpu = {}, {}, {}
 for line in open(runs):
     r = json.loads(line)
     if r.get("ok"):
-        v = r["metrics"]["publishes_per_s"]
+        m = r["metrics"]
+        v = m["publishes_per_s"]
         rate.setdefault(r["target"], []).append(v)
         by_round[(r["target"], r["round"])] = v
+        for who in ("srv", "redis"):
+            if f"{who}_cpu_us_per_publish" in m:
+                cpu.setdefault((r["target"], who), []).append(m[f"{who}_cpu_us_per_publish"])
 gain = {}
 for line in open(mem):
     r = json.loads(line)
@@ -434,14 +439,21 @@ lines = [
     "16 keep-alive publishers, each its own channel, no subscribers; every keyed publish has its own key (none is a retry).",
     "Rates are medians over rounds; the ratio is keys / none within each round, then the median.",
     "",
-    "| backend | none publishes/s | keys publishes/s | keys / none |",
-    "|---|---:|---:|---:|",
+    "CPU per publish (µs, medians over rounds: utime+stime from /proc over the run) is herald's, and Redis's in parentheses.",
+    "",
+    "| backend | none publishes/s | keys publishes/s | keys / none | CPU per publish, none | CPU per publish, keys |",
+    "|---|---:|---:|---:|---:|---:|",
 ]
+def cpu_cell(t):
+    s = f"{med(cpu.get((t, 'srv'), [])):.1f}"
+    if (t, "redis") in cpu:
+        s += f" ({med(cpu[(t, 'redis')]):.1f})"
+    return s
 for b in ("memory", "redis"):
     n, k = med(rate.get(f"{b}-none", [])), med(rate.get(f"{b}-keys", []))
     ratios = [by_round[(f"{b}-keys", r)] / v for (t, r), v in by_round.items()
               if t == f"{b}-none" and (f"{b}-keys", r) in by_round]
-    lines.append(f"| {b} | {n:,.0f} | {k:,.0f} | {med(ratios):.2f} |")
+    lines.append(f"| {b} | {n:,.0f} | {k:,.0f} | {med(ratios):.2f} | {cpu_cell(b + '-none')} | {cpu_cell(b + '-keys')} |")
 if gain.get("keys"):
     per = [1024 * (g - n_g) / max(p, 1) for (g, p), (n_g, _) in zip(gain["keys"], gain.get("none", [(0, 0)] * len(gain["keys"])))]
     lines += ["", f"In-memory herald: resident memory gained per key kept, over the same run without keys: "
