@@ -21,17 +21,19 @@
 //! answers under the name itself, so the name is built only there and for
 //! the disk log.
 //!
-//! **Memory.** A kept key costs about 150 bytes on the in-memory log:
-//! an entry of 72 bytes (slot, fingerprint, expiry and a one-event answer
-//! inline) in a hash table between 44 and 88 % full, and 24 bytes in the
-//! expiry queue; a batch adds 16 bytes per event. The disk log keeps the
-//! scoped name too (its length plus about 16 bytes). Measured as resident
-//! memory by `scripts/bench.sh --idempotency` (allocator slack included),
-//! see docs/idempotency.md: 1,000 keyed publishes a second for the
-//! default 10 minute window hold 600,000 keys, about 100 MB.
-//! `--idempotency-max-keys` bounds it: past it a publish with a new key is
-//! refused (503) until keys expire, rather than forgetting a key early and
-//! publishing a retry twice.
+//! **Memory.** A kept key costs about 130 to 190 bytes on the in-memory
+//! log: an entry of 72 bytes (slot, fingerprint, expiry and a one-event
+//! answer inline; a batch adds 16 bytes per event) in a hash table kept
+//! between 44 and 88 % full, and 24 bytes in the expiry queue. The disk
+//! log keeps the scoped name too (about 45 bytes more for a UUID key from
+//! the publish token). Measured as resident memory (allocator slack
+//! included): 130 to 165 bytes per key in `scripts/bench.sh --idempotency`
+//! (about 150,000 keys), 173 bytes at 600,000 keys and 190 at 1,000,000
+//! (215 to 232 with the names of the disk log); see docs/idempotency.md.
+//! So 1,000 keyed publishes a second for the default 10 minute window hold
+//! 600,000 keys, about 105 MB. `--idempotency-max-keys` bounds it: past it
+//! a publish with a new key is refused (503) until keys expire, rather than
+//! forgetting a key early and publishing a retry twice.
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry as MapEntry;
@@ -798,6 +800,54 @@ mod tests {
             std::mem::size_of::<Entry>(),
             std::mem::size_of::<Rows>()
         );
+    }
+
+    /// The figure the module's docs give, measured: `cargo test --release
+    /// --lib kept_keys_resident -- --ignored --nocapture` (alone, as it
+    /// reads the process's resident memory).
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[ignore = "a measurement: run alone, in release"]
+    fn kept_keys_resident_memory_per_key() {
+        fn rss_bytes() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+            1024 * line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+        for (mode, n, bound) in [(Mode::Memory, 600_000, 200), (Mode::Disk, 600_000, 260)] {
+            let names: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        "{:08x}-{:04x}-4000-8000-{:012x}",
+                        7,
+                        i >> 48,
+                        i & 0xffff_ffff_ffff
+                    )
+                })
+                .collect();
+            let before = rss_bytes();
+            let keys = Keys::new(Duration::from_secs(600), 10_000_000, mode);
+            for (i, name) in names.iter().enumerate() {
+                let Begin::New(mut ticket) = keys.begin(&key(name), &["*"]) else {
+                    panic!("new");
+                };
+                let row = Row {
+                    id: EventId::new(i as u64),
+                    subscribers: 0,
+                };
+                keys.complete(ticket.request([1; 16]), [row]);
+                ticket.kept();
+            }
+            let per_key = (rss_bytes() - before) / n;
+            println!("{mode:?}: {n} keys kept, {per_key} bytes of resident memory each");
+            assert!(per_key < bound, "{mode:?}: {per_key} bytes a key");
+            drop(keys);
+        }
     }
 
     #[test]
