@@ -105,7 +105,7 @@ while [ $# -gt 0 ]; do
     --transports) TRANSPORTS=$2; shift ;;
     --auth) AUTH=$2; shift ;;
     --nchan) NCHAN=$2; shift ;;
-    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,67p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
     --idempotency) IDEMPOTENCY=1 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
