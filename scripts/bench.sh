@@ -54,6 +54,8 @@
 # here on HERALD_BENCH_PORT+5); the publish scenario, 16 keep-alive
 # publishers; a fresh herald per run. Also reads the resident memory the
 # in-memory herald gained per key kept. Writes target/bench/idempotency.md.
+# With HERALD_BASELINE_BIN, that binary takes the same runs just before the
+# current one (rows "baseline"): what a change did, measured in one run.
 #   scripts/bench.sh --idempotency [--quick] [--runs N]
 #
 # HERALD_BASELINE_BIN=/path/to/an/older/herald: in the same rounds, every
@@ -103,7 +105,7 @@ while [ $# -gt 0 ]; do
     --transports) TRANSPORTS=$2; shift ;;
     --auth) AUTH=$2; shift ;;
     --nchan) NCHAN=$2; shift ;;
-    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,67p' "$0"; exit 0 ;;
     --durable) DURABLE=1 ;;
     --idempotency) IDEMPOTENCY=1 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -252,7 +254,7 @@ metric() { # port series
 start_one() { # port log args... ; prints the pid
   local port=$1 log=$2
   shift 2
-  "$HERALD" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
+  "${BIN:-$HERALD}" --listen "127.0.0.1:$port" --max-connections 20000 --max-channels 100000 \
     --log warn,herald=info "$@" >>"$log" 2>&1 &
   local pid=$!
   if ! wait_http "http://127.0.0.1:$port/healthz"; then
@@ -389,40 +391,49 @@ run_idempotency() {
   for round in $(seq 1 "$RUNS"); do
     echo "== idempotency round $round/$RUNS" >&2
     for backend in memory redis; do
+     for bin in ${BASELINE:+baseline} herald; do
+      local bin_path=$HERALD target_prefix=""
+      [ "$bin" = baseline ] && bin_path=$BASELINE && target_prefix=baseline-
       for keys in none keys; do
-        local extra=()
-        [ "$backend" = redis ] && extra=(--redis "redis://127.0.0.1:$redis_port/0" --redis-prefix "b$round$keys")
-        IDEM_PID=$(start_one "$port" "$log" "${extra[@]}")
+        local extra=() watch=()
+        [ "$backend" = redis ] && extra=(--redis "redis://127.0.0.1:$redis_port/0" --redis-prefix "b$round$keys$bin") &&
+          watch=(--watch "redis=$REDIS_PID")
+        IDEM_PID=$(BIN=$bin_path start_one "$port" "$log" "${extra[@]}")
         local before
         before=$(rss_kib "$IDEM_PID")
         line=$(HERALD_BENCH_IDEMPOTENCY_KEYS=$([ "$keys" = keys ] && echo 1 || echo 0) \
-          "$BENCH" run --target "$backend-$keys" --addr "127.0.0.1:$port" --pid "$IDEM_PID" --scenario publish \
+          "$BENCH" run --target "$target_prefix$backend-$keys" --addr "127.0.0.1:$port" --pid "$IDEM_PID" --scenario publish "${watch[@]}" \
           --round "$round" --threads "$THREADS" $QUICK --out "$runs" 2>>"$idir/bench-tool.log" | tail -1) || true
-        printf '   %-14s %s\n' "$backend-$keys" "$(echo "$line" | cut -c1-120)" >&2
+        printf '   %-23s %s\n' "$target_prefix$backend-$keys" "$(echo "$line" | cut -c1-110)" >&2
         if [ "$backend" = memory ]; then
           local published
           published=$(metric "$port" herald_events_published_total)
-          echo "{\"keys\":\"$keys\",\"round\":$round,\"rss_gain_kib\":$(( $(rss_kib "$IDEM_PID") - before )),\"published\":$published}" >>"$mem"
+          echo "{\"bin\":\"$bin\",\"keys\":\"$keys\",\"round\":$round,\"rss_gain_kib\":$(( $(rss_kib "$IDEM_PID") - before )),\"published\":$published}" >>"$mem"
         fi
         stop_pid "$IDEM_PID"; IDEM_PID=""
         sleep 1
       done
+     done
     done
   done
   python3 - "$runs" "$mem" "$OUT/idempotency.md" "$RUNS" "$(( $(date +%s) - start_s ))" "${QUICK:+quick}" <<'PY'
 import json, statistics, sys, subprocess, os
 runs, mem, out, rounds, took, quick = sys.argv[1:7]
-rate, by_round = {}, {}
+rate, by_round, cpu = {}, {}, {}
 for line in open(runs):
     r = json.loads(line)
     if r.get("ok"):
-        v = r["metrics"]["publishes_per_s"]
+        m = r["metrics"]
+        v = m["publishes_per_s"]
         rate.setdefault(r["target"], []).append(v)
         by_round[(r["target"], r["round"])] = v
+        for who in ("srv", "redis"):
+            if f"{who}_cpu_us_per_publish" in m:
+                cpu.setdefault((r["target"], who), []).append(m[f"{who}_cpu_us_per_publish"])
 gain = {}
 for line in open(mem):
     r = json.loads(line)
-    gain.setdefault(r["keys"], []).append((r["rss_gain_kib"], r["published"]))
+    gain.setdefault((r.get("bin", "herald"), r["keys"]), []).append((r["rss_gain_kib"], r["published"]))
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 med = lambda v: statistics.median(v) if v else float("nan")
 lines = [
@@ -434,18 +445,31 @@ lines = [
     "16 keep-alive publishers, each its own channel, no subscribers; every keyed publish has its own key (none is a retry).",
     "Rates are medians over rounds; the ratio is keys / none within each round, then the median.",
     "",
-    "| backend | none publishes/s | keys publishes/s | keys / none |",
-    "|---|---:|---:|---:|",
+    "CPU per publish (µs, medians over rounds: utime+stime from /proc over the run) is herald's, and Redis's in parentheses.",
+    "",
+    "| herald | backend | none publishes/s | keys publishes/s | keys / none | CPU per publish, none | CPU per publish, keys |",
+    "|---|---|---:|---:|---:|---:|---:|",
 ]
+def cpu_cell(t):
+    s = f"{med(cpu.get((t, 'srv'), [])):.1f}"
+    if (t, "redis") in cpu:
+        s += f" ({med(cpu[(t, 'redis')]):.1f})"
+    return s
+bins = [("baseline", "baseline-"), ("now", "")] if any(t.startswith("baseline-") for t in rate) else [("now", "")]
 for b in ("memory", "redis"):
-    n, k = med(rate.get(f"{b}-none", [])), med(rate.get(f"{b}-keys", []))
-    ratios = [by_round[(f"{b}-keys", r)] / v for (t, r), v in by_round.items()
-              if t == f"{b}-none" and (f"{b}-keys", r) in by_round]
-    lines.append(f"| {b} | {n:,.0f} | {k:,.0f} | {med(ratios):.2f} |")
-if gain.get("keys"):
-    per = [1024 * (g - n_g) / max(p, 1) for (g, p), (n_g, _) in zip(gain["keys"], gain.get("none", [(0, 0)] * len(gain["keys"])))]
-    lines += ["", f"In-memory herald: resident memory gained per key kept, over the same run without keys: "
-              f"{med(per):,.0f} bytes (RSS, so allocator slack included)."]
+    for label, pre in bins:
+        t = pre + b
+        n, k = med(rate.get(f"{t}-none", [])), med(rate.get(f"{t}-keys", []))
+        ratios = [by_round[(f"{t}-keys", r)] / v for (t2, r), v in by_round.items()
+                  if t2 == f"{t}-none" and (f"{t}-keys", r) in by_round]
+        lines.append(f"| {label} | {b} | {n:,.0f} | {k:,.0f} | {med(ratios):.2f} | {cpu_cell(t + '-none')} | {cpu_cell(t + '-keys')} |")
+for label, bin_name in (("baseline", "baseline"), ("now", "herald")):
+    keyed = gain.get((bin_name, "keys"))
+    if keyed:
+        plain = gain.get((bin_name, "none"), [(0, 0)] * len(keyed))
+        per = [1024 * (g - n_g) / max(p, 1) for (g, p), (n_g, _) in zip(keyed, plain)]
+        lines += ["", f"In-memory herald ({label}): resident memory gained per key kept, over the same run without keys: "
+                  f"{med(per):,.0f} bytes (RSS, so allocator slack included)."]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -111,14 +111,14 @@ fn publish_error(state: &State, e: PublishError) -> ApiError {
 /// (`--idempotency-window 0`).
 pub fn begin_key(
     state: &State,
-    key: &IdempotencyKey,
+    key: &IdempotencyKey<'_>,
     access: &Access,
 ) -> Result<Option<Begin>, ApiError> {
     let keys = state.log.keys();
     if !keys.enabled() {
         return Ok(None);
     }
-    match keys.begin(key.scoped(&principal(access))) {
+    match keys.begin(key, &principal(access)) {
         Begin::InProgress => Err(ApiError::IdempotencyInProgress),
         Begin::Full => Err(ApiError::IdempotencyKeysFull {
             retry_after: state.config.retry,
@@ -156,7 +156,7 @@ pub async fn publish_keyed(
     begun: Option<Begin>,
     fingerprint: impl FnOnce() -> Fingerprint,
 ) -> Result<Answer, ApiError> {
-    let ticket = match begun {
+    let mut ticket = match begun {
         None => {
             return Ok(Answer {
                 published: publish(state, items).await?,
@@ -189,7 +189,7 @@ pub async fn publish_keyed(
         Some(Begin::InProgress | Begin::Full) => unreachable!("begin_key answers these"),
     };
     let request = ticket.request(fingerprint());
-    let keyed = state.log.publish_keyed(items, &request).await;
+    let keyed = state.log.publish_keyed(items, request).await;
     // Kept by the log (or not, if nothing was published): either way the
     // key is no longer in flight.
     match keyed.map_err(|e| publish_error(state, e))? {

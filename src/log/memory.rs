@@ -10,7 +10,7 @@ use crate::hub::Hub;
 use crate::revocation::Disconnect;
 
 use super::{next_id, PublishError, PublishItem, Published};
-use crate::idempotency::{KeyedRequest, Keys, Row};
+use crate::idempotency::{KeyedRequest, Keys, Mode, Row};
 
 pub struct MemoryLog {
     hub: Arc<Hub>,
@@ -26,7 +26,7 @@ impl MemoryLog {
             idempotency_keys: Keys::new(
                 config.idempotency_window,
                 config.idempotency_max_keys as usize,
-                true,
+                Mode::Memory,
             ),
         }
     }
@@ -44,23 +44,21 @@ impl MemoryLog {
     pub fn publish_keyed(
         &self,
         items: Vec<PublishItem>,
-        request: &KeyedRequest,
+        request: KeyedRequest,
     ) -> Result<Vec<Published>, PublishError> {
         let published = publish(&self.hub, items)?;
-        self.idempotency_keys.complete(request, rows(&published));
+        self.idempotency_keys
+            .complete(request, published.iter().map(row));
         Ok(published)
     }
 }
 
-/// An answer as a key keeps it.
-pub fn rows(published: &[Published]) -> Vec<Row> {
-    published
-        .iter()
-        .map(|p| Row {
-            id: p.id,
-            subscribers: u32::try_from(p.subscribers).unwrap_or(u32::MAX),
-        })
-        .collect()
+/// An answer's event as a key keeps it.
+fn row(published: &Published) -> Row {
+    Row {
+        id: published.id,
+        subscribers: u32::try_from(published.subscribers).unwrap_or(u32::MAX),
+    }
 }
 
 /// Checks the channel limit for the whole batch, then numbers and applies

@@ -130,7 +130,7 @@ impl Log {
     pub async fn publish_keyed(
         &self,
         items: Vec<PublishItem>,
-        request: &idempotency::KeyedRequest,
+        request: idempotency::KeyedRequest,
     ) -> Result<Keyed, PublishError> {
         match self {
             Log::Memory(log) => log.publish_keyed(items, request).map(Keyed::Published),

@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::revocation::Disconnect;
 
 use super::{PublishError, PublishItem, Published};
-use crate::idempotency::{KeyedRequest, Keys};
+use crate::idempotency::{KeyedRequest, Keys, Mode};
 pub use recover::OpenError;
 use writer::{Message, Writer};
 
@@ -70,7 +70,7 @@ impl DiskLog {
         let keys = Keys::new(
             config.idempotency_window,
             config.idempotency_max_keys as usize,
-            true,
+            Mode::Disk,
         );
         let found = {
             let mut applier = hub.applier();
@@ -180,9 +180,9 @@ impl DiskLog {
     pub async fn publish_keyed(
         &self,
         items: Vec<PublishItem>,
-        request: &KeyedRequest,
+        request: KeyedRequest,
     ) -> Result<Vec<Published>, PublishError> {
-        self.send(items, Some(request.clone())).await
+        self.send(items, Some(request)).await
     }
 
     async fn send(

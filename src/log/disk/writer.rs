@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{ChannelName, EventId};
 use crate::history::Event;
 use crate::hub::Hub;
-use crate::idempotency::{KeyRecord, KeyedRequest, Keys, Row};
+use crate::idempotency::{KeyRecord, KeyedRequest, Keys, Row, Slot};
 use crate::log::{next_id, PublishError, PublishItem, Published};
 use crate::metrics::Metrics;
 use crate::revocation::Disconnect;
@@ -136,8 +136,8 @@ struct Admitted {
     events: Vec<(ChannelName, Event)>,
     /// The key written with the events; its answer is the one recorded
     /// (subscribers counted when the ids were issued), so a replay after a
-    /// restart is the same bytes.
-    key: Option<KeyRecord>,
+    /// restart is the same bytes. With its slot in [`Writer::keys`].
+    key: Option<(Slot, KeyRecord)>,
     reply: Reply,
 }
 
@@ -241,7 +241,7 @@ impl Writer {
                         subscribers,
                     });
                 }
-                if let Some(key) = &request.key {
+                if let Some((_, key)) = &request.key {
                     for (answer, row) in published.iter_mut().zip(&key.rows) {
                         answer.subscribers = row.subscribers as usize;
                     }
@@ -250,13 +250,13 @@ impl Writer {
             }
         }
         for (request, published) in admitted.into_iter().zip(answers) {
-            if let Some(key) = request.key {
-                let rows = key.rows.clone();
+            if let Some((slot, key)) = request.key {
                 let request = KeyedRequest {
-                    scope: key.scope,
+                    slot,
+                    scope: Some(key.scope),
                     fingerprint: key.fingerprint,
                 };
-                self.keys.complete(&request, rows);
+                self.keys.complete(request, key.rows);
             }
             let _ = request.reply.send(Ok(published));
         }
@@ -334,7 +334,9 @@ impl Writer {
             .collect();
         let key = key.map(|key| {
             let record = KeyRecord {
-                scope: key.scope,
+                scope: key
+                    .scope
+                    .expect("the disk log's table names the keys it hands out"),
                 fingerprint: key.fingerprint,
                 rows: events
                     .iter()
@@ -349,7 +351,7 @@ impl Writer {
             let mut payload = Vec::with_capacity(64);
             record.encode(&mut payload);
             record::encode(buf, Kind::Key, self.last_issued, 0, None, &payload);
-            record
+            (key.slot, record)
         });
         Admitted { events, key, reply }
     }

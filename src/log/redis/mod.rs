@@ -54,7 +54,7 @@ use crate::config::Config;
 use crate::domain::{ChannelName, EventId};
 use crate::history::HistoryLimits;
 use crate::hub::{Hub, SharedOp};
-use crate::idempotency::{self, KeyedRequest, Keys as IdempotencyKeys};
+use crate::idempotency::{self, KeyedRequest, Keys as IdempotencyKeys, Mode};
 use crate::log::{Keyed, PublishError, PublishItem, Published};
 use crate::metrics::{Metrics, RejectReason};
 use link::{Arg, Link, Lua};
@@ -206,7 +206,7 @@ impl RedisLog {
             idempotency_keys: IdempotencyKeys::new(
                 config.idempotency_window,
                 config.idempotency_max_keys as usize,
-                false,
+                Mode::Redis,
             ),
             link: Link::new(target.clone(), guard(), config.redis_timeout),
             wait_link,
@@ -361,9 +361,9 @@ impl RedisLog {
     pub async fn publish_keyed(
         &self,
         items: Vec<PublishItem>,
-        request: &KeyedRequest,
+        request: KeyedRequest,
     ) -> Result<Keyed, PublishError> {
-        self.publish_keyed_or_not(items, Some(request)).await
+        self.publish_keyed_or_not(items, Some(&request)).await
     }
 
     async fn publish_keyed_or_not(
@@ -423,7 +423,11 @@ impl RedisLog {
             keys.push(self.keys.meta(&item.channel));
         }
         if let Some(key) = key {
-            keys.push(self.keys.idempotency(&key.scope));
+            let scope = key
+                .scope
+                .as_deref()
+                .expect("a node's table on Redis names the keys it hands out");
+            keys.push(self.keys.idempotency(scope));
         }
         let fingerprint = key.map(|k| idempotency::hex(&k.fingerprint));
         let ttl = self.key_lifetime_ms();

@@ -23,6 +23,13 @@
 -- whose subscribers count every node, recorded under the key in this same
 -- atomic step for the window.
 --
+-- The answer (ids, subscribers) is worked out before the first write, so
+-- that with a key one command both looks the key up and records it (SET
+-- NX GET, Redis 7): if it was kept already, that SET wrote nothing and
+-- neither does the script. Nothing can fail between the reads and the
+-- writes, and a script's writes past its first are not refused even at
+-- maxmemory, so the key is recorded if and only if its events are.
+--
 -- Ids are doubles in Lua: exact below 2^53 (Unix microseconds stay below it
 -- until about 2255); always written with %d, never tostring.
 local t = redis.call('TIME')
@@ -35,18 +42,16 @@ local renew_every = math.floor(ttl / 5)
 local n_items = math.floor((#KEYS - 4) / 2)
 local idem = KEYS[5 + 2 * n_items]
 local extra = 7 + 3 * n_items
-if idem then
-  local kept = redis.call('GET', idem)
-  if kept then
-    if string.sub(kept, 1, 32) == ARGV[extra + 1] then
-      -- A write (same expiry), so a WAIT after this call covers the first
-      -- publish as well, whichever connection made it (SPEC §14).
-      local left = redis.call('PTTL', idem)
-      if left > 0 then redis.call('PEXPIRE', idem, left) end
-      return {'r', kept}
-    end
-    return -1
+-- The answer to a request whose key was kept already: nothing published.
+local function kept_answer(kept)
+  if string.sub(kept, 1, 32) == ARGV[extra + 1] then
+    -- A write (same expiry), so a WAIT after this call covers the first
+    -- publish as well, whichever connection made it (SPEC §14).
+    local left = redis.call('PTTL', idem)
+    if left > 0 then redis.call('PEXPIRE', idem, left) end
+    return {'r', kept}
   end
+  return -1
 end
 
 -- Each channel's meta hash (mark, bytes and count retained, last id),
@@ -68,6 +73,9 @@ end
 if new > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
   if redis.call('ZCARD', KEYS[3]) + new > max_channels then
+    -- A retry of a kept publish is answered even so.
+    local kept = idem and redis.call('GET', idem)
+    if kept then return kept_answer(kept) end
     return 0
   end
 end
@@ -78,12 +86,46 @@ local v = redis.call('GET', KEYS[1])
 -- log's broken chain tells every node.
 local last = v and tonumber(v) or now
 local nodes = redis.call('ZRANGEBYSCORE', KEYS[4], now_ms, '+inf')
-local out = {}
+-- The answer first: each item's id and its subscribers on the other
+-- nodes (with a key, on every node: the calling node's count is passed).
+local ids, out = {}, {}
+local id = last
+for i = 1, n_items do
+  id = math.max(id + 1, now)
+  ids[i] = id
+  local ch = ARGV[5 + 3 * i]
+  local subscribers = 0
+  for _, node in ipairs(nodes) do
+    if node ~= self_node then
+      subscribers = subscribers + tonumber(redis.call('HGET', prefix .. 'n:' .. node, ch) or 0)
+    end
+  end
+  if idem then
+    subscribers = subscribers + tonumber(ARGV[extra + 2 + i])
+  end
+  out[i] = {string.format('%d', id), subscribers}
+end
+if idem then
+  local kept
+  if n_items == 1 then
+    kept = ARGV[extra + 1] .. ' ' .. out[1][1] .. ':' .. string.format('%d', out[1][2])
+  else
+    kept = {ARGV[extra + 1]}
+    for i = 1, n_items do
+      kept[i + 1] = out[i][1] .. ':' .. string.format('%d', out[i][2])
+    end
+    kept = table.concat(kept, ' ')
+  end
+  -- Looks the key up and records it in one command: written only if it
+  -- was not kept yet, and then nothing else is.
+  local before = redis.call('SET', idem, kept, 'NX', 'GET', 'PX', ARGV[extra + 2])
+  if before then return kept_answer(before) end
+end
+
 for i = 1, n_items do
   local ch, fields, n = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   local stream, meta = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-  local id = math.max(last + 1, now)
-  local sid = string.format('%d', id)
+  local sid = out[i][1]
   local prev = string.format('%d', last)
   local m = metas[ch]
   if not m then
@@ -115,24 +157,7 @@ for i = 1, n_items do
   end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, sid .. '-0',
     'c', ch, 'p', prev, 'b', fields, 'n', n)
-  local subscribers = 0
-  for _, node in ipairs(nodes) do
-    if node ~= self_node then
-      subscribers = subscribers + tonumber(redis.call('HGET', prefix .. 'n:' .. node, ch) or 0)
-    end
-  end
-  if idem then
-    subscribers = subscribers + tonumber(ARGV[extra + 2 + i])
-  end
-  out[i] = {sid, subscribers}
-  last = id
+  last = ids[i]
 end
 redis.call('SET', KEYS[1], string.format('%d', last))
-if idem then
-  local kept = {ARGV[extra + 1]}
-  for i = 1, n_items do
-    kept[i + 1] = out[i][1] .. ':' .. string.format('%d', out[i][2])
-  end
-  redis.call('SET', idem, table.concat(kept, ' '), 'PX', ARGV[extra + 2])
-end
 return out

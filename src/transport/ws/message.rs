@@ -166,7 +166,7 @@ pub enum Refused {
 pub fn parse_publish(
     text: &str,
     max_event_bytes: usize,
-) -> Result<(PublishItem, Option<IdempotencyKey>), (Refused, ApiError)> {
+) -> Result<(PublishItem, Option<IdempotencyKey<'static>>), (Refused, ApiError)> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             Refused::NotJson,
@@ -187,14 +187,18 @@ pub fn parse_publish(
     }
     let key = match fields.remove("idempotency_key") {
         None => None,
-        Some(Value::String(key)) => Some(IdempotencyKey::parse(key.as_bytes()).map_err(|e| {
-            (
-                Refused::BadPublish,
-                ApiError::BadIdempotencyKey(
-                    e.to_string().replace("Idempotency-Key", "idempotency_key"),
-                ),
-            )
-        })?),
+        Some(Value::String(key)) => Some(
+            IdempotencyKey::parse(key.as_bytes())
+                .map(IdempotencyKey::into_owned)
+                .map_err(|e| {
+                    (
+                        Refused::BadPublish,
+                        ApiError::BadIdempotencyKey(
+                            e.to_string().replace("Idempotency-Key", "idempotency_key"),
+                        ),
+                    )
+                })?,
+        ),
         Some(_) => {
             return Err((
                 Refused::BadPublish,

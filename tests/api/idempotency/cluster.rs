@@ -239,3 +239,48 @@ async fn a_publish_whose_answer_was_lost_is_answered_not_repeated_on_another_nod
     }
     assert_eq!((from_a.status, from_a.body), (200, retried.body));
 }
+
+#[tokio::test]
+async fn a_retry_is_answered_even_once_its_channel_expired_and_the_service_is_full() {
+    let Some(redis) = Redis::start(&[]).await else {
+        return;
+    };
+    let a = node(
+        &redis.url(),
+        &["--channel-ttl", "1s", "--max-channels", "1"],
+    )
+    .await;
+    let first = post(&a.client, &a.url("/publish/gone"), Some("k-9"), None, "x").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // "gone" expires in Redis; "other" takes the only channel there is.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.publish("other", "1").await;
+
+    let again = post(&a.client, &a.url("/publish/gone"), Some("k-9"), None, "x").await;
+    assert_eq!(
+        (again.status, again.replayed.as_deref()),
+        (200, Some("true")),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.body, first.body, "the first answer");
+    let reused = post(&a.client, &a.url("/publish/gone"), Some("k-9"), None, "y").await;
+    assert_eq!(
+        (reused.status, reused.error().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    // A new key on a new channel is refused, and Redis keeps no key for it.
+    let refused = post(&a.client, &a.url("/publish/new"), Some("k-10"), None, "z").await;
+    assert_eq!(
+        (refused.status, refused.error().as_str()),
+        (503, "channel_limit")
+    );
+    assert_eq!(
+        redis.cmd(&["EXISTS", "herald{h}:i:k-9 *"]).await,
+        redis::Value::Int(1)
+    );
+    assert_eq!(
+        redis.cmd(&["EXISTS", "herald{h}:i:k-10 *"]).await,
+        redis::Value::Int(0)
+    );
+}
