@@ -252,9 +252,9 @@ impl KeyRecord {
 
 /// What a request with a key finds in the table.
 #[derive(Debug)]
-pub enum Begin {
+pub enum Begin<'k> {
     /// Nobody holds the key: it is this request's until the ticket drops.
-    New(Ticket),
+    New(Ticket<'k>),
     /// Published earlier: the first answer, for the same request.
     Done {
         fingerprint: Fingerprint,
@@ -414,7 +414,7 @@ impl Keys {
 
     /// Looks `key` of the principal that the `principal` parts spell up,
     /// for a request that is about to publish under it.
-    pub fn begin(self: &Arc<Self>, key: &IdempotencyKey<'_>, principal: &[&str]) -> Begin {
+    pub fn begin(&self, key: &IdempotencyKey<'_>, principal: &[&str]) -> Begin<'_> {
         let slot = self.slot(key.as_str(), principal);
         let now = self.now();
         let mut inner = self.lock();
@@ -439,7 +439,7 @@ impl Keys {
                     Mode::Disk | Mode::Redis => Some(key.scoped(principal)),
                 };
                 Begin::New(Ticket {
-                    keys: self.clone(),
+                    keys: self,
                     slot,
                     scope,
                     kept: false,
@@ -560,8 +560,10 @@ impl Inner {
 /// A key held in flight by one request; dropping it frees the key unless
 /// the log has kept it (a request that published nothing keeps no key).
 #[derive(Debug)]
-pub struct Ticket {
-    keys: Arc<Keys>,
+pub struct Ticket<'k> {
+    /// Borrowed, not an `Arc`: a count taken and dropped on every keyed
+    /// publish is a cache line that two cores pass back and forth.
+    keys: &'k Keys,
     slot: Slot,
     /// The scoped name, for the logs that need it; moves into the request.
     scope: Option<Box<str>>,
@@ -569,7 +571,7 @@ pub struct Ticket {
     kept: bool,
 }
 
-impl Ticket {
+impl Ticket<'_> {
     /// The request the log records under this key (asked once: the
     /// scoped name moves into it).
     pub fn request(&mut self, fingerprint: Fingerprint) -> KeyedRequest {
@@ -587,7 +589,7 @@ impl Ticket {
     }
 }
 
-impl Drop for Ticket {
+impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.kept {
             return;
@@ -758,7 +760,7 @@ mod tests {
                 "the first expiry in the queue does not drop the renewed key"
             ),
             other => panic!("kept, got {other:?}"),
-        }
+        };
     }
 
     #[test]
@@ -894,7 +896,7 @@ mod tests {
                 assert_eq!(rows, record.rows);
             }
             other => panic!("restored, got {other:?}"),
-        }
+        };
     }
 
     #[test]

@@ -109,16 +109,25 @@ fn publish_error(state: &State, e: PublishError) -> ApiError {
 /// (the request's until it publishes or fails) or the answer kept for it;
 /// a key in flight is a 409, a full table a 503. `None` when keys are off
 /// (`--idempotency-window 0`).
-pub fn begin_key(
-    state: &State,
+pub fn begin_key<'s>(
+    state: &'s State,
     key: &IdempotencyKey<'_>,
     access: &Access,
-) -> Result<Option<Begin>, ApiError> {
+) -> Result<Option<Begin<'s>>, ApiError> {
+    begin_key_of(state, key, &principal(access))
+}
+
+/// [`begin_key`] for the principal that [`principal`] spelled.
+pub fn begin_key_of<'s>(
+    state: &'s State,
+    key: &IdempotencyKey<'_>,
+    principal: &[&str],
+) -> Result<Option<Begin<'s>>, ApiError> {
     let keys = state.log.keys();
     if !keys.enabled() {
         return Ok(None);
     }
-    match keys.begin(key, &principal(access)) {
+    match keys.begin(key, principal) {
         Begin::InProgress => Err(ApiError::IdempotencyInProgress),
         Begin::Full => Err(ApiError::IdempotencyKeysFull {
             retry_after: state.config.retry,
@@ -130,7 +139,7 @@ pub fn begin_key(
 /// Whose key space a request's key lives in: the JWT's user, or the
 /// publish token (and everyone when no auth is configured). A JWT without
 /// `sub` has a space of its own, shared by every such token.
-fn principal(access: &Access) -> [&str; 2] {
+pub fn principal(access: &Access) -> [&str; 2] {
     match (access.sub(), access.expires_at()) {
         (Some(sub), _) => ["sub:", sub],
         (None, Some(_)) => ["jwt", ""],
@@ -153,7 +162,7 @@ pub struct Answer {
 pub async fn publish_keyed(
     state: &State,
     items: Vec<PublishItem>,
-    begun: Option<Begin>,
+    begun: Option<Begin<'_>>,
     fingerprint: impl FnOnce() -> Fingerprint,
 ) -> Result<Answer, ApiError> {
     let mut ticket = match begun {

@@ -88,11 +88,11 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 
 /// The request's `Idempotency-Key`, checked, and taken in the log's table
 /// (`None` without one, or with keys off).
-fn begin_header_key(
-    state: &State,
+fn begin_header_key<'s>(
+    state: &'s State,
     parts: &Parts,
     access: &Access,
-) -> Result<Option<Begin>, ApiError> {
+) -> Result<Option<Begin<'s>>, ApiError> {
     let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);

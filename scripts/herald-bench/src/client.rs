@@ -41,16 +41,27 @@ fn tokens() -> &'static Tokens {
 /// `HERALD_BENCH_IDEMPOTENCY_KEYS=1`: every publish carries its own
 /// `Idempotency-Key`, a UUID-shaped 36 characters (SPEC §12), unique across
 /// this process (its pid) and its publishes (a counter), so none is a
-/// retry: what the keys cost a publish that succeeds.
-fn idempotency_key() -> Option<String> {
+/// retry: what the keys cost a publish that succeeds. Written straight into
+/// the request, the pid read once: the tool's own cost of a key is what a
+/// client's would be (a formatted id), not a `getpid` system call.
+fn write_idempotency_key(req: &mut Vec<u8>) {
+    use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let on = *ON.get_or_init(|| std::env::var("HERALD_BENCH_IDEMPOTENCY_KEYS").is_ok_and(|v| v == "1"));
-    on.then(|| {
+    let pid = *PID.get_or_init(|| {
+        let on = std::env::var("HERALD_BENCH_IDEMPOTENCY_KEYS").is_ok_and(|v| v == "1");
+        on.then(std::process::id)
+    });
+    if let Some(pid) = pid {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{:04x}-4000-8000-{:012x}", std::process::id(), (n >> 48) as u16, n & 0xffff_ffff_ffff)
-    })
+        let _ = write!(
+            req,
+            "Idempotency-Key: {pid:08x}-{:04x}-4000-8000-{:012x}\r\n",
+            (n >> 48) as u16,
+            n & 0xffff_ffff_ffff
+        );
+    }
 }
 
 /// Read buffer per subscriber. 16 KiB holds ~100 events, enough to drain a
@@ -402,9 +413,7 @@ impl Publisher {
         if let Some(token) = &tokens().publish {
             let _ = write!(self.req, "Authorization: Bearer {token}\r\n");
         }
-        if let Some(key) = idempotency_key() {
-            let _ = write!(self.req, "Idempotency-Key: {key}\r\n");
-        }
+        write_idempotency_key(&mut self.req);
         self.req.extend_from_slice(b"\r\n");
         self.req.extend_from_slice(body);
         let io = async {

@@ -33,7 +33,7 @@ use crate::auth::Access;
 use crate::error::ApiError;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, RejectReason, WsRejectReason};
-use crate::publish::{begin_key, publish_keyed};
+use crate::publish::{begin_key_of, principal, publish_keyed};
 use crate::state::State;
 use crate::transport::core::{Item, StreamContext, Subscriber};
 use crate::transport::ws::framing::Metered;
@@ -321,18 +321,21 @@ impl Session {
                     self.reply(message::error(&e));
                     return;
                 }
-                // The same key space and rules as `POST /publish`.
-                let begun = match key.map(|k| begin_key(&self.state, &k, &self.access)) {
-                    None | Some(Ok(None)) => None,
-                    Some(Ok(Some(begun))) => Some(begun),
-                    Some(Err(e)) => {
-                        self.state.metrics.rejected(e.reject_reason());
-                        self.reply(message::error(&e));
-                        return;
-                    }
-                };
+                // The same key space and rules as `POST /publish`, the key
+                // taken in the table when the publish starts (one at a time).
+                let keyed = key.map(|k| (k, principal(&self.access).map(str::to_owned)));
                 let state = self.state.clone();
                 self.publishing = Some(Box::pin(async move {
+                    let begun = match &keyed {
+                        None => None,
+                        Some((key, [a, b])) => match begin_key_of(&state, key, &[a, b]) {
+                            Ok(begun) => begun,
+                            Err(e) => {
+                                state.metrics.rejected(e.reject_reason());
+                                return message::error(&e);
+                            }
+                        },
+                    };
                     let fingerprint = message::fingerprint(&item);
                     match publish_keyed(&state, vec![item], begun, || fingerprint).await {
                         Ok(answer) => message::published(&answer.published[0], answer.replayed),
