@@ -31,6 +31,22 @@ impl<T> Rewind<T> {
     }
 }
 
+/// Moves what fits of `pre` into `buf`; false when `pre` is empty. The
+/// allocation behind `pre` is freed as soon as it is all given, not with
+/// the socket.
+pub fn give(pre: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if pre.is_empty() {
+        return false;
+    }
+    let n = pre.len().min(buf.remaining());
+    buf.put_slice(&pre[..n]);
+    pre.advance(n);
+    if pre.is_empty() {
+        *pre = Bytes::new();
+    }
+    true
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -38,14 +54,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            if this.pre.is_empty() {
-                // Free the bytes' allocation now, not with the connection.
-                this.pre = Bytes::new();
-            }
+        if give(&mut this.pre, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

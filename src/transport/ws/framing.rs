@@ -15,13 +15,13 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::transport::rewind::Rewind;
+use crate::transport::rewind::{self, Rewind};
 
 /// The frame boundaries of one direction of a WebSocket.
 #[derive(Debug, Default)]
@@ -148,14 +148,7 @@ impl Metered {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.unread.is_empty() {
-            let n = self.unread.len().min(buf.remaining());
-            buf.put_slice(&self.unread[..n]);
-            self.unread.advance(n);
-            if self.unread.is_empty() {
-                // Free the allocation now, not with the socket.
-                self.unread = Bytes::new();
-            }
+        if rewind::give(&mut self.unread, buf) {
             return Poll::Ready(Ok(()));
         }
         let tcp = match &mut self.io {
