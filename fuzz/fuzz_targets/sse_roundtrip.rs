@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use herald::domain::{ChannelName, EventId, EventType};
-use herald::sse::{self, GapReason, PendingEvent};
+use herald::history::{GapReason, Notice};
+use herald::sse::{self, PendingEvent};
 use herald_fuzz::{as_received, parse_event_stream};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -71,7 +72,7 @@ fn check(u: &mut Unstructured<'_>) -> Result<()> {
     // A gap notice: typed herald.gap, no id, JSON naming the channel.
     if let Ok(name) = ChannelName::parse(&channel) {
         let after = (id % 3 != 0).then_some(EventId::new(id));
-        let bytes = sse::gap(&name, GapReason::SlowSubscriber, after);
+        let bytes = sse::notice(&Notice::gap(&name, GapReason::SlowSubscriber, after));
         let parsed = parse_event_stream(&bytes);
         assert_eq!(parsed.events.len(), 1);
         let gap = &parsed.events[0];
