@@ -13,19 +13,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 use crate::helpers::{spawn_app_at, Binary, TestApp, WAIT};
-use crate::tls_client::{Client, Pair};
+use crate::tls_client::{tls_connect_as, Client, Pair};
 
 /// The name herald orders a certificate for (challtestsrv resolves it).
 const DOMAIN: &str = "herald.test";
@@ -223,29 +222,7 @@ pub async fn connect(
     root: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    connect_as(DOMAIN, addr, root, alpn).await
-}
-
-/// [`connect`] for the name `name`.
-async fn connect_as(
-    name: &str,
-    addr: SocketAddr,
-    root: &CertificateDer<'static>,
-    alpn: &[&[u8]],
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await?;
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
+    tls_connect_as(DOMAIN, addr, root, alpn).await
 }
 
 /// The chain a handshake for [`DOMAIN`] gets, if it succeeds.
@@ -857,7 +834,7 @@ async fn several_names_get_one_certificate_valid_for_each() {
     // Each name verifies against the one certificate (the third is the
     // second in other case: ordered once).
     for name in &names[..2] {
-        let tls = connect_as(name, app.addr, &root, &[b"h2"])
+        let tls = tls_connect_as(name, app.addr, &root, &[b"h2"])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(

@@ -89,6 +89,17 @@ pub async fn tls_connect(
     trusted: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_as("localhost", addr, trusted, alpn).await
+}
+
+/// [`tls_connect`] asking for the server name `name` (SNI, and the name
+/// the certificate must hold).
+pub async fn tls_connect_as(
+    name: &str,
+    addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -99,7 +110,7 @@ pub async fn tls_connect(
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
     TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await

@@ -805,26 +805,7 @@ async fn failover_chaos() {
         recoveries.get(recoveries.len() / 2),
         recoveries.last()
     );
-    let mut total = Report::default();
-    for (n, f) in followers.iter().enumerate() {
-        f.wait_for(newest, Duration::from_secs(60)).await;
-        let r = Report::of(&f.items(), &acked);
-        eprintln!(
-            "stream {n}: received {}, lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, streams opened {}",
-            r.received, r.lost, r.duplicated, r.out_of_order, r.announced, r.gaps,
-            f.streams.load(Ordering::Relaxed)
-        );
-        total.received += r.received;
-        total.lost += r.lost;
-        total.duplicated += r.duplicated;
-        total.out_of_order += r.out_of_order;
-        total.announced += r.announced;
-        total.gaps += r.gaps;
-    }
-    eprintln!(
-        "TOTAL: lost {}, duplicated {}, out of order {}, announced by gap {}, gap notices {}, received {}",
-        total.lost, total.duplicated, total.out_of_order, total.announced, total.gaps, total.received
-    );
+    let total = Report::of_followers(&followers, &acked, newest).await;
     assert_eq!(
         (total.lost, total.duplicated, total.out_of_order),
         (0, 0, 0)
