@@ -153,9 +153,6 @@ impl Metered {
         }
         let tcp = match &mut self.io {
             Io::Other(io) => return Pin::new(io).poll_read(cx, buf),
-            Io::Tcp(tcp) if buf.remaining() >= READ_AHEAD => {
-                return Pin::new(tcp).poll_read(cx, buf)
-            }
             Io::Tcp(tcp) => tcp,
         };
         loop {
